@@ -1,0 +1,56 @@
+# One entry point for set-up, the demo, tests, benchmarks and lint.
+# `make run` and `make test` work on a fresh machine: they create the venv, install
+# torch==2.13.0 first (a CPU build; any other torch requirement pulls a multi-GB CUDA build),
+# then the project, then the system services the tests need.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.huabu-installed
+OUT ?= outputs
+PYTEST_ARGS ?=
+
+.PHONY: setup system run test test-fast bench lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[server,dev]"
+	touch $(STAMP)
+
+# redis-server backs the Redis state store and cache in tests.
+system:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
+
+setup: $(STAMP) system
+
+# Start a local cluster on embedded defaults, generate images, write PNGs.
+run: setup
+	$(VENV)/bin/huabu demo --out $(OUT)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	@# mypy cannot follow the editable install's import hook: lay the huabu namespace out as links.
+	mkdir -p build/mypy/huabu
+	for d in sdk deployments filters ab_testing cluster; do ln -sfn ../../../$$d build/mypy/huabu/$$d; done
+	MYPYPATH=build/mypy $(PY) -m mypy -p huabu
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) build outputs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""huabu.deployments."""

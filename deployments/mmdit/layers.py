@@ -1,0 +1,174 @@
+"""Building blocks of the MMDiT: one class per concept, shapes in comments.
+
+B batch, L text tokens, N image tokens, S = L + N, D width, H heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar flow time t in [0, 1] -> vector of width D (sinusoid of 1000 t, then an MLP)."""
+
+    def __init__(self, width: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def sinusoid(self, t: Tensor) -> Tensor:
+        # t: (B,) -> (B, frequency_dim), [cos | sin] as in DiT / diffusers (flip_sin_to_cos).
+        half = self.frequency_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = (t.float() * 1000.0)[:, None] * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(self.sinusoid(t).to(self.mlp[0].weight.dtype))  # (B, D)
+
+
+class RotaryEmbedding(nn.Module):
+    """Multi-axis rotary positions: axis 0 indexes text tokens, axes 1-2 are the image row and
+    column (image tokens sit at text index 0, text tokens at row = column = 0)."""
+
+    def __init__(self, axes: tuple[int, ...], theta: float) -> None:
+        super().__init__()
+        self.axes = axes
+        self.theta = theta
+
+    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        # positions: (S, n_axes) integer -> cos, sin: (S, Dh) in rotate-half layout.
+        angles = []
+        for axis, dim in enumerate(self.axes):
+            inv_freq = 1.0 / (self.theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            angles.append(positions[:, axis, None].double() * inv_freq[None].to(positions.device))
+        half = torch.cat(angles, dim=-1)  # (S, Dh/2)
+        full = torch.cat([half, half], dim=-1).float()  # (S, Dh)
+        return full.cos(), full.sin()
+
+
+def joint_positions(text_len: int, grid_h: int, grid_w: int, device: torch.device) -> Tensor:
+    """Positions for [text tokens; image tokens] -> (L + N, 3)."""
+    text = torch.zeros(text_len, 3, dtype=torch.long, device=device)
+    text[:, 0] = torch.arange(1, text_len + 1, device=device)
+    rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
+    cols = torch.arange(grid_w, device=device).repeat(grid_h)
+    image = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)
+    return torch.cat([text, image], dim=0)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    # x: (B, H, S, Dh); cos, sin: (S, Dh)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return torch.addcmul(x * cos, rotated, sin)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    # x: (B, T, D); shift, scale: (B, D) -> x * (1 + scale) + shift
+    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])
+
+
+class Modulation(nn.Module):
+    """adaLN-Zero: conditioning (B, D) -> n_chunks vectors (B, D); zero-initialised so that
+    every block starts as the identity."""
+
+    def __init__(self, width: int, n_chunks: int) -> None:
+        super().__init__()
+        self.n_chunks = n_chunks
+        self.linear = nn.Linear(width, n_chunks * width)
+
+    def forward(self, c: Tensor) -> tuple[Tensor, ...]:
+        return self.linear(F.silu(c)).chunk(self.n_chunks, dim=-1)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, width: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class StreamProjections(nn.Module):
+    """One stream's (text or image) own weights around the shared joint attention."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        head_dim = width // num_heads
+        self.num_heads = num_heads
+        self.modulation = Modulation(width, 6)
+        self.qkv = nn.Linear(width, 3 * width)  # fused q, k, v: one matmul instead of three
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6)
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6)
+        self.out = nn.Linear(width, width)
+        self.mlp = FeedForward(width, mlp_ratio)
+
+    def qkv_heads(self, x_mod: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # x_mod: (B, T, D) -> q, k, v: (B, T, H, Dh), with QK RMSNorm
+        b, t, _ = x_mod.shape
+        q, k, v = self.qkv(x_mod).view(b, t, 3, self.num_heads, -1).unbind(dim=2)
+        return self.q_norm(q), self.k_norm(k), v
+
+
+class JointBlock(nn.Module):
+    """Dual-stream block: separate text/image weights, one attention over both sequences."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.image = StreamProjections(width, num_heads, mlp_ratio)
+        self.text = StreamProjections(width, num_heads, mlp_ratio)
+
+    def forward(
+        self,
+        img: Tensor,  # (B, N, D)
+        txt: Tensor,  # (B, L, D)
+        c: Tensor,  # (B, D) timestep (+ pooled text) conditioning
+        rope: tuple[Tensor, Tensor],  # cos, sin: (L + N, Dh)
+        attn_mask: Tensor | None,  # (B, 1, 1, L + N) bool, True = attend
+    ) -> tuple[Tensor, Tensor]:
+        n_txt = txt.shape[1]
+        i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.image.modulation(c)
+        t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.text.modulation(c)
+
+        iq, ik, iv = self.image.qkv_heads(modulate(F.layer_norm(img, img.shape[-1:], eps=1e-6), i_shift1, i_scale1))
+        tq, tk, tv = self.text.qkv_heads(modulate(F.layer_norm(txt, txt.shape[-1:], eps=1e-6), t_shift1, t_scale1))
+        # Joint sequence [text; image] -> (B, H, S, Dh)
+        q = torch.cat([tq, iq], dim=1).transpose(1, 2)
+        k = torch.cat([tk, ik], dim=1).transpose(1, 2)
+        v = torch.cat([tv, iv], dim=1).transpose(1, 2)
+        cos, sin = rope
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, S, Dh)
+        attn = attn.transpose(1, 2).flatten(2)  # (B, S, D)
+        txt_attn, img_attn = attn[:, :n_txt], attn[:, n_txt:]
+
+        img = torch.addcmul(img, i_gate1[:, None], self.image.out(img_attn))
+        img_mlp_in = modulate(F.layer_norm(img, img.shape[-1:], eps=1e-6), i_shift2, i_scale2)
+        img = torch.addcmul(img, i_gate2[:, None], self.image.mlp(img_mlp_in))
+
+        txt = torch.addcmul(txt, t_gate1[:, None], self.text.out(txt_attn))
+        txt_mlp_in = modulate(F.layer_norm(txt, txt.shape[-1:], eps=1e-6), t_shift2, t_scale2)
+        txt = torch.addcmul(txt, t_gate2[:, None], self.text.mlp(txt_mlp_in))
+        return img, txt
+
+
+class FinalLayer(nn.Module):
+    """adaLN (scale, shift) then a linear map from width D to one patch of latents."""
+
+    def __init__(self, width: int, patch_dim: int) -> None:
+        super().__init__()
+        self.modulation = Modulation(width, 2)
+        self.linear = nn.Linear(width, patch_dim)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        scale, shift = self.modulation(c)
+        return self.linear(modulate(F.layer_norm(x, x.shape[-1:], eps=1e-6), shift, scale))  # (B, N, P)
