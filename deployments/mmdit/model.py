@@ -11,7 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from huabu.deployments.mmdit.config import MMDiTConfig
-from huabu.deployments.mmdit.layers import FinalLayer, JointBlock, RotaryEmbedding, TimestepEmbedder, joint_positions
+from huabu.deployments.mmdit.layers import (
+    FinalLayer,
+    JointBlock,
+    RotaryEmbedding,
+    RowStableLinear,
+    TimestepEmbedder,
+    joint_positions,
+)
 
 
 def patchify(latents: Tensor, patch: int) -> Tensor:
@@ -37,7 +44,7 @@ class MMDiT(nn.Module):
         self.text_norm = nn.RMSNorm(config.text_width, eps=1e-6)
         self.text_in = nn.Linear(config.text_width, d)
         self.time_embed = TimestepEmbedder(d)
-        self.pooled_embed = nn.Linear(config.text_width, d) if config.pooled_text else None
+        self.pooled_embed = RowStableLinear(config.text_width, d) if config.pooled_text else None
         self.rope = RotaryEmbedding(config.rope_axes, config.rope_theta)
         self.blocks = nn.ModuleList(JointBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth))
         self.final = FinalLayer(d, config.patch_dim)
@@ -87,8 +94,7 @@ class MMDiT(nn.Module):
         c = self.condition(t, text, text_mask)
         img = self.image_in(image_tokens)  # (B, N, D)
         txt = self.text_in(self.text_norm(text))  # (B, L, D)
-        rope = self.rope(joint_positions(n_txt, grid[0], grid[1], img.device))
-        rope = (rope[0].to(img.dtype), rope[1].to(img.dtype))
+        rope = self.rope(joint_positions(n_txt, grid[0], grid[1], img.device))  # (S, 1, Dh/2) complex
         attn_mask = None
         if not bool(text_mask.all()):
             image_mask = torch.ones(b, img.shape[1], dtype=torch.bool, device=img.device)
