@@ -20,7 +20,7 @@ from huabu.deployments.mmdit.model import patchify, unpatchify
 from huabu.deployments.mmdit.requests import SampleRequest
 from huabu.deployments.mmdit.sampler import euler_sample, guided, shift_mu, timesteps, velocity_from_output
 
-ProgressCallback = Callable[[int, int], None]  # (step, total) after each denoising step
+ProgressCallback = Callable[[list[int], int, int], None]  # (request indices, step, total) after each step
 CancelCheck = Callable[[int], bool]  # request index -> has it been cancelled?
 
 
@@ -71,12 +71,14 @@ class Pipeline:
             groups.setdefault(request.shape_key, []).append(index)
         for indices in groups.values():
             check = None if is_cancelled is None else (lambda i, _ix=indices: is_cancelled(_ix[i]))
-            for index, result in zip(indices, self._sample([requests[i] for i in indices], on_step, check)):
+            progress = None if on_step is None else (lambda step, total, _ix=indices: on_step(_ix, step, total))
+            for index, result in zip(indices, self._sample([requests[i] for i in indices], progress, check)):
                 results[index] = result
         return [r for r in results if r is not None]
 
     def _sample(
-        self, requests: list[SampleRequest], on_step: ProgressCallback | None, is_cancelled: CancelCheck | None
+        self, requests: list[SampleRequest], on_step: Callable[[int, int], None] | None,
+        is_cancelled: CancelCheck | None,
     ) -> list[SampleResult]:
         cfg, bundle = self.config, self.bundle
         first = requests[0]

@@ -62,19 +62,19 @@ def test_outpaint_grows_the_canvas_and_preserves_the_original(pipeline: Pipeline
 def test_img2img_runs_the_last_strength_fraction_of_the_schedule(pipeline: Pipeline) -> None:
     image = np.full((32, 32, 3), 90, dtype=np.uint8)
     totals: list[int] = []
-    low = pipeline([R.img2img("x", image, strength=0.25, seed=1, steps=8)], on_step=lambda s, t: totals.append(t))
-    full = pipeline([R.img2img("x", image, strength=1.0, seed=1, steps=8)], on_step=lambda s, t: totals.append(t))
+    low = pipeline([R.img2img("x", image, strength=0.25, seed=1, steps=8)], on_step=lambda ix, s, t: totals.append(t))
+    full = pipeline([R.img2img("x", image, strength=1.0, seed=1, steps=8)], on_step=lambda ix, s, t: totals.append(t))
     assert totals == [2, 2] + [8] * 8
     assert not np.array_equal(low[0].pixels, full[0].pixels)  # type: ignore[arg-type]
 
 
 def test_progress_callback_and_cancellation_between_steps(pipeline: Pipeline) -> None:
     steps_seen: list[tuple[int, int]] = []
-    pipeline([gen(steps=5)], on_step=lambda s, t: steps_seen.append((s, t)))
+    pipeline([gen(steps=5)], on_step=lambda ix, s, t: steps_seen.append((s, t)))
     assert steps_seen == [(i, 5) for i in range(1, 6)]
 
     seen: list[int] = []
-    result = pipeline([gen(steps=10)], on_step=lambda s, t: seen.append(s), is_cancelled=lambda i: len(seen) >= 3)
+    result = pipeline([gen(steps=10)], on_step=lambda ix, s, t: seen.append(s), is_cancelled=lambda i: len(seen) >= 3)
     assert result[0].cancelled and result[0].pixels is None
     assert seen == [1, 2, 3]
 

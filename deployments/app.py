@@ -1,0 +1,57 @@
+"""The application builder: the whole request path, top to bottom.
+
+    HTTP -> Gateway -> Router -> MMDiTModel[variant]   (+ Storage, job store)
+
+Each stage is its own Serve deployment holding a handle to the next. The prompt filter, cache
+and image filter deployments slot in between Gateway and Router as they are built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from huabu.deployments.gateway import Gateway
+from huabu.deployments.model_server import MMDiTModel
+from huabu.deployments.router import Router
+from huabu.deployments.settings import Settings
+
+
+def model_options(settings: Settings, variant: str) -> dict[str, Any]:
+    m = settings.model
+    return {
+        "name": f"MMDiT-{variant}",
+        "ray_actor_options": {"num_gpus": m.num_gpus, "num_cpus": m.num_cpus},
+        "autoscaling_config": m.autoscaling.to_serve(),
+        "max_ongoing_requests": m.max_ongoing_requests,
+        "max_queued_requests": m.max_queued_requests,
+        "health_check_period_s": m.health_check_period_s,
+        "health_check_timeout_s": m.health_check_timeout_s,
+        "graceful_shutdown_timeout_s": settings.graceful_shutdown_timeout_s,
+    }
+
+
+def build_app(settings: Settings) -> Application:
+    gw = settings.gateway
+    # 1. One autoscaled, batched model deployment per variant (stable; canary with A/B).
+    models = {
+        variant: MMDiTModel.options(**model_options(settings, variant)).bind(v.model, settings)
+        for variant, v in settings.variants.items()
+    }
+    # 2. The router picks the variant for each request.
+    router = Router.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000).bind(models, settings)
+    # 3. The gateway validates, runs jobs, stores images and answers HTTP.
+    return Gateway.options(
+        num_replicas=gw.num_replicas, ray_actor_options={"num_cpus": gw.num_cpus},
+        max_ongoing_requests=gw.max_ongoing_requests, health_check_period_s=gw.health_check_period_s,
+        health_check_timeout_s=gw.health_check_timeout_s,
+        graceful_shutdown_timeout_s=settings.graceful_shutdown_timeout_s,
+    ).bind(router, settings)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point for ``serve run`` / ``serve deploy`` (``import_path: huabu.deployments.app:app_builder``).
+    ``args`` may name a YAML ``settings_file`` and/or carry settings inline."""
+    args = dict(args)
+    return build_app(Settings.load(args.pop("settings_file", None), **args))

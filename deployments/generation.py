@@ -1,0 +1,174 @@
+"""The generation path shared by the synchronous endpoints and the job runner: wire request ->
+validated model requests -> router -> storage -> ``ImagesResponse``.
+
+Everything the model would reject is rejected here first, so bad input never reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import replace
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle
+
+from huabu.deployments.errors import APIError, invalid, not_found, overloaded
+from huabu.deployments.images import decode_image, decode_mask
+from huabu.deployments.jobs import JobCancelled
+from huabu.deployments.messages import ModelRequest, ModelResult, Operation
+from huabu.deployments.mmdit.config import MMDiTConfig
+from huabu.deployments.mmdit.requests import InvalidRequest
+from huabu.deployments.router import ModelOverloaded, UnknownModel
+from huabu.deployments.settings import Settings
+from huabu.deployments.storage import Storage
+from huabu.sdk.types import (
+    EditJobRequest,
+    GenerateJobRequest,
+    ImageData,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    OutpaintJobRequest,
+    OutpaintRequest,
+    encode_b64_image,
+    job_request_adapter,
+)
+
+# Edits without a mask restyle the whole image; this much of the schedule is re-run.
+DEFAULT_IMG2IMG_STRENGTH = 0.75
+
+
+class ModelCatalog:
+    """Which models the router serves and their configs (for validation), fetched once."""
+
+    def __init__(self, router: DeploymentHandle) -> None:
+        self.router = router
+        self._variants: dict[str, dict[str, Any]] | None = None
+        self._configs: dict[str, MMDiTConfig] = {}
+
+    async def variants(self) -> dict[str, dict[str, Any]]:
+        if self._variants is None:
+            self._variants = await self.router.describe.remote()
+            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in self._variants.values()}
+        return self._variants
+
+    async def resolve(self, requested: str | None) -> tuple[str, MMDiTConfig]:
+        variants = await self.variants()
+        if requested is None:
+            model_id = variants["stable"]["model"]
+            return model_id, self._configs[model_id]
+        for info in variants.values():
+            if requested in (info["model"], info["model"].split("@")[0]):
+                return info["model"], self._configs[info["model"]]
+        served = sorted(v["model"] for v in variants.values())
+        raise APIError(f"model {requested!r} is not served here; available: {served}", "not_found_error",
+                       param="model", code="model_not_found", status=404)
+
+    async def model_ids(self) -> list[str]:
+        return sorted({v["model"] for v in (await self.variants()).values()})
+
+
+class GenerationService:
+    def __init__(self, router: DeploymentHandle, storage: Storage, settings: Settings) -> None:
+        self.router = router
+        self.storage = storage
+        self.settings = settings
+        self.catalog = ModelCatalog(router)
+
+    # --- wire -> model requests -------------------------------------------------------------
+
+    async def _base(self, req: ImageGenerationRequest | ImageEditRequest | OutpaintRequest, operation: Operation,
+                    size: tuple[int, int] | None, request_id: str, job_id: str | None) -> tuple[ModelRequest, MMDiTConfig]:
+        model_id, config = await self.catalog.resolve(req.model)
+        height, width = size if size is not None else config.default_size
+        gw = self.settings.gateway
+        base = ModelRequest(
+            operation=operation, prompt=req.prompt, negative_prompt=req.negative_prompt or "",
+            seed=req.seed if req.seed is not None else secrets.randbelow(2**31), height=height, width=width,
+            steps=req.steps if req.steps is not None else gw.default_steps,
+            guidance=req.guidance_scale if req.guidance_scale is not None else gw.default_guidance,
+            model=req.model, job_id=job_id, request_id=request_id,
+        )
+        return base, config
+
+    def _checked(self, base: ModelRequest, config: MMDiTConfig, n: int) -> list[ModelRequest]:
+        """n requests with consecutive seeds, each validated against the serving model."""
+        requests = [replace(base, seed=(base.seed + i) % 2**63) for i in range(n)]
+        try:
+            for request in requests:
+                request.to_sample().validate(config)
+        except InvalidRequest as exc:
+            raise invalid(str(exc), exc.param) from None
+        return requests
+
+    async def generation_requests(self, req: ImageGenerationRequest, request_id: str,
+                                  job_id: str | None = None) -> list[ModelRequest]:
+        size = req.dimensions
+        base, config = await self._base(req, "generate", None if size is None else (size[1], size[0]), request_id,
+                                        job_id)
+        return self._checked(base, config, req.n)
+
+    async def edit_requests(self, req: ImageEditRequest, image: bytes, mask: bytes | None, request_id: str,
+                            job_id: str | None = None) -> list[ModelRequest]:
+        max_pixels = self.settings.gateway.max_image_pixels
+        pixels, alpha_mask = decode_image(image, "image", max_pixels)
+        repaint = decode_mask(mask, max_pixels, pixels.shape[:2]) if mask is not None else alpha_mask
+        if req.dimensions is not None and req.dimensions != (pixels.shape[1], pixels.shape[0]):
+            raise invalid(f"size {req.size} differs from the image's {pixels.shape[1]}x{pixels.shape[0]}; "
+                          "omit size for edits or resize the image", "size")
+        base, config = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
+        strength = req.strength if req.strength is not None else (1.0 if repaint is not None else
+                                                                 DEFAULT_IMG2IMG_STRENGTH)
+        return self._checked(replace(base, image=pixels, mask=repaint, strength=strength), config, req.n)
+
+    async def outpaint_requests(self, req: OutpaintRequest, request_id: str,
+                                job_id: str | None = None) -> list[ModelRequest]:
+        from huabu.deployments.mmdit.requests import outpainting
+
+        pixels, _ = decode_image(req.image_bytes(), "image", self.settings.gateway.max_image_pixels)
+        try:
+            grown = outpainting(req.prompt, pixels, left=req.left, right=req.right, top=req.top, bottom=req.bottom,
+                                seed=0)
+        except InvalidRequest as exc:
+            raise invalid(str(exc), exc.param) from None
+        if grown.height * grown.width > self.settings.gateway.max_image_pixels:
+            raise invalid(f"the outpainted canvas {grown.width}x{grown.height} is above the pixel limit", "right")
+        base, config = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id)
+        return self._checked(replace(base, image=grown.init_image, mask=grown.mask), config, req.n)
+
+    # --- model requests -> response ----------------------------------------------------------
+
+    async def run(self, requests: list[ModelRequest], response_format: str) -> tuple[ImagesResponse, str | None]:
+        try:
+            results: list[ModelResult] = await asyncio.gather(*(self.router.generate.remote(r) for r in requests))
+        except ModelOverloaded:
+            raise overloaded(self.settings.model.retry_after_s) from None
+        except UnknownModel as exc:
+            raise not_found(f"model {exc} is not served here", "model") from None
+        if any(r.cancelled for r in results):
+            raise JobCancelled
+        data = [await self._image_data(result, response_format) for result in results]
+        return ImagesResponse(created=int(time.time()), data=data), results[0].variant
+
+    async def _image_data(self, result: ModelResult, response_format: str) -> ImageData:
+        key = await self.storage.put(result.png)
+        common: dict[str, Any] = {
+            "id": key.removesuffix(".png"), "seed": result.seed, "model": result.model,
+            "prompt_truncated": result.prompt_truncated, "variant": result.variant,
+            "metadata": {"batch_size": str(result.batch_size), "generation_s": f"{result.generation_s:.3f}"},
+        }
+        if response_format == "url":
+            return ImageData(url=self.storage.url(key), **common)
+        return ImageData(b64_json=encode_b64_image(result.png), **common)
+
+    async def run_job(self, job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+        req = job_request_adapter.validate_json(request_json)
+        if isinstance(req, GenerateJobRequest):
+            requests = await self.generation_requests(req, job_id, job_id)
+        elif isinstance(req, EditJobRequest):
+            requests = await self.edit_requests(req, req.image_bytes(), req.mask_bytes(), job_id, job_id)
+        else:
+            assert isinstance(req, OutpaintJobRequest)
+            requests = await self.outpaint_requests(req, job_id, job_id)
+        return await self.run(requests, req.response_format)

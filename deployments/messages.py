@@ -1,0 +1,51 @@
+"""Typed objects passed between deployments (pickled by Ray): one image request to the model
+and its result. The HTTP wire types live in ``huabu.sdk.types``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from huabu.deployments.mmdit.requests import SampleRequest
+
+Operation = Literal["generate", "edit", "outpaint"]
+
+
+@dataclass
+class ModelRequest:
+    operation: Operation
+    prompt: str
+    seed: int
+    height: int
+    width: int
+    steps: int
+    guidance: float
+    negative_prompt: str = ""
+    image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 canvas
+    mask: np.ndarray | None = field(default=None, repr=False)  # (H, W) bool, True = repaint
+    strength: float = 1.0
+    model: str | None = None  # requested name@version; None = the router's choice
+    job_id: str | None = None  # progress and cancellation go to this job
+    request_id: str = ""
+
+    def to_sample(self) -> SampleRequest:
+        return SampleRequest(
+            prompt=self.prompt, seed=self.seed, height=self.height, width=self.width, steps=self.steps,
+            guidance=self.guidance, negative_prompt=self.negative_prompt, init_image=self.image, mask=self.mask,
+            strength=self.strength,
+        )
+
+
+@dataclass
+class ModelResult:
+    png: bytes
+    seed: int
+    model: str  # name@version that made it
+    prompt_truncated: bool
+    cancelled: bool = False
+    variant: str | None = None
+    batch_size: int = 1
+    queue_wait_s: float = 0.0
+    generation_s: float = 0.0

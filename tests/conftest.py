@@ -1,0 +1,158 @@
+"""Shared fixtures: one real local Ray + Serve per test session (several apps per start), and
+real redis-server and S3-compatible servers on free ports on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+# Autoscaling metrics are pushed every 10 s by default; tests need them fast. Set before ray.init.
+os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def serve_port() -> Iterator[int]:
+    import ray
+    from ray import serve
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="huabu-tests")
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@dataclass
+class ServedApp:
+    name: str
+    base_url: str  # http://127.0.0.1:PORT/<name>
+    settings: Any
+
+    def client(self, timeout: float = 120.0) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def deploy_app(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """deploy_app(**settings overrides) -> ServedApp, deployed under its own route prefix;
+    every app deployed this way is deleted at the end of the session."""
+    from ray import serve
+
+    from huabu.deployments.app import build_app
+    from huabu.deployments.settings import Settings
+
+    names: list[str] = []
+
+    def deploy(**overrides: Any) -> ServedApp:
+        name = f"t{uuid.uuid4().hex[:8]}"
+        base_url = f"http://127.0.0.1:{serve_port}/{name}"
+        defaults: dict[str, Any] = {
+            "app_name": name,
+            "state": {"namespace": name},
+            "storage": {"local_dir": str(tmp_path_factory.mktemp(name)), "public_base_url": base_url},
+            "model": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "health_check_period_s": 1,
+                      "health_check_timeout_s": 5},
+            "gateway": {"default_steps": 4, "health_check_period_s": 1, "health_check_timeout_s": 5},
+            "jobs": {"lease_s": 2.0},
+            "graceful_shutdown_timeout_s": 1,
+        }
+        settings = Settings.load(environ={}, **_merge(defaults, overrides))
+        serve.run(build_app(settings), name=name, route_prefix=f"/{name}", blocking=False)
+        _wait_ready(base_url)
+        names.append(name)
+        return ServedApp(name=name, base_url=base_url, settings=settings)
+
+    yield deploy
+    for name in names:
+        serve.delete(name)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _wait_ready(base_url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{base_url}/readyz", timeout=5)
+            if last.status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.3)
+    raise TimeoutError(f"{base_url} not ready: {last}")
+
+
+@pytest.fixture(scope="session")
+def app(deploy_app: Any) -> ServedApp:
+    """The default application (embedded state, local storage), shared by API tests."""
+    return deploy_app()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: run `make setup` (it installs it)"
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
+         str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
