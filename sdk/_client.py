@@ -1,0 +1,263 @@
+"""``Client`` and ``AsyncClient``: the same surface; they differ only in how they do I/O.
+
+All decisions (retries, backoff, deadlines, errors, tracing, request building, parsing) are in
+``_base.BaseClient`` and the resource modules; here each client only drives the shared retry plan with
+blocking or awaiting calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import pydantic
+
+from huabu.sdk._base import BaseClient, ClientConfig, RequestOptions, Timeouts, _Send, _Sleep
+from huabu.sdk._results import ImageResults
+from huabu.sdk.resources import AsyncFeedback, AsyncImages, AsyncJobs, AsyncModels, Feedback, Images, Jobs, Models
+from huabu.sdk.types import ImagesResponse
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+_Self = TypeVar("_Self", bound="Client")
+_ASelf = TypeVar("_ASelf", bound="AsyncClient")
+
+
+def _http_timeout(config: ClientConfig) -> httpx.Timeout:
+    t = config.timeouts
+    return httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
+
+
+class Client(BaseClient[httpx.Client]):
+    """Synchronous huabu client.
+
+    >>> client = Client()  # HUABU_BASE_URL / HUABU_API_KEY, else http://127.0.0.1:8000
+    >>> client.images.generate("a red fox in snow", seed=7)[0].save("fox.png")  # doctest: +SKIP
+    """
+
+    images: Images
+    jobs: Jobs
+    models: Models
+    feedback: Feedback
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        config = ClientConfig.from_args(base_url, api_key, timeout, max_retries, default_headers)
+        http = http_client or httpx.Client(timeout=_http_timeout(config), follow_redirects=True)
+        self._setup(config, http, owns_http=http_client is None)
+
+    def _setup(self, config: ClientConfig, http: httpx.Client, *, owns_http: bool) -> None:
+        self._config = config
+        self._http = http
+        self._owns_http = owns_http
+        self.images = Images(self)
+        self.jobs = Jobs(self)
+        self.models = Models(self)
+        self.feedback = Feedback(self)
+
+    def with_options(
+        self: _Self,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> _Self:
+        """A copy with other defaults, sharing this client's connection pool (closing stays with this one)."""
+        clone = object.__new__(type(self))
+        config = self._replaced_config(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+        )
+        clone._setup(config, self._http, owns_http=False)
+        return clone
+
+    # --- I/O ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sleep(seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def _request(self, options: RequestOptions, *, stream: bool = False) -> httpx.Response:
+        plan = self._plan(options)
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, _Sleep):
+                    self._sleep(step.seconds)
+                    step = plan.send(None)
+                    continue
+                assert isinstance(step, _Send)
+                try:
+                    response = self._http.send(step.request, stream=stream)
+                    if stream and response.is_error:
+                        response.read()  # the error body is needed for the exception
+                except httpx.TransportError as exc:
+                    step = plan.send(exc)
+                else:
+                    step = plan.send(response)
+        except StopIteration as done:
+            result: httpx.Response = done.value
+            return result
+        finally:
+            plan.close()
+
+    def _request_model(self, options: RequestOptions, model: type[ModelT]) -> ModelT:
+        return self._parse(self._request(options), model)
+
+    def _download(self, url: str) -> bytes:
+        return self._request(RequestOptions("GET", url, operation="images.download", headers={"Accept": "*/*"})).content
+
+    def _results(
+        self, response: ImagesResponse, *, request_id: str | None = None, job_id: str | None = None
+    ) -> ImageResults:
+        return ImageResults(response, loader=self._download, request_id=request_id, job_id=job_id)
+
+    def _images(self, options: RequestOptions) -> ImageResults:
+        response = self._request(options)
+        return self._results(self._parse(response, ImagesResponse), request_id=response.headers.get("x-request-id"))
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(base_url={self.base_url!r})"
+
+
+class AsyncClient(BaseClient[httpx.AsyncClient]):
+    """Asynchronous huabu client: ``Client``'s surface with ``await`` (and ``async for`` over events)."""
+
+    images: AsyncImages
+    jobs: AsyncJobs
+    models: AsyncModels
+    feedback: AsyncFeedback
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        config = ClientConfig.from_args(base_url, api_key, timeout, max_retries, default_headers)
+        http = http_client or httpx.AsyncClient(timeout=_http_timeout(config), follow_redirects=True)
+        self._setup(config, http, owns_http=http_client is None)
+
+    def _setup(self, config: ClientConfig, http: httpx.AsyncClient, *, owns_http: bool) -> None:
+        self._config = config
+        self._http = http
+        self._owns_http = owns_http
+        self.images = AsyncImages(self)
+        self.jobs = AsyncJobs(self)
+        self.models = AsyncModels(self)
+        self.feedback = AsyncFeedback(self)
+
+    def with_options(
+        self: _ASelf,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> _ASelf:
+        """A copy with other defaults, sharing this client's connection pool (closing stays with this one)."""
+        clone = object.__new__(type(self))
+        config = self._replaced_config(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+        )
+        clone._setup(config, self._http, owns_http=False)
+        return clone
+
+    # --- I/O ------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _sleep(seconds: float) -> None:
+        if seconds > 0:
+            await anyio.sleep(seconds)
+
+    async def _request(self, options: RequestOptions, *, stream: bool = False) -> httpx.Response:
+        plan = self._plan(options)
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, _Sleep):
+                    await self._sleep(step.seconds)
+                    step = plan.send(None)
+                    continue
+                assert isinstance(step, _Send)
+                try:
+                    response = await self._http.send(step.request, stream=stream)
+                    if stream and response.is_error:
+                        await response.aread()
+                except httpx.TransportError as exc:
+                    step = plan.send(exc)
+                else:
+                    step = plan.send(response)
+        except StopIteration as done:
+            result: httpx.Response = done.value
+            return result
+        finally:
+            plan.close()
+
+    async def _request_model(self, options: RequestOptions, model: type[ModelT]) -> ModelT:
+        return self._parse(await self._request(options), model)
+
+    async def _download(self, url: str) -> bytes:
+        options = RequestOptions("GET", url, operation="images.download", headers={"Accept": "*/*"})
+        return (await self._request(options)).content
+
+    def _results(
+        self, response: ImagesResponse, *, request_id: str | None = None, job_id: str | None = None
+    ) -> ImageResults:
+        return ImageResults(response, aloader=self._download, request_id=request_id, job_id=job_id)
+
+    async def _images(self, options: RequestOptions) -> ImageResults:
+        response = await self._request(options)
+        return self._results(self._parse(response, ImagesResponse), request_id=response.headers.get("x-request-id"))
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self: _ASelf) -> _ASelf:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(base_url={self.base_url!r})"

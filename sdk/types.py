@@ -1,0 +1,404 @@
+"""Wire models shared by the server and the SDK: the single source of truth for the HTTP API.
+
+The gateway validates requests with these classes and serialises responses with them; the SDK
+builds requests and parses responses with the same classes. Keep names and fields stable: both
+sides import them. Rules of thumb:
+
+- Request models forbid unknown fields, so a typo (``stpes``) is a 400 that names the param
+  instead of a silently ignored option.
+- Response models ignore unknown fields, so an older SDK keeps parsing a newer server.
+- Shapes follow OpenAI's images API where one exists (``ImagesResponse``, ``ModelList``, the
+  error body), so the official ``openai`` client works unmodified; huabu's extensions are
+  optional fields next to OpenAI's.
+- Only pydantic here: no ray, torch or numpy (the SDK is installed without them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+__all__ = [
+    "ERROR_STATUS",
+    "ERROR_TYPES",
+    "MAX_IMAGE_B64_CHARS",
+    "MAX_OUTPAINT_EXTENT",
+    "MAX_PROMPT_CHARS",
+    "MAX_SIDE",
+    "MAX_STEPS",
+    "CacheMode",
+    "EditJobRequest",
+    "ErrorBody",
+    "ErrorResponse",
+    "ErrorType",
+    "EventType",
+    "FeedbackRequest",
+    "FeedbackResponse",
+    "GenerateJobRequest",
+    "ImageData",
+    "ImageEditRequest",
+    "ImageGenerationRequest",
+    "ImagesResponse",
+    "Job",
+    "JobEvent",
+    "JobKind",
+    "JobProgress",
+    "JobRequest",
+    "JobStatus",
+    "ModelInfo",
+    "ModelList",
+    "OutpaintJobRequest",
+    "OutpaintRequest",
+    "ResponseFormat",
+    "decode_b64_image",
+    "encode_b64_image",
+    "job_request_adapter",
+    "parse_size",
+]
+
+# --- limits (the server may be stricter per model, never looser) -------------------------------
+
+MAX_PROMPT_CHARS = 4000  # characters, like OpenAI's dall-e-3 limit; token truncation is separate
+MAX_SIDE = 4096  # pixels per side accepted on the wire; models restrict further
+MAX_STEPS = 200
+MAX_GUIDANCE = 30.0
+MAX_N = 4
+MAX_SEED = 2**63 - 1
+MAX_OUTPAINT_EXTENT = 2048  # pixels added on one side
+MAX_IMAGE_B64_CHARS = 32 * 1024 * 1024  # ~24 MiB of image bytes in a JSON body
+
+CacheMode = Literal["use", "bypass", "refresh"]
+ResponseFormat = Literal["b64_json", "url"]
+JobKind = Literal["generate", "edit", "outpaint"]
+EventType = Literal["progress", "status", "result", "error"]
+ErrorType = Literal[
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "conflict_error",
+    "rate_limit_error",
+    "content_policy_violation",
+    "server_error",
+    "service_unavailable",
+]
+
+# The HTTP status the server answers for each error type (one table for both sides).
+ERROR_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "rate_limit_error": 429,
+    "content_policy_violation": 400,
+    "server_error": 500,
+    "service_unavailable": 503,
+}
+ERROR_TYPES: tuple[str, ...] = tuple(ERROR_STATUS)
+
+_SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
+_DATA_URL_RE = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"64x32"`` -> ``(64, 32)`` (width, height); ValueError on anything else."""
+    match = _SIZE_RE.match(size.strip().lower())
+    if match is None:
+        raise ValueError(f"size must look like '512x512' (WIDTHxHEIGHT in pixels), got {size!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ValueError(f"size {size!r} exceeds the wire limit of {MAX_SIDE} pixels per side")
+    return width, height
+
+
+def decode_b64_image(data: str) -> bytes:
+    """Decode a base64 image, tolerating a ``data:image/...;base64,`` prefix; ValueError if invalid."""
+    try:
+        return base64.b64decode(_DATA_URL_RE.sub("", data.strip()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("image must be base64-encoded image bytes (PNG recommended)") from exc
+
+
+def encode_b64_image(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+
+class _GenerationParams(_Request):
+    """Fields every image operation accepts (OpenAI's plus huabu's native extensions)."""
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: str | None = Field(default=None, description="'name@version' or 'name' (latest); default model if unset")
+    n: int = Field(default=1, ge=1, le=MAX_N)
+    response_format: ResponseFormat = "b64_json"
+    user: str | None = Field(default=None, max_length=256)
+    # native extensions
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    cache: CacheMode = "use"
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str | None) -> str | None:
+        if value is not None and not _MODEL_RE.match(value):
+            raise ValueError("model must look like 'name' or 'name@version' (letters, digits, '.', '_', '-')")
+        return value
+
+
+class _Sized(_Request):
+    size: str | None = Field(default=None, description="'WIDTHxHEIGHT'; the model's default size if unset")
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        width, height = parse_size(value)
+        return f"{width}x{height}"
+
+    @property
+    def dimensions(self) -> tuple[int, int] | None:
+        """(width, height) or None when the model default applies."""
+        return parse_size(self.size) if self.size else None
+
+
+class ImageGenerationRequest(_GenerationParams, _Sized):
+    """``POST /v1/images/generations`` (JSON)."""
+
+
+class ImageEditRequest(_GenerationParams, _Sized):
+    """The non-file fields of ``POST /v1/images/edits`` (multipart).
+
+    The files come as multipart parts: ``image`` (or ``image[]``) and optional ``mask``, where
+    transparent mask pixels mark the area to repaint (OpenAI's convention).
+    """
+
+    strength: float | None = Field(default=None, ge=0.0, le=1.0, description="img2img strength; 1.0 repaints fully")
+
+
+def _check_b64(value: str) -> str:
+    if len(value) > MAX_IMAGE_B64_CHARS:
+        raise ValueError(f"image is larger than {MAX_IMAGE_B64_CHARS} base64 characters")
+    decode_b64_image(value)
+    return _DATA_URL_RE.sub("", value.strip())
+
+
+class OutpaintRequest(_GenerationParams):
+    """``POST /v1/images/outpaint`` (JSON): extend ``image`` by the given pixels on each side.
+
+    The output size is the input size plus the extents; the prompt describes the whole canvas.
+    """
+
+    image: str = Field(description="base64 image (PNG recommended); a data: URL prefix is accepted")
+    left: int = Field(default=0, ge=0, le=MAX_OUTPAINT_EXTENT)
+    right: int = Field(default=0, ge=0, le=MAX_OUTPAINT_EXTENT)
+    top: int = Field(default=0, ge=0, le=MAX_OUTPAINT_EXTENT)
+    bottom: int = Field(default=0, ge=0, le=MAX_OUTPAINT_EXTENT)
+
+    @field_validator("image")
+    @classmethod
+    def _check_image(cls, value: str) -> str:
+        return _check_b64(value)
+
+    @model_validator(mode="after")
+    def _some_extent(self) -> OutpaintRequest:
+        if not (self.left or self.right or self.top or self.bottom):
+            raise ValueError("outpaint needs at least one of left, right, top, bottom > 0")
+        return self
+
+    def image_bytes(self) -> bytes:
+        return decode_b64_image(self.image)
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+class GenerateJobRequest(ImageGenerationRequest):
+    kind: Literal["generate"] = "generate"
+
+
+class EditJobRequest(ImageEditRequest):
+    """An edit as a JSON job: the multipart files become base64 fields."""
+
+    kind: Literal["edit"] = "edit"
+    image: str = Field(description="base64 image (PNG recommended)")
+    mask: str | None = Field(default=None, description="base64 PNG; transparent pixels = repaint")
+
+    @field_validator("image")
+    @classmethod
+    def _check_image(cls, value: str) -> str:
+        return _check_b64(value)
+
+    @field_validator("mask")
+    @classmethod
+    def _check_mask(cls, value: str | None) -> str | None:
+        return None if value is None else _check_b64(value)
+
+    def image_bytes(self) -> bytes:
+        return decode_b64_image(self.image)
+
+    def mask_bytes(self) -> bytes | None:
+        return None if self.mask is None else decode_b64_image(self.mask)
+
+
+class OutpaintJobRequest(OutpaintRequest):
+    kind: Literal["outpaint"] = "outpaint"
+
+
+# ``POST /v1/jobs`` body: the operation's own fields plus ``kind``, e.g.
+# ``{"kind": "generate", "prompt": "a red fox", "seed": 7}``. FastAPI accepts the annotated
+# union as a body type; elsewhere use ``job_request_adapter.validate_python(...)``.
+JobRequest = Annotated[
+    Union[GenerateJobRequest, EditJobRequest, OutpaintJobRequest],  # noqa: UP007 - runtime alias
+    Field(discriminator="kind"),
+]
+job_request_adapter: TypeAdapter[GenerateJobRequest | EditJobRequest | OutpaintJobRequest] = TypeAdapter(JobRequest)
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobProgress(_Response):
+    step: int = 0
+    total: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+
+class ErrorBody(_Response):
+    message: str
+    type: str = "server_error"  # one of ERROR_TYPES; kept ``str`` so an old SDK parses new types
+    param: str | None = None
+    code: str | None = None  # e.g. the policy category for content_policy_violation
+
+
+class ErrorResponse(_Response):
+    error: ErrorBody
+
+
+class ImageData(_Response):
+    """One image. OpenAI's fields first, then huabu's extensions (all optional on the wire)."""
+
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+    # huabu extensions
+    id: str | None = Field(default=None, description="content-addressed image id (for /v1/feedback)")
+    seed: int | None = None
+    model: str | None = Field(default=None, description="'name@version' that produced the image")
+    cached: bool = False
+    prompt_truncated: bool = False
+    variant: str | None = Field(default=None, description="A/B variant that served the request")
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ImagesResponse(_Response):
+    """OpenAI's images response: ``{"created": <unix seconds>, "data": [...]}``."""
+
+    created: int
+    data: list[ImageData]
+
+
+class ModelInfo(_Response):
+    id: str = Field(description="'name@version'")
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "huabu"
+
+
+class ModelList(_Response):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+class Job(_Response):
+    """``POST /v1/jobs`` (answered at once, status queued) and ``GET /v1/jobs/{id}``."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    kind: JobKind
+    created_at: float = Field(description="unix seconds")
+    updated_at: float = Field(description="unix seconds")
+    progress: JobProgress = Field(default_factory=JobProgress)
+    result: ImagesResponse | None = None
+    error: ErrorBody | None = None
+    model: str | None = None
+    variant: str | None = None
+
+
+class JobEvent(_Response):
+    """One event of ``GET /v1/jobs/{id}/events`` (SSE ``data:`` line) and ``WS /v1/jobs/{id}/ws``.
+
+    ``seq`` increases by one per event of a job; the SSE stream also sends it as the ``id:`` field
+    so a reconnecting client resumes with ``Last-Event-ID``. The last event of a job is a
+    ``result`` (succeeded) or ``error`` (failed) or ``status`` event with a terminal status.
+    """
+
+    type: EventType
+    job_id: str
+    seq: int = Field(ge=0)
+    status: JobStatus
+    step: int | None = None
+    total: int | None = None
+    result: ImagesResponse | None = None
+    error: ErrorBody | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+class FeedbackRequest(_Request):
+    """``POST /v1/feedback``: did the user keep the image (A/B adoption metric)."""
+
+    image_id: str | None = Field(default=None, max_length=256)
+    job_id: str | None = Field(default=None, max_length=256)
+    accepted: bool
+
+    @model_validator(mode="after")
+    def _one_target(self) -> FeedbackRequest:
+        if (self.image_id is None) == (self.job_id is None):
+            raise ValueError("give exactly one of image_id or job_id")
+        return self
+
+
+class FeedbackResponse(_Response):
+    recorded: bool = True
+    variant: str | None = None

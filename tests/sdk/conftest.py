@@ -1,0 +1,111 @@
+"""Fixtures for the SDK tests.
+
+``backend`` is the seam for the real-server suite: by default it serves the wire API from the in-process
+``FakeServer``; with ``HUABU_TEST_BASE_URL`` set, the same contract tests run against that server
+(``HUABU_TEST_API_KEY``, ``HUABU_TEST_SIZE`` and ``HUABU_TEST_STEPS`` tune them for the real model).
+Fault-injection tests need the fake and skip otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_server import FakeServer
+
+from huabu.sdk import AsyncClient, Client
+
+
+class FakeClock:
+    """Monotonic time that only moves when the client 'sleeps', so retry tests never wait."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+def fake_client(server: FakeServer, clock: FakeClock | None = None, **kwargs: object) -> Client:
+    client = Client(server.base_url, http_client=httpx.Client(transport=server.transport()), **kwargs)
+    if clock is not None:
+        client._clock = clock
+        client._sleep = clock.sleep
+    return client
+
+
+def fake_async_client(server: FakeServer, clock: FakeClock | None = None, **kwargs: object) -> AsyncClient:
+    http = httpx.AsyncClient(transport=server.transport())
+    client = AsyncClient(server.base_url, http_client=http, **kwargs)
+    if clock is not None:
+        client._clock = clock
+        client._sleep = clock.asleep
+    return client
+
+
+@pytest.fixture
+def server() -> FakeServer:
+    return FakeServer()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client(server: FakeServer, clock: FakeClock) -> Iterator[Client]:
+    with fake_client(server, clock) as c:
+        yield c
+
+
+@pytest.fixture
+async def aclient(server: FakeServer, clock: FakeClock) -> AsyncClient:
+    return fake_async_client(server, clock)
+
+
+@dataclass
+class Backend:
+    """Where the contract tests send their requests: the fake, or a real server."""
+
+    client: Client
+    aclient: AsyncClient
+    fake: FakeServer | None
+    size: str = "32x32"
+    steps: int = 2
+    closers: list[object] = field(default_factory=list)
+
+    @property
+    def wh(self) -> tuple[int, int]:
+        w, h = self.size.split("x")
+        return int(w), int(h)
+
+
+@pytest.fixture
+def backend(server: FakeServer) -> Iterator[Backend]:
+    base_url = os.environ.get("HUABU_TEST_BASE_URL")
+    size = os.environ.get("HUABU_TEST_SIZE", "32x32")
+    steps = int(os.environ.get("HUABU_TEST_STEPS", "2"))
+    if base_url:
+        key = os.environ.get("HUABU_TEST_API_KEY")
+        b = Backend(Client(base_url, key), AsyncClient(base_url, key), None, size, steps)
+    else:
+        b = Backend(fake_client(server), fake_async_client(server), server, size, steps)
+    yield b
+    b.client.close()
