@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.serve.context import _get_serve_request_context
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
@@ -61,16 +62,14 @@ def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
 
 @api.middleware("http")
 async def request_id_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    request.state.request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+    # Serve's proxy assigns the request id (echoing a client's x-request-id) and puts it on
+    # every response; reuse it so logs, jobs and traces carry the same id.
+    request.state.request_id = _get_serve_request_context().request_id or request.headers.get("x-request-id", "")
     limit = getattr(request.app.state, "max_request_bytes", Settings().gateway.max_request_bytes)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
-        response: Response = _error(APIError(f"request body is larger than {limit} bytes", status=413,
-                                             code="request_too_large"))
-    else:
-        response = await call_next(request)
-    response.headers["x-request-id"] = request.state.request_id
-    return response
+        return _error(APIError(f"request body is larger than {limit} bytes", status=413, code="request_too_large"))
+    return await call_next(request)
 
 
 def _error(exc: APIError) -> JSONResponse:

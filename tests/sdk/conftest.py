@@ -97,12 +97,16 @@ class Backend:
         return int(w), int(h)
 
 
-@pytest.fixture
-def backend(server: FakeServer) -> Iterator[Backend]:
+@pytest.fixture(params=["fake", pytest.param("serve", marks=pytest.mark.serve)])
+def backend(request: pytest.FixtureRequest, server: FakeServer) -> Iterator[Backend]:
+    """The contract tests run twice: against the in-process fake and against the real Ray Serve
+    application (tests/conftest.py ``app``); ``HUABU_TEST_BASE_URL`` points them at any server."""
     base_url = os.environ.get("HUABU_TEST_BASE_URL")
     size = os.environ.get("HUABU_TEST_SIZE", "32x32")
     steps = int(os.environ.get("HUABU_TEST_STEPS", "2"))
-    if base_url:
+    if request.param == "serve" and not base_url:
+        base_url = request.getfixturevalue("app").base_url
+    if request.param == "serve" or base_url:
         key = os.environ.get("HUABU_TEST_API_KEY")
         b = Backend(Client(base_url, key), AsyncClient(base_url, key), None, size, steps)
     else:
