@@ -5,6 +5,7 @@ job runner."""
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -37,11 +38,15 @@ from huabu.sdk.types import (
 )
 
 logger = logging.getLogger("huabu.gateway")
+JOB_KINDS = ("generate", "edit", "outpaint")
+SSE_KEEPALIVE_S = 15.0
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
 
 
 def _param_of(error: dict[str, object]) -> str | None:
     loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]  # type: ignore[union-attr]
+    if loc and loc[0] in JOB_KINDS:  # a job body's errors are located under its kind tag
+        loc = loc[1:]
     return ".".join(loc) or None
 
 
@@ -227,15 +232,20 @@ class Gateway:
         assert job is not None
         return job
 
-    async def _events(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
-        """Job events from ``after`` on, until the terminal one."""
+    async def _events(self, job_id: str, after: int) -> AsyncIterator[JobEvent | None]:
+        """Job events after seq ``after`` until the terminal one; None when it is time for a
+        keep-alive (so proxies and the SDK's read timeout never see a silent stream)."""
         seq = after
+        quiet_since = time.monotonic()
         while True:
             for event in await self.jobs.events_after(job_id, seq):
-                seq = event.seq
+                seq, quiet_since = event.seq, time.monotonic()
                 yield event
                 if event.status.is_terminal and event.type != "progress":
                     return
+            if time.monotonic() - quiet_since > SSE_KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield None
             await asyncio.sleep(self.settings.jobs.poll_interval_s)
 
     @api.get("/v1/jobs/{job_id}/events")
@@ -246,7 +256,10 @@ class Gateway:
 
         async def stream() -> AsyncIterator[str]:
             async for event in self._events(job_id, after):
-                yield f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json(exclude_none=True)}\n\n"
+                if event is None:
+                    yield ": ping\n\n"
+                else:
+                    yield f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json(exclude_none=True)}\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -257,9 +270,11 @@ class Gateway:
             await websocket.send_json(APIError(f"no job {job_id!r}", "not_found_error", "job_id").response_body())
             await websocket.close(code=4404)
             return
+        last = websocket.headers.get("last-event-id", "")
         try:
-            async for event in self._events(job_id, -1):
-                await websocket.send_text(event.model_dump_json(exclude_none=True))
+            async for event in self._events(job_id, int(last) if last.isdigit() else -1):
+                if event is not None:
+                    await websocket.send_text(event.model_dump_json(exclude_none=True))
             await websocket.close()
         except WebSocketDisconnect:
             pass
