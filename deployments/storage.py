@@ -87,8 +87,12 @@ class LocalStorage:
 class S3Storage:
     def __init__(self, settings: StorageSettings) -> None:
         import boto3
+        from botocore.config import Config
 
-        self.client = boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region)
+        # SigV4 presigned URLs work on every region and S3-compatible server; path-style
+        # addressing works with custom endpoints whose DNS has no per-bucket names.
+        config = Config(signature_version="s3v4", s3={"addressing_style": "path"})
+        self.client = boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config)
         self.bucket = settings.bucket
         self.prefix = settings.prefix
         self.cdn_base_url = settings.cdn_base_url.rstrip("/") if settings.cdn_base_url else None
