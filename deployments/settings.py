@@ -46,7 +46,8 @@ class ModelDeploymentSettings(_Section):
     num_cpus: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
     max_batch_size: int = Field(8, ge=1)
-    batch_wait_timeout_s: float = Field(0.02, ge=0)
+    # Batches form while the previous one runs; a long wait would only add latency to lone requests.
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
     max_ongoing_requests: int = Field(16, ge=1)
     max_queued_requests: int = Field(64, ge=1)
     autoscaling: AutoscalingSettings = AutoscalingSettings()
