@@ -43,10 +43,11 @@ bench: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	@# mypy cannot follow the editable install's import hook: lay the huabu namespace out as links.
-	mkdir -p build/mypy/huabu
-	for d in sdk deployments filters ab_testing cluster; do ln -sfn ../../../$$d build/mypy/huabu/$$d; done
-	MYPYPATH=build/mypy $(PY) -m mypy -p huabu
+	@# mypy cannot follow the editable install's import hook: lay the huabu namespace out as a copy.
+	rm -rf build/mypy && mkdir -p build/mypy/huabu
+	for d in sdk deployments filters ab_testing cluster; do cp -r $$d build/mypy/huabu/$$d; done
+	cd build/mypy && ../../$(PY) -m mypy --config-file ../../pyproject.toml \
+		-p huabu.sdk -p huabu.deployments -p huabu.filters -p huabu.ab_testing -p huabu.cluster
 
 format: setup
 	$(PY) -m ruff check --fix .

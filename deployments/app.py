@@ -8,9 +8,9 @@ and image filter deployments slot in between Gateway and Router as they are buil
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from huabu.deployments.gateway import Gateway
 from huabu.deployments.model_server import MMDiTModel
@@ -34,17 +34,21 @@ def model_options(settings: Settings, variant: str) -> dict[str, Any]:
 
 def build_app(settings: Settings) -> Application:
     gw = settings.gateway
+    # The Serve decorators hide .options() from type checkers; the casts restore it.
+    model, router_cls, gateway = cast(Deployment, MMDiTModel), cast(Deployment, Router), cast(Deployment, Gateway)
     # 1. One autoscaled, batched model deployment per variant (stable; canary with A/B).
     models = {
-        variant: MMDiTModel.options(**model_options(settings, variant)).bind(v.model, settings)
+        variant: model.options(**model_options(settings, variant)).bind(v.model, settings)
         for variant, v in settings.variants.items()
     }
     # 2. The router picks the variant for each request.
-    router = Router.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000).bind(models, settings)
+    router = router_cls.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000).bind(models, settings)
     # 3. The gateway validates, runs jobs, stores images and answers HTTP.
-    return Gateway.options(
-        num_replicas=gw.num_replicas, ray_actor_options={"num_cpus": gw.num_cpus},
-        max_ongoing_requests=gw.max_ongoing_requests, health_check_period_s=gw.health_check_period_s,
+    return gateway.options(
+        num_replicas=gw.num_replicas,
+        ray_actor_options={"num_cpus": gw.num_cpus},
+        max_ongoing_requests=gw.max_ongoing_requests,
+        health_check_period_s=gw.health_check_period_s,
         health_check_timeout_s=gw.health_check_timeout_s,
         graceful_shutdown_timeout_s=settings.graceful_shutdown_timeout_s,
     ).bind(router, settings)

@@ -9,8 +9,15 @@ from huabu.sdk.types import ERROR_STATUS, ErrorBody, ErrorResponse
 
 
 class APIError(Exception):
-    def __init__(self, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, status: int | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.type = type
@@ -35,5 +42,10 @@ def not_found(message: str, param: str | None = None) -> APIError:
 
 
 def overloaded(retry_after_s: int, what: str = "the model") -> APIError:
-    return APIError(f"{what} is at capacity; retry after {retry_after_s} s", "service_unavailable",
-                    code="overloaded", status=503, headers={"Retry-After": str(retry_after_s)})
+    return APIError(
+        f"{what} is at capacity; retry after {retry_after_s} s",
+        "service_unavailable",
+        code="overloaded",
+        status=503,
+        headers={"Retry-After": str(retry_after_s)},
+    )

@@ -7,7 +7,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
@@ -25,12 +26,13 @@ from huabu.deployments.settings import Settings
 from huabu.deployments.state import open_store
 from huabu.deployments.storage import LocalStorage, open_storage, valid_key
 from huabu.sdk.types import (
+    EditJobRequest,
+    GenerateJobRequest,
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
     Job,
     JobEvent,
-    JobStatus,
     ModelInfo,
     ModelList,
     OutpaintRequest,
@@ -43,8 +45,8 @@ SSE_KEEPALIVE_S = 15.0
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
 
 
-def _param_of(error: dict[str, object]) -> str | None:
-    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]  # type: ignore[union-attr]
+def _param_of(error: Mapping[str, Any]) -> str | None:
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
     if loc and loc[0] in JOB_KINDS:  # a job body's errors are located under its kind tag
         loc = loc[1:]
     return ".".join(loc) or None
@@ -115,7 +117,7 @@ async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 @serve.ingress(api)
 class Gateway:
-    async def __init__(self, router: DeploymentHandle, settings: Settings) -> None:
+    async def __init__(self, router: DeploymentHandle, settings: Settings) -> None:  # type: ignore[misc]
         self.settings = settings
         api.state.max_request_bytes = settings.gateway.max_request_bytes
         self.storage = open_storage(settings.storage)
@@ -134,12 +136,19 @@ class Gateway:
     async def _json(self, request: Request) -> object:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("application/json"):
-            raise APIError(f"send the body as application/json, not {content_type or 'nothing'}",
-                           status=415, param=None, code="unsupported_media_type")
+            raise APIError(
+                f"send the body as application/json, not {content_type or 'nothing'}",
+                status=415,
+                param=None,
+                code="unsupported_media_type",
+            )
         body = await request.body()
         if len(body) > self.settings.gateway.max_request_bytes:
-            raise APIError(f"request body is larger than {self.settings.gateway.max_request_bytes} bytes",
-                           status=413, code="request_too_large")
+            raise APIError(
+                f"request body is larger than {self.settings.gateway.max_request_bytes} bytes",
+                status=413,
+                code="request_too_large",
+            )
         try:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -157,8 +166,11 @@ class Gateway:
     @api.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
     async def edits(self, request: Request) -> ImagesResponse:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise APIError("send edits as multipart/form-data with an image file (and optional mask)",
-                           status=415, code="unsupported_media_type")
+            raise APIError(
+                "send edits as multipart/form-data with an image file (and optional mask)",
+                status=415,
+                code="unsupported_media_type",
+            )
         try:
             form = await request.form(max_files=4, max_fields=32)
         except Exception:
@@ -191,8 +203,9 @@ class Gateway:
         if not valid_key(key):
             raise not_found("no such file", "key")
         if isinstance(self.storage, LocalStorage) and not self.storage.signer.verify(key, expires, sig):
-            raise APIError("file URL has expired or its signature is invalid; request a new URL",
-                           "permission_error", status=403)
+            raise APIError(
+                "file URL has expired or its signature is invalid; request a new URL", "permission_error", status=403
+            )
         data = await self.storage.get(key)
         if data is None:
             raise not_found("no such file", "key")
@@ -205,14 +218,15 @@ class Gateway:
         payload = await self._json(request)
         req = job_request_adapter.validate_python(payload)
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
-        if req.kind == "generate":
-            await self.service.generation_requests(req, "validate")  # type: ignore[arg-type]
-        elif req.kind == "edit":
-            await self.service.edit_requests(req, req.image_bytes(), req.mask_bytes(), "validate")  # type: ignore[union-attr, arg-type]
+        if isinstance(req, GenerateJobRequest):
+            await self.service.generation_requests(req, "validate")
+        elif isinstance(req, EditJobRequest):
+            await self.service.edit_requests(req, req.image_bytes(), req.mask_bytes(), "validate")
         else:
-            await self.service.outpaint_requests(req, "validate")  # type: ignore[arg-type]
-        job, _ = await self.jobs.create(req.kind, req.model_dump_json(), request.headers.get("idempotency-key"),
-                                        model=req.model)
+            await self.service.outpaint_requests(req, "validate")
+        job, _ = await self.jobs.create(
+            req.kind, req.model_dump_json(), request.headers.get("idempotency-key"), model=req.model
+        )
         return job
 
     async def _job(self, job_id: str) -> Job:

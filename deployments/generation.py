@@ -62,8 +62,13 @@ class ModelCatalog:
             if requested in (info["model"], info["model"].split("@")[0]):
                 return info["model"], self._configs[info["model"]]
         served = sorted(v["model"] for v in variants.values())
-        raise APIError(f"model {requested!r} is not served here; available: {served}", "not_found_error",
-                       param="model", code="model_not_found", status=404)
+        raise APIError(
+            f"model {requested!r} is not served here; available: {served}",
+            "not_found_error",
+            param="model",
+            code="model_not_found",
+            status=404,
+        )
 
     async def model_ids(self) -> list[str]:
         return sorted({v["model"] for v in (await self.variants()).values()})
@@ -78,17 +83,29 @@ class GenerationService:
 
     # --- wire -> model requests -------------------------------------------------------------
 
-    async def _base(self, req: ImageGenerationRequest | ImageEditRequest | OutpaintRequest, operation: Operation,
-                    size: tuple[int, int] | None, request_id: str, job_id: str | None) -> tuple[ModelRequest, MMDiTConfig]:
+    async def _base(
+        self,
+        req: ImageGenerationRequest | ImageEditRequest | OutpaintRequest,
+        operation: Operation,
+        size: tuple[int, int] | None,
+        request_id: str,
+        job_id: str | None,
+    ) -> tuple[ModelRequest, MMDiTConfig]:
         model_id, config = await self.catalog.resolve(req.model)
         height, width = size if size is not None else config.default_size
         gw = self.settings.gateway
         base = ModelRequest(
-            operation=operation, prompt=req.prompt, negative_prompt=req.negative_prompt or "",
-            seed=req.seed if req.seed is not None else secrets.randbelow(2**31), height=height, width=width,
+            operation=operation,
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt or "",
+            seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
+            height=height,
+            width=width,
             steps=req.steps if req.steps is not None else gw.default_steps,
             guidance=req.guidance_scale if req.guidance_scale is not None else gw.default_guidance,
-            model=req.model, job_id=job_id, request_id=request_id,
+            model=model_id if req.model is not None else None,  # pin the resolved version
+            job_id=job_id,
+            request_id=request_id,
         )
         return base, config
 
@@ -102,34 +119,43 @@ class GenerationService:
             raise invalid(str(exc), exc.param) from None
         return requests
 
-    async def generation_requests(self, req: ImageGenerationRequest, request_id: str,
-                                  job_id: str | None = None) -> list[ModelRequest]:
+    async def generation_requests(
+        self, req: ImageGenerationRequest, request_id: str, job_id: str | None = None
+    ) -> list[ModelRequest]:
         size = req.dimensions
-        base, config = await self._base(req, "generate", None if size is None else (size[1], size[0]), request_id,
-                                        job_id)
+        base, config = await self._base(
+            req, "generate", None if size is None else (size[1], size[0]), request_id, job_id
+        )
         return self._checked(base, config, req.n)
 
-    async def edit_requests(self, req: ImageEditRequest, image: bytes, mask: bytes | None, request_id: str,
-                            job_id: str | None = None) -> list[ModelRequest]:
+    async def edit_requests(
+        self, req: ImageEditRequest, image: bytes, mask: bytes | None, request_id: str, job_id: str | None = None
+    ) -> list[ModelRequest]:
         max_pixels = self.settings.gateway.max_image_pixels
         pixels, alpha_mask = decode_image(image, "image", max_pixels)
         repaint = decode_mask(mask, max_pixels, pixels.shape[:2]) if mask is not None else alpha_mask
         if req.dimensions is not None and req.dimensions != (pixels.shape[1], pixels.shape[0]):
-            raise invalid(f"size {req.size} differs from the image's {pixels.shape[1]}x{pixels.shape[0]}; "
-                          "omit size for edits or resize the image", "size")
+            raise invalid(
+                f"size {req.size} differs from the image's {pixels.shape[1]}x{pixels.shape[0]}; "
+                "omit size for edits or resize the image",
+                "size",
+            )
         base, config = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
-        strength = req.strength if req.strength is not None else (1.0 if repaint is not None else
-                                                                 DEFAULT_IMG2IMG_STRENGTH)
+        strength = (
+            req.strength if req.strength is not None else (1.0 if repaint is not None else DEFAULT_IMG2IMG_STRENGTH)
+        )
         return self._checked(replace(base, image=pixels, mask=repaint, strength=strength), config, req.n)
 
-    async def outpaint_requests(self, req: OutpaintRequest, request_id: str,
-                                job_id: str | None = None) -> list[ModelRequest]:
+    async def outpaint_requests(
+        self, req: OutpaintRequest, request_id: str, job_id: str | None = None
+    ) -> list[ModelRequest]:
         from huabu.deployments.mmdit.requests import outpainting
 
         pixels, _ = decode_image(req.image_bytes(), "image", self.settings.gateway.max_image_pixels)
         try:
-            grown = outpainting(req.prompt, pixels, left=req.left, right=req.right, top=req.top, bottom=req.bottom,
-                                seed=0)
+            grown = outpainting(
+                req.prompt, pixels, left=req.left, right=req.right, top=req.top, bottom=req.bottom, seed=0
+            )
         except InvalidRequest as exc:
             raise invalid(str(exc), exc.param) from None
         if grown.height * grown.width > self.settings.gateway.max_image_pixels:
@@ -154,8 +180,11 @@ class GenerationService:
     async def _image_data(self, result: ModelResult, response_format: str) -> ImageData:
         key = await self.storage.put(result.png)
         common: dict[str, Any] = {
-            "id": key.removesuffix(".png"), "seed": result.seed, "model": result.model,
-            "prompt_truncated": result.prompt_truncated, "variant": result.variant,
+            "id": key.removesuffix(".png"),
+            "seed": result.seed,
+            "model": result.model,
+            "prompt_truncated": result.prompt_truncated,
+            "variant": result.variant,
             "metadata": {"batch_size": str(result.batch_size), "generation_s": f"{result.generation_s:.3f}"},
         }
         if response_format == "url":

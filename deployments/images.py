@@ -32,8 +32,9 @@ def _open(data: bytes, param: str, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise invalid(f"{param} declares too many pixels (decompression bomb protection)", param) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise invalid(f"{param} is not a readable image ({type(exc).__name__}): upload a valid PNG or JPEG",
-                      param) from None
+        raise invalid(
+            f"{param} is not a readable image ({type(exc).__name__}): upload a valid PNG or JPEG", param
+        ) from None
     return image
 
 
@@ -54,11 +55,12 @@ def decode_mask(data: bytes, max_pixels: int, size: tuple[int, int]) -> np.ndarr
     (black/white mask). -> (H, W) bool; ``size`` is the image's (H, W)."""
     image = _open(data, "mask", max_pixels)
     if (image.height, image.width) != size:
-        raise invalid(f"mask is {image.width}x{image.height} but the image is {size[1]}x{size[0]}: "
-                      "they must be the same size", "mask")
+        raise invalid(
+            f"mask is {image.width}x{image.height} but the image is {size[1]}x{size[0]}: they must be the same size",
+            "mask",
+        )
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         alpha = np.asarray(image.convert("RGBA"))[..., 3]
         if (alpha < 255).any():
             return alpha == 0
     return np.asarray(image.convert("L")) > 127
-

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from huabu.deployments.errors import APIError
 from huabu.deployments.settings import JobSettings
 from huabu.deployments.state import KeyValueStore
-from huabu.sdk.types import ErrorBody, ImagesResponse, Job, JobEvent, JobKind, JobProgress, JobStatus
+from huabu.sdk.types import ErrorBody, EventType, ImagesResponse, Job, JobEvent, JobKind, JobProgress, JobStatus
 
 logger = logging.getLogger("huabu.jobs")
 ACTIVE = "jobs:active"
@@ -44,21 +44,22 @@ class JobStore:
     def _key(job_id: str, part: str = "") -> str:
         return f"job:{job_id}" + (f":{part}" if part else "")
 
-    async def create(self, kind: JobKind, request_json: str, idempotency_key: str | None = None,
-                     model: str | None = None) -> tuple[Job, bool]:
+    async def create(
+        self, kind: JobKind, request_json: str, idempotency_key: str | None = None, model: str | None = None
+    ) -> tuple[Job, bool]:
         """-> (job, created). A repeated Idempotency-Key returns the first job, not a new one."""
         job_id = new_job_id()
         if idempotency_key:
             idem = f"idem:{idempotency_key}"
-            if not await self.kv.set(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s, only_if_absent=True):
+            if not await self.kv.put(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s, only_if_absent=True):
                 existing = await self.kv.get(idem)
                 job = await self.get(existing.decode()) if existing else None
                 if job is not None:
                     return job, False
-                await self.kv.set(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s)
+                await self.kv.put(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s)
         now = time.time()
         job = Job(id=job_id, status=JobStatus.queued, kind=kind, created_at=now, updated_at=now, model=model)
-        await self.kv.set(self._key(job_id, "request"), request_json.encode(), ttl_s=self.settings.result_ttl_s)
+        await self.kv.put(self._key(job_id, "request"), request_json.encode(), ttl_s=self.settings.result_ttl_s)
         await self._save(job)
         await self._event(job_id, JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued))
         await self.kv.sadd(ACTIVE, job_id)  # last: runners only see complete jobs
@@ -80,7 +81,7 @@ class JobStore:
         return raw.decode() if raw else None
 
     async def _save(self, job: Job) -> None:
-        await self.kv.set(self._key(job.id), job.model_dump_json().encode(), ttl_s=self.settings.result_ttl_s)
+        await self.kv.put(self._key(job.id), job.model_dump_json().encode(), ttl_s=self.settings.result_ttl_s)
 
     async def _event(self, job_id: str, event: JobEvent) -> None:
         # The event's seq is its index in the list, assigned on read: writers never race on it.
@@ -91,8 +92,14 @@ class JobStore:
         raw = await self.kv.lrange(self._key(job_id, "events"), seq + 1, -1)
         return [JobEvent.model_validate({**json.loads(r), "seq": seq + 1 + i}) for i, r in enumerate(raw)]
 
-    async def transition(self, job_id: str, status: JobStatus, result: ImagesResponse | None = None,
-                         error: ErrorBody | None = None, variant: str | None = None) -> Job | None:
+    async def transition(
+        self,
+        job_id: str,
+        status: JobStatus,
+        result: ImagesResponse | None = None,
+        error: ErrorBody | None = None,
+        variant: str | None = None,
+    ) -> Job | None:
         job = await self.get(job_id)
         if job is None or job.status.is_terminal:
             return job
@@ -103,24 +110,37 @@ class JobStore:
         if status == JobStatus.succeeded:
             job.progress = JobProgress(step=job.progress.total, total=job.progress.total)
         await self._save(job)
-        kind = {JobStatus.succeeded: "result", JobStatus.failed: "error"}.get(status, "status")
-        await self._event(job_id, JobEvent(type=kind, job_id=job_id, seq=0, status=status, result=result, error=error,  # type: ignore[arg-type]
-                                           step=job.progress.step, total=job.progress.total))
+        kinds: dict[JobStatus, EventType] = {JobStatus.succeeded: "result", JobStatus.failed: "error"}
+        kind = kinds.get(status, "status")
+        await self._event(
+            job_id,
+            JobEvent(
+                type=kind,
+                job_id=job_id,
+                seq=0,
+                status=status,
+                result=result,
+                error=error,
+                step=job.progress.step,
+                total=job.progress.total,
+            ),
+        )
         if status.is_terminal:
             await self.kv.srem(ACTIVE, job_id)
             await self.kv.delete(self._key(job_id, "lease"), self._key(job_id, "progress"))
         return job
 
     async def record_progress(self, job_id: str, step: int, total: int) -> None:
-        await self.kv.set(self._key(job_id, "progress"), f"{step}/{total}".encode(), ttl_s=self.settings.result_ttl_s)
-        await self._event(job_id, JobEvent(type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step,
-                                           total=total))
+        await self.kv.put(self._key(job_id, "progress"), f"{step}/{total}".encode(), ttl_s=self.settings.result_ttl_s)
+        await self._event(
+            job_id, JobEvent(type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step, total=total)
+        )
 
     async def request_cancel(self, job_id: str) -> Job | None:
         job = await self.get(job_id)
         if job is None or job.status.is_terminal:
             return job
-        await self.kv.set(self._key(job_id, "cancel"), b"1", ttl_s=self.settings.result_ttl_s)
+        await self.kv.put(self._key(job_id, "cancel"), b"1", ttl_s=self.settings.result_ttl_s)
         if job.status == JobStatus.queued:
             return await self.transition(job_id, JobStatus.canceled)
         return job
@@ -130,8 +150,9 @@ class JobStore:
 
     async def claim(self, owner: str) -> str | None:
         for job_id in sorted(await self.kv.smembers(ACTIVE)):
-            if await self.kv.set(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s,
-                                 only_if_absent=True):
+            if await self.kv.put(
+                self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s, only_if_absent=True
+            ):
                 return job_id
         return None
 
@@ -139,7 +160,7 @@ class JobStore:
         holder = await self.kv.get(self._key(job_id, "lease"))
         if holder is not None and holder.decode() != owner:
             return False
-        await self.kv.set(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s)
+        await self.kv.put(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s)
         return True
 
     async def release(self, job_id: str) -> None:
@@ -176,8 +197,10 @@ class JobRunner:
 
     async def _loop(self) -> None:
         while True:
+            job_id: str | None = None
             try:
-                job_id = await self.store.claim(self.owner) if len(self.tasks) < self.settings.concurrency else None
+                if len(self.tasks) < self.settings.concurrency:
+                    job_id = await self.store.claim(self.owner)
             except Exception:  # store briefly unavailable: keep the runner alive
                 logger.warning("job store unavailable; retrying", exc_info=True)
                 job_id = None
@@ -214,8 +237,11 @@ class JobRunner:
             return
         attempt = await store.next_attempt(job_id)
         if attempt > self.settings.max_attempts:
-            await store.transition(job_id, JobStatus.failed, error=ErrorBody(
-                message=f"job failed after {self.settings.max_attempts} attempts", type="server_error"))
+            await store.transition(
+                job_id,
+                JobStatus.failed,
+                error=ErrorBody(message=f"job failed after {self.settings.max_attempts} attempts", type="server_error"),
+            )
             return
         await store.transition(job_id, JobStatus.running)
         try:

@@ -32,8 +32,15 @@ class ModelRequest:
 
     def to_sample(self) -> SampleRequest:
         return SampleRequest(
-            prompt=self.prompt, seed=self.seed, height=self.height, width=self.width, steps=self.steps,
-            guidance=self.guidance, negative_prompt=self.negative_prompt, init_image=self.image, mask=self.mask,
+            prompt=self.prompt,
+            seed=self.seed,
+            height=self.height,
+            width=self.width,
+            steps=self.steps,
+            guidance=self.guidance,
+            negative_prompt=self.negative_prompt,
+            init_image=self.image,
+            mask=self.mask,
             strength=self.strength,
         )
 

@@ -27,9 +27,14 @@ logger = logging.getLogger("huabu.model")
 
 def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
     return {
-        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": request.seed,
-        "steps": request.steps, "guidance_scale": request.guidance, "size": f"{request.width}x{request.height}",
-        "operation": request.operation, "model": model_id,
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "seed": request.seed,
+        "steps": request.steps,
+        "guidance_scale": request.guidance,
+        "size": f"{request.width}x{request.height}",
+        "operation": request.operation,
+        "model": model_id,
     }
 
 
@@ -42,8 +47,9 @@ class MMDiTModel:
         self.pipeline = Pipeline(load_checkpoint(model_id, [Path(p) for p in settings.model_dirs]), device=device)
         self.model_id = self.pipeline.model_id
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
-        self.generate_batch.set_max_batch_size(settings.model.max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(settings.model.batch_wait_timeout_s)
+        batch: Any = self.generate_batch  # type: ignore[misc]  # serve.batch's typing misses methods
+        batch.set_max_batch_size(settings.model.max_batch_size)
+        batch.set_batch_wait_timeout_s(settings.model.batch_wait_timeout_s)
         self.cancelled: set[str] = set()
         logger.info("loaded %s on %s", self.model_id, device)
 
@@ -55,10 +61,14 @@ class MMDiTModel:
             raise RuntimeError("model not loaded")
 
     async def generate(self, request: ModelRequest) -> ModelResult:
-        return await self.generate_batch(request, time.perf_counter())
+        batch: Any = self.generate_batch  # type: ignore[misc]
+        result: ModelResult = await batch(request, time.perf_counter())
+        return result
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def generate_batch(self, requests: list[ModelRequest], enqueued: list[float]) -> list[ModelResult]:
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)  # type: ignore[arg-type]
+    async def generate_batch(  # type: ignore[misc]
+        self, requests: list[ModelRequest], enqueued: list[float]
+    ) -> list[ModelResult]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         progress: asyncio.Queue[tuple[str, int, int]] = asyncio.Queue()
@@ -86,11 +96,15 @@ class MMDiTModel:
         return [
             ModelResult(
                 png=b"" if result.pixels is None else encode_png(result.pixels, png_parameters(request, self.model_id)),
-                seed=request.seed, model=self.model_id, prompt_truncated=result.prompt_truncated,
-                cancelled=result.cancelled, batch_size=len(requests), queue_wait_s=started - queued,
+                seed=request.seed,
+                model=self.model_id,
+                prompt_truncated=result.prompt_truncated,
+                cancelled=result.cancelled,
+                batch_size=len(requests),
+                queue_wait_s=started - queued,
                 generation_s=elapsed,
             )
-            for request, result, queued in zip(requests, results, enqueued)
+            for request, result, queued in zip(requests, results, enqueued, strict=True)
         ]
 
     async def _report(self, progress: asyncio.Queue[tuple[str, int, int]], job_ids: set[str]) -> None:

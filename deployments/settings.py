@@ -141,7 +141,7 @@ class Settings(_Section):
             data = yaml.safe_load(Path(path).read_text()) or {}
         for key, value in (os.environ if environ is None else environ).items():
             if key.startswith(ENV_PREFIX):
-                _set_path(data, key[len(ENV_PREFIX):].lower().split("__"), _parse_env_value(value))
+                _set_path(data, key[len(ENV_PREFIX) :].lower().split("__"), _parse_env_value(value))
         _deep_update(data, overrides)
         return cls.model_validate(data)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import ray
 
@@ -17,7 +17,7 @@ from huabu.deployments.settings import StateSettings
 
 class KeyValueStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool: ...
+    async def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool: ...
     async def delete(self, *keys: str) -> int: ...
     async def expire(self, key: str, ttl_s: float) -> bool: ...
     async def incr(self, key: str, amount: int = 1) -> int: ...
@@ -48,7 +48,7 @@ class _MemoryState:
         value = self.values.get(key) if self._alive(key) else None
         return value if isinstance(value, bytes) else None
 
-    def set(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
+    def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
         if only_if_absent and self._alive(key):
             return False
         self.values[key] = value
@@ -121,22 +121,22 @@ class _MemoryState:
 
 
 # One actor per namespace, detached so that it outlives the replica that created it.
-EmbeddedStateActor = ray.remote(num_cpus=0, max_restarts=-1)(_MemoryState)
+EmbeddedStateActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_MemoryState)
 
 
 class EmbeddedStore:
     """Client of the named Ray actor; every replica that asks gets the same actor."""
 
     def __init__(self, namespace: str) -> None:
-        self.actor = EmbeddedStateActor.options(  # type: ignore[attr-defined]
+        self.actor: Any = EmbeddedStateActor.options(
             name=f"{namespace}-state", namespace="huabu", lifetime="detached", get_if_exists=True
         ).remote()
 
     async def get(self, key: str) -> bytes | None:
         return await self.actor.get.remote(key)
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
-        return await self.actor.set.remote(key, value, ttl_s, only_if_absent)
+    async def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
+        return await self.actor.put.remote(key, value, ttl_s, only_if_absent)
 
     async def delete(self, *keys: str) -> int:
         return await self.actor.delete.remote(*keys)
@@ -180,9 +180,9 @@ class RedisStore:
         return self.prefix + key
 
     async def get(self, key: str) -> bytes | None:
-        return await self.client.get(self._k(key))
+        return cast(bytes | None, await self.client.get(self._k(key)))
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
+    async def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
         return bool(await self.client.set(self._k(key), value, px=px, nx=only_if_absent))
 
@@ -199,7 +199,7 @@ class RedisStore:
         return int(await self.client.rpush(self._k(key), value))
 
     async def lrange(self, key: str, start: int, end: int) -> list[bytes]:
-        return list(await self.client.lrange(self._k(key), start, end))
+        return cast(list[bytes], await self.client.lrange(self._k(key), start, end))
 
     async def sadd(self, key: str, member: str) -> int:
         return int(await self.client.sadd(self._k(key), member))
@@ -208,11 +208,11 @@ class RedisStore:
         return int(await self.client.srem(self._k(key), member))
 
     async def smembers(self, key: str) -> set[str]:
-        return {m.decode() for m in await self.client.smembers(self._k(key))}
+        return {cast(bytes, m).decode() for m in await self.client.smembers(self._k(key))}
 
     async def keys(self, pattern: str) -> list[str]:
         n = len(self.prefix)
-        return [k.decode()[n:] async for k in self.client.scan_iter(match=self._k(pattern))]
+        return [cast(bytes, k).decode()[n:] async for k in self.client.scan_iter(match=self._k(pattern))]
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -100,8 +100,9 @@ class S3Storage:
 
     async def put(self, data: bytes) -> str:
         key = content_key(data)
-        await asyncio.to_thread(self.client.put_object, Bucket=self.bucket, Key=self.prefix + key, Body=data,
-                                ContentType="image/png")
+        await asyncio.to_thread(
+            self.client.put_object, Bucket=self.bucket, Key=self.prefix + key, Body=data, ContentType="image/png"
+        )
         return key
 
     async def get(self, key: str) -> bytes | None:

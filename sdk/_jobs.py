@@ -272,13 +272,13 @@ class JobHandle(_HandleBase):
             for line in response.iter_lines():
                 follower.check_deadline()  # keep-alive comments must not extend a wait past its timeout
                 sse = decoder.feed(line)
-                event = parse_sse(sse) if sse is not None else None
-                if event is not None:
-                    yield event
+                parsed = parse_sse(sse) if sse is not None else None
+                if parsed is not None:
+                    yield parsed
             tail = decoder.flush()
-            event = parse_sse(tail) if tail is not None else None
-            if event is not None:
-                yield event
+            last = parse_sse(tail) if tail is not None else None
+            if last is not None:
+                yield last
         except httpx.TransportError as exc:
             raise APIConnectionError(f"event stream interrupted: {exc or type(exc).__name__}") from exc
         finally:
@@ -372,13 +372,13 @@ class AsyncJobHandle(_HandleBase):
             async for line in response.aiter_lines():
                 follower.check_deadline()  # keep-alive comments must not extend a wait past its timeout
                 sse = decoder.feed(line)
-                event = parse_sse(sse) if sse is not None else None
-                if event is not None:
-                    yield event
+                parsed = parse_sse(sse) if sse is not None else None
+                if parsed is not None:
+                    yield parsed
             tail = decoder.flush()
-            event = parse_sse(tail) if tail is not None else None
-            if event is not None:
-                yield event
+            last = parse_sse(tail) if tail is not None else None
+            if last is not None:
+                yield last
         except httpx.TransportError as exc:
             raise APIConnectionError(f"event stream interrupted: {exc or type(exc).__name__}") from exc
         finally:

@@ -113,7 +113,7 @@ def _extension(text: str) -> masks.Extents:
     if not sep:
         raise argparse.ArgumentTypeError("expected DIRECTION:PIXELS, e.g. right:64 or all:16")
     try:
-        return masks.extend(direction, int(pixels))
+        return masks.extend(direction, int(pixels))  # type: ignore[arg-type]  # masks.extend validates it
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 

@@ -52,7 +52,7 @@ def _open(value: ImageInput) -> Image.Image:
 
 def image_size(value: SizeOrImage) -> tuple[int, int]:
     """(width, height) of an image input, or the tuple itself."""
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    if isinstance(value, tuple):
         width, height = value
     else:
         width, height = _open(value).size

@@ -66,8 +66,9 @@ def available_models(roots: list[Path] | None = None) -> list[str]:
     return sorted(found)
 
 
-def save_checkpoint(bundle: ModelBundle, root: Path, record: dict[str, Any] | None = None,
-                    dtype: torch.dtype = torch.float32) -> Path:
+def save_checkpoint(
+    bundle: ModelBundle, root: Path, record: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+) -> Path:
     path = Path(root) / bundle.model_id
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(bundle.config.to_json() + "\n")
@@ -108,15 +109,19 @@ def load_checkpoint_dir(path: Path) -> ModelBundle:
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{weights_file} does not match its config: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
+        raise CheckpointError(
+            f"{weights_file} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for key, tensor in tensors.items():
         if tensor.shape != expected[key].shape:
-            raise CheckpointError(f"{weights_file}: tensor {key} has shape {tuple(tensor.shape)}, "
-                                  f"the config needs {tuple(expected[key].shape)}")
+            raise CheckpointError(
+                f"{weights_file}: tensor {key} has shape {tuple(tensor.shape)}, "
+                f"the config needs {tuple(expected[key].shape)}"
+            )
         if tensor.dtype not in FLOAT_DTYPES:
-            raise CheckpointError(f"{weights_file}: tensor {key} has dtype {tensor.dtype}; "
-                                  f"weights must be float32, float16 or bfloat16")
+            raise CheckpointError(
+                f"{weights_file}: tensor {key} has dtype {tensor.dtype}; weights must be float32, float16 or bfloat16"
+            )
     bundle.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return bundle
 

@@ -58,8 +58,10 @@ class CodecConfig:
                 self.latent_channels == 3 and self.downsample == 1,
                 "the identity 'patch' codec has latent_channels=3 and downsample=1",
             )
-        _require(self.downsample >= 1 and self.downsample & (self.downsample - 1) == 0,
-                 f"codec downsample must be a power of two, got {self.downsample}")
+        _require(
+            self.downsample >= 1 and self.downsample & (self.downsample - 1) == 0,
+            f"codec downsample must be a power of two, got {self.downsample}",
+        )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ B batch, L text tokens, N image tokens, S = L + N, D width, H heads, Dh head dim
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,8 @@ class TimestepEmbedder(nn.Module):
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(self.sinusoid(t).to(self.mlp[0].weight.dtype))  # (B, D)
+        first = cast(nn.Linear, self.mlp[0])
+        return self.mlp(self.sinusoid(t).to(first.weight.dtype))  # (B, D)
 
 
 class RotaryEmbedding(nn.Module):

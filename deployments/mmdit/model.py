@@ -7,6 +7,8 @@ final layer maps image tokens back to patches of the prediction (velocity or cle
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -63,10 +65,10 @@ class MMDiT(nn.Module):
         self.apply(xavier)
         if self.image_in.weight.device.type == "meta":
             return
-        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
+        for linear in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
+            nn.init.normal_(cast(nn.Linear, linear).weight, std=0.02)
         for block in self.blocks:
-            for stream in (block.image, block.text):
+            for stream in (cast(JointBlock, block).image, cast(JointBlock, block).text):
                 nn.init.zeros_(stream.modulation.linear.weight)
                 nn.init.zeros_(stream.modulation.linear.bias)
         for layer in (self.final.modulation.linear, self.final.linear):

@@ -72,12 +72,16 @@ class Pipeline:
         for indices in groups.values():
             check = None if is_cancelled is None else (lambda i, _ix=indices: is_cancelled(_ix[i]))
             progress = None if on_step is None else (lambda step, total, _ix=indices: on_step(_ix, step, total))
-            for index, result in zip(indices, self._sample([requests[i] for i in indices], progress, check)):
+            for index, result in zip(
+                indices, self._sample([requests[i] for i in indices], progress, check), strict=True
+            ):
                 results[index] = result
         return [r for r in results if r is not None]
 
     def _sample(
-        self, requests: list[SampleRequest], on_step: Callable[[int, int], None] | None,
+        self,
+        requests: list[SampleRequest],
+        on_step: Callable[[int, int], None] | None,
         is_cancelled: CancelCheck | None,
     ) -> list[SampleResult]:
         cfg, bundle = self.config, self.bundle
@@ -95,10 +99,12 @@ class Pipeline:
             negative, negative_mask, _ = bundle.text_encoder.encode([r.negative_prompt for r in requests])
             text, text_mask = torch.cat([text, negative]), torch.cat([text_mask, negative_mask])
 
-        noise = torch.stack([
-            torch.randn(cfg.latent_channels, lat_h, lat_w, generator=torch.Generator().manual_seed(r.seed))
-            for r in requests
-        ]).to(self.device, self.dtype)  # (B, C, h, w)
+        noise = torch.stack(
+            [
+                torch.randn(cfg.latent_channels, lat_h, lat_w, generator=torch.Generator().manual_seed(r.seed))
+                for r in requests
+            ]
+        ).to(self.device, self.dtype)  # (B, C, h, w)
 
         known, latent_mask = self._edit_inputs(requests, lat_h, lat_w)
         times = timesteps(steps, shift_mu(cfg, grid[0] * grid[1])).to(self.device)[start:]
@@ -109,11 +115,15 @@ class Pipeline:
             if use_cfg:
                 out = bundle.transformer(torch.cat([tokens, tokens]), text, text_mask, torch.cat([t, t]), grid)
                 out_c, out_u = out.chunk(2)
-                v = guided(velocity_from_output(out_c, tokens, t, cfg.prediction),
-                           velocity_from_output(out_u, tokens, t, cfg.prediction), guidance)
+                v = guided(
+                    velocity_from_output(out_c, tokens, t, cfg.prediction),
+                    velocity_from_output(out_u, tokens, t, cfg.prediction),
+                    guidance,
+                )
             else:
-                v = velocity_from_output(bundle.transformer(tokens, text, text_mask, t, grid), tokens, t,
-                                         cfg.prediction)
+                v = velocity_from_output(
+                    bundle.transformer(tokens, text, text_mask, t, grid), tokens, t, cfg.prediction
+                )
             return unpatchify(v, p, cfg.latent_channels, *grid)
 
         def after_step(step: int, total: int, x_next: Tensor, t_next: Tensor) -> Tensor:
@@ -138,17 +148,21 @@ class Pipeline:
                 # Outside the mask the output is the input, exactly.
                 image = np.where(request.mask[..., None], image, request.init_image)
             cancelled = is_cancelled is not None and is_cancelled(i)
-            results.append(SampleResult(pixels=None if cancelled else image, prompt_truncated=truncated[i],
-                                        cancelled=cancelled))
+            results.append(
+                SampleResult(pixels=None if cancelled else image, prompt_truncated=truncated[i], cancelled=cancelled)
+            )
         return results
 
-    def _edit_inputs(self, requests: list[SampleRequest], lat_h: int, lat_w: int) -> tuple[Tensor | None, Tensor | None]:
+    def _edit_inputs(
+        self, requests: list[SampleRequest], lat_h: int, lat_w: int
+    ) -> tuple[Tensor | None, Tensor | None]:
         """Latents of the input images and the repaint mask at latent resolution, when editing."""
         if all(r.init_image is None for r in requests):
             return None, None
         h, w = requests[0].height, requests[0].width
-        images = np.stack([r.init_image if r.init_image is not None else np.zeros((h, w, 3), np.uint8)
-                           for r in requests])
+        images = np.stack(
+            [r.init_image if r.init_image is not None else np.zeros((h, w, 3), np.uint8) for r in requests]
+        )
         known = self.bundle.codec.encode(to_unit_range(images).to(self.device, self.dtype))
         # A request without a mask (generation or img2img) repaints everything.
         masks = np.stack([r.mask if r.mask is not None else np.ones((h, w), bool) for r in requests])

@@ -56,23 +56,28 @@ class SampleRequest:
         if not 1 <= self.steps <= MAX_STEPS:
             raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}", "steps")
         if not (math.isfinite(self.guidance) and 0.0 <= self.guidance <= MAX_GUIDANCE):
-            raise InvalidRequest(f"guidance_scale must be a number from 0 to {MAX_GUIDANCE}, got {self.guidance}",
-                                 "guidance_scale")
+            raise InvalidRequest(
+                f"guidance_scale must be a number from 0 to {MAX_GUIDANCE}, got {self.guidance}", "guidance_scale"
+            )
         if not 0 <= self.seed <= MAX_SEED:
             raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}, got {self.seed}", "seed")
         if not (math.isfinite(self.strength) and 0.0 < self.strength <= 1.0):
             raise InvalidRequest(f"strength must be in (0, 1], got {self.strength}", "strength")
-        if self.init_image is not None:
-            if self.init_image.shape != (self.height, self.width, 3) or self.init_image.dtype != np.uint8:
-                raise InvalidRequest(
-                    f"image must be {self.width}x{self.height} RGB, got shape {self.init_image.shape}", "image")
+        if self.init_image is not None and (
+            self.init_image.shape != (self.height, self.width, 3) or self.init_image.dtype != np.uint8
+        ):
+            raise InvalidRequest(
+                f"image must be {self.width}x{self.height} RGB, got shape {self.init_image.shape}", "image"
+            )
         if self.mask is not None:
             if self.init_image is None:
                 raise InvalidRequest("a mask needs an image to edit", "mask")
             if self.mask.shape != (self.height, self.width):
                 raise InvalidRequest(
                     f"mask is {self.mask.shape[1]}x{self.mask.shape[0]} but the image is "
-                    f"{self.width}x{self.height}: they must be the same size", "mask")
+                    f"{self.width}x{self.height}: they must be the same size",
+                    "mask",
+                )
             if not self.mask.any():
                 raise InvalidRequest("mask marks no pixels to repaint (transparent or white = repaint)", "mask")
 
@@ -82,22 +87,58 @@ def first_step(steps: int, strength: float) -> int:
     return steps - max(1, round(steps * strength))
 
 
-def generation(prompt: str, *, seed: int, size: tuple[int, int], steps: int = 20, guidance: float = 1.0,
-               negative_prompt: str = "") -> SampleRequest:
+def generation(
+    prompt: str, *, seed: int, size: tuple[int, int], steps: int = 20, guidance: float = 1.0, negative_prompt: str = ""
+) -> SampleRequest:
     height, width = size
-    return SampleRequest(prompt=prompt, seed=seed, height=height, width=width, steps=steps, guidance=guidance,
-                         negative_prompt=negative_prompt)
+    return SampleRequest(
+        prompt=prompt,
+        seed=seed,
+        height=height,
+        width=width,
+        steps=steps,
+        guidance=guidance,
+        negative_prompt=negative_prompt,
+    )
 
 
-def inpainting(prompt: str, image: np.ndarray, mask: np.ndarray, *, seed: int, steps: int = 20,
-               guidance: float = 1.0, negative_prompt: str = "") -> SampleRequest:
+def inpainting(
+    prompt: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    seed: int,
+    steps: int = 20,
+    guidance: float = 1.0,
+    negative_prompt: str = "",
+) -> SampleRequest:
     height, width = image.shape[:2]
-    return SampleRequest(prompt=prompt, seed=seed, height=height, width=width, steps=steps, guidance=guidance,
-                         negative_prompt=negative_prompt, init_image=image, mask=mask.astype(bool))
+    return SampleRequest(
+        prompt=prompt,
+        seed=seed,
+        height=height,
+        width=width,
+        steps=steps,
+        guidance=guidance,
+        negative_prompt=negative_prompt,
+        init_image=image,
+        mask=mask.astype(bool),
+    )
 
 
-def outpainting(prompt: str, image: np.ndarray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0,
-                seed: int, steps: int = 20, guidance: float = 1.0, negative_prompt: str = "") -> SampleRequest:
+def outpainting(
+    prompt: str,
+    image: np.ndarray,
+    *,
+    left: int = 0,
+    right: int = 0,
+    top: int = 0,
+    bottom: int = 0,
+    seed: int,
+    steps: int = 20,
+    guidance: float = 1.0,
+    negative_prompt: str = "",
+) -> SampleRequest:
     """Grow the canvas; the original pixels stay, the new border is masked for repainting."""
     for name, value in (("left", left), ("right", right), ("top", top), ("bottom", bottom)):
         if value < 0:
@@ -106,14 +147,31 @@ def outpainting(prompt: str, image: np.ndarray, *, left: int = 0, right: int = 0
         raise InvalidRequest("outpaint needs at least one of left, right, top, bottom above zero", "left")
     h, w = image.shape[:2]
     canvas = np.zeros((h + top + bottom, w + left + right, 3), dtype=np.uint8)
-    canvas[top:top + h, left:left + w] = image
+    canvas[top : top + h, left : left + w] = image
     mask = np.ones(canvas.shape[:2], dtype=bool)
-    mask[top:top + h, left:left + w] = False
+    mask[top : top + h, left : left + w] = False
     return inpainting(prompt, canvas, mask, seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt)
 
 
-def img2img(prompt: str, image: np.ndarray, *, strength: float, seed: int, steps: int = 20, guidance: float = 1.0,
-            negative_prompt: str = "") -> SampleRequest:
+def img2img(
+    prompt: str,
+    image: np.ndarray,
+    *,
+    strength: float,
+    seed: int,
+    steps: int = 20,
+    guidance: float = 1.0,
+    negative_prompt: str = "",
+) -> SampleRequest:
     height, width = image.shape[:2]
-    return SampleRequest(prompt=prompt, seed=seed, height=height, width=width, steps=steps, guidance=guidance,
-                         negative_prompt=negative_prompt, init_image=image, strength=strength)
+    return SampleRequest(
+        prompt=prompt,
+        seed=seed,
+        height=height,
+        width=width,
+        steps=steps,
+        guidance=guidance,
+        negative_prompt=negative_prompt,
+        init_image=image,
+        strength=strength,
+    )
