@@ -10,7 +10,7 @@ STAMP := $(VENV)/.huabu-installed
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: setup system run test test-fast bench lint format clean
+.PHONY: setup system run down test test-fast bench filters-eval lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ setup: $(STAMP) system
 run: setup
 	$(VENV)/bin/huabu demo --out $(OUT)
 
+# Stop the local cluster that `make run` leaves running.
+down:
+	$(VENV)/bin/huabu down
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -39,6 +43,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# Precision, recall and the confusion by category of the prompt filter on the labelled corpus.
+filters-eval: setup
+	$(PY) -m huabu.filters.evaluate
 
 lint: setup
 	$(PY) -m ruff check .
