@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_transformer.py", "bench_serving.py", "bench_filters.py"]
+BENCHES = ["bench_transformer.py", "bench_serving.py", "bench_cache.py", "bench_filters.py"]
 
 
 def main() -> int:

@@ -1,9 +1,10 @@
 """The application builder: the whole request path, top to bottom.
 
-    HTTP -> Gateway -> Router -> MMDiTModel[variant]   (+ Storage, job store)
+    HTTP -> Gateway -> Cache -(miss)-> Router -> MMDiTModel[variant]
+                        └─(hit)─> result          (Storage.put before the cache indexes it)
 
-Each stage is its own Serve deployment holding a handle to the next. The prompt filter, cache
-and image filter deployments slot in between Gateway and Router as they are built.
+Each stage is its own Serve deployment holding a handle to the next. The prompt and image
+filter deployments slot in around the cache as they are built.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
+from huabu.deployments.cache import Cache
 from huabu.deployments.gateway import Gateway
 from huabu.deployments.model_server import MMDiTModel
 from huabu.deployments.router import Router
@@ -43,7 +45,15 @@ def build_app(settings: Settings) -> Application:
     }
     # 2. The router picks the variant for each request.
     router = router_cls.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000).bind(models, settings)
-    # 3. The gateway validates, runs jobs, stores images and answers HTTP.
+    # 3. The cache answers repeated requests and coalesces identical misses.
+    entry = (
+        cast(Deployment, Cache)
+        .options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+        .bind(router, settings)
+        if settings.cache.enabled
+        else router
+    )
+    # 4. The gateway validates, runs jobs and answers HTTP.
     return gateway.options(
         num_replicas=gw.num_replicas,
         ray_actor_options={"num_cpus": gw.num_cpus},
@@ -51,7 +61,7 @@ def build_app(settings: Settings) -> Application:
         health_check_period_s=gw.health_check_period_s,
         health_check_timeout_s=gw.health_check_timeout_s,
         graceful_shutdown_timeout_s=settings.graceful_shutdown_timeout_s,
-    ).bind(router, settings)
+    ).bind(entry, router, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -117,11 +117,14 @@ async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 @serve.ingress(api)
 class Gateway:
-    async def __init__(self, router: DeploymentHandle, settings: Settings) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, entry: DeploymentHandle, router: DeploymentHandle, settings: Settings
+    ) -> None:
         self.settings = settings
         api.state.max_request_bytes = settings.gateway.max_request_bytes
         self.storage = open_storage(settings.storage)
-        self.service = GenerationService(router, self.storage, settings)
+        self.entry = entry
+        self.service = GenerationService(entry, router, self.storage, settings)
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         self.runner = JobRunner(self.jobs, self.service.run_job, settings.jobs, owner=f"gateway-{uuid.uuid4().hex}")
         # Started with the replica, so a replacement replica resumes jobs without a request.
@@ -292,6 +295,16 @@ class Gateway:
             await websocket.close()
         except WebSocketDisconnect:
             pass
+
+    # --- admin -------------------------------------------------------------------------------
+
+    @api.get("/v1/admin/cache/stats")
+    async def cache_stats(self) -> dict[str, float]:
+        if not self.settings.cache.enabled:
+            raise not_found("the cache is disabled in this deployment")
+        stats: dict[str, float] = await self.entry.stats.remote()
+        lookups = stats.get("hits", 0.0) + stats.get("misses", 0.0) + stats.get("coalesced", 0.0)
+        return {**stats, "hit_ratio": stats.get("hits", 0.0) / lookups if lookups else 0.0}
 
     # --- health ------------------------------------------------------------------------------
 

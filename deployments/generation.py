@@ -13,12 +13,13 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
+from huabu.deployments.cache import derived_seed
 from huabu.deployments.errors import APIError, invalid, not_found, overloaded
 from huabu.deployments.images import decode_image, decode_mask
 from huabu.deployments.jobs import JobCancelled
 from huabu.deployments.messages import ModelRequest, ModelResult, Operation
 from huabu.deployments.mmdit.config import MMDiTConfig
-from huabu.deployments.mmdit.requests import InvalidRequest
+from huabu.deployments.mmdit.requests import InvalidRequest, outpainting
 from huabu.deployments.router import ModelOverloaded, UnknownModel
 from huabu.deployments.settings import Settings
 from huabu.deployments.storage import Storage
@@ -75,7 +76,8 @@ class ModelCatalog:
 
 
 class GenerationService:
-    def __init__(self, router: DeploymentHandle, storage: Storage, settings: Settings) -> None:
+    def __init__(self, entry: DeploymentHandle, router: DeploymentHandle, storage: Storage, settings: Settings) -> None:
+        self.entry = entry  # the first stage after the gateway (the cache, or the router itself)
         self.router = router
         self.storage = storage
         self.settings = settings
@@ -90,7 +92,8 @@ class GenerationService:
         size: tuple[int, int] | None,
         request_id: str,
         job_id: str | None,
-    ) -> tuple[ModelRequest, MMDiTConfig]:
+    ) -> tuple[ModelRequest, MMDiTConfig, int | None]:
+        """-> (request without its final seed, the serving model's config, the user's seed)."""
         model_id, config = await self.catalog.resolve(req.model)
         height, width = size if size is not None else config.default_size
         gw = self.settings.gateway
@@ -98,20 +101,25 @@ class GenerationService:
             operation=operation,
             prompt=req.prompt,
             negative_prompt=req.negative_prompt or "",
-            seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
+            seed=0,  # decided in _checked, once the request (and so its cache key) is complete
             height=height,
             width=width,
             steps=req.steps if req.steps is not None else gw.default_steps,
             guidance=req.guidance_scale if req.guidance_scale is not None else gw.default_guidance,
-            model=model_id if req.model is not None else None,  # pin the resolved version
+            model=model_id,  # pinned, so the cache key names the version that serves it
+            cache=req.cache,
             job_id=job_id,
             request_id=request_id,
         )
-        return base, config
+        return base, config, req.seed
 
-    def _checked(self, base: ModelRequest, config: MMDiTConfig, n: int) -> list[ModelRequest]:
-        """n requests with consecutive seeds, each validated against the serving model."""
-        requests = [replace(base, seed=(base.seed + i) % 2**63) for i in range(n)]
+    def _checked(self, base: ModelRequest, config: MMDiTConfig, n: int, seed: int | None) -> list[ModelRequest]:
+        """n requests with consecutive seeds, each validated against the serving model. An
+        unseeded request gets a seed derived from its content (so the same prompt hits the
+        cache), or a random one when it bypasses the cache."""
+        if seed is None:
+            seed = secrets.randbelow(2**31) if base.cache == "bypass" else derived_seed(base)
+        requests = [replace(base, seed=(seed + i) % 2**63) for i in range(n)]
         try:
             for request in requests:
                 request.to_sample().validate(config)
@@ -123,10 +131,10 @@ class GenerationService:
         self, req: ImageGenerationRequest, request_id: str, job_id: str | None = None
     ) -> list[ModelRequest]:
         size = req.dimensions
-        base, config = await self._base(
+        base, config, seed = await self._base(
             req, "generate", None if size is None else (size[1], size[0]), request_id, job_id
         )
-        return self._checked(base, config, req.n)
+        return self._checked(base, config, req.n, seed)
 
     async def edit_requests(
         self, req: ImageEditRequest, image: bytes, mask: bytes | None, request_id: str, job_id: str | None = None
@@ -140,17 +148,15 @@ class GenerationService:
                 "omit size for edits or resize the image",
                 "size",
             )
-        base, config = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
+        base, config, seed = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
         strength = (
             req.strength if req.strength is not None else (1.0 if repaint is not None else DEFAULT_IMG2IMG_STRENGTH)
         )
-        return self._checked(replace(base, image=pixels, mask=repaint, strength=strength), config, req.n)
+        return self._checked(replace(base, image=pixels, mask=repaint, strength=strength), config, req.n, seed)
 
     async def outpaint_requests(
         self, req: OutpaintRequest, request_id: str, job_id: str | None = None
     ) -> list[ModelRequest]:
-        from huabu.deployments.mmdit.requests import outpainting
-
         pixels, _ = decode_image(req.image_bytes(), "image", self.settings.gateway.max_image_pixels)
         try:
             grown = outpainting(
@@ -160,14 +166,14 @@ class GenerationService:
             raise invalid(str(exc), exc.param) from None
         if grown.height * grown.width > self.settings.gateway.max_image_pixels:
             raise invalid(f"the outpainted canvas {grown.width}x{grown.height} is above the pixel limit", "right")
-        base, config = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id)
-        return self._checked(replace(base, image=grown.init_image, mask=grown.mask), config, req.n)
+        base, config, seed = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id)
+        return self._checked(replace(base, image=grown.init_image, mask=grown.mask), config, req.n, seed)
 
     # --- model requests -> response ----------------------------------------------------------
 
     async def run(self, requests: list[ModelRequest], response_format: str) -> tuple[ImagesResponse, str | None]:
         try:
-            results: list[ModelResult] = await asyncio.gather(*(self.router.generate.remote(r) for r in requests))
+            results: list[ModelResult] = await asyncio.gather(*(self.entry.generate.remote(r) for r in requests))
         except ModelOverloaded:
             raise overloaded(self.settings.model.retry_after_s) from None
         except UnknownModel as exc:
@@ -178,18 +184,22 @@ class GenerationService:
         return ImagesResponse(created=int(time.time()), data=data), results[0].variant
 
     async def _image_data(self, result: ModelResult, response_format: str) -> ImageData:
-        key = await self.storage.put(result.png)
+        key = result.storage_key or await self.storage.put(result.png)
         common: dict[str, Any] = {
             "id": key.removesuffix(".png"),
             "seed": result.seed,
             "model": result.model,
+            "cached": result.cached,
             "prompt_truncated": result.prompt_truncated,
             "variant": result.variant,
             "metadata": {"batch_size": str(result.batch_size), "generation_s": f"{result.generation_s:.3f}"},
         }
         if response_format == "url":
             return ImageData(url=self.storage.url(key), **common)
-        return ImageData(b64_json=encode_b64_image(result.png), **common)
+        png = result.png or await self.storage.get(key)
+        if not png:
+            raise APIError("a cached image is missing from storage; retry with cache=refresh", "server_error")
+        return ImageData(b64_json=encode_b64_image(png), **common)
 
     async def run_job(self, job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
         req = job_request_adapter.validate_json(request_json)

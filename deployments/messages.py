@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 
 from huabu.deployments.mmdit.requests import SampleRequest
+from huabu.sdk.types import CacheMode
 
 Operation = Literal["generate", "edit", "outpaint"]
 
@@ -26,7 +27,8 @@ class ModelRequest:
     image: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8 canvas
     mask: np.ndarray | None = field(default=None, repr=False)  # (H, W) bool, True = repaint
     strength: float = 1.0
-    model: str | None = None  # requested name@version; None = the router's choice
+    model: str | None = None  # the name@version that must serve it; None = the router's choice
+    cache: CacheMode = "use"
     job_id: str | None = None  # progress and cancellation go to this job
     request_id: str = ""
 
@@ -56,3 +58,5 @@ class ModelResult:
     batch_size: int = 1
     queue_wait_s: float = 0.0
     generation_s: float = 0.0
+    cached: bool = False
+    storage_key: str | None = None  # set once the PNG is in storage

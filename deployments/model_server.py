@@ -23,6 +23,7 @@ from huabu.deployments.settings import Settings
 from huabu.deployments.state import open_store
 
 logger = logging.getLogger("huabu.model")
+MAX_COLLECT_S = 2.0  # never hold a request longer than this to grow a batch
 
 
 def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
@@ -38,6 +39,29 @@ def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
     }
 
 
+class ProgressReports:
+    """Per-step progress handed from the pipeline thread to the event loop. A plain list and an
+    event, so that nothing can be lost between a timeout and a wake-up."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, int, int]] = []
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    def add(self, updates: list[tuple[str, int, int]]) -> None:
+        self.pending.extend(updates)
+        self.ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
+
+    def take(self) -> list[tuple[str, int, int]]:
+        taken, self.pending = self.pending, []
+        self.ready.clear()
+        return taken
+
+
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 class MMDiTModel:
     def __init__(self, model_id: str, settings: Settings) -> None:
@@ -51,6 +75,9 @@ class MMDiTModel:
         batch.set_max_batch_size(settings.model.max_batch_size)
         batch.set_batch_wait_timeout_s(settings.model.batch_wait_timeout_s)
         self.cancelled: set[str] = set()
+        self.min_wait_s = settings.model.batch_wait_timeout_s
+        self.busy_until = 0.0  # estimated end of the running batch (perf_counter seconds)
+        self.seconds_per_step = 0.0  # moving average over recent batches
         logger.info("loaded %s on %s", self.model_id, device)
 
     def describe(self) -> dict[str, Any]:
@@ -62,7 +89,12 @@ class MMDiTModel:
 
     async def generate(self, request: ModelRequest) -> ModelResult:
         batch: Any = self.generate_batch  # type: ignore[misc]
-        result: ModelResult = await batch(request, time.perf_counter())
+        # serve.batch forms a batch when its first request arrives, not when the model is free,
+        # so while a batch runs, the next one keeps collecting until the running one should end.
+        # An idle model starts a lone request at once.
+        now = time.perf_counter()
+        batch.set_batch_wait_timeout_s(min(MAX_COLLECT_S, max(self.min_wait_s, self.busy_until - now)))
+        result: ModelResult = await batch(request, now)
         return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)  # type: ignore[arg-type]
@@ -70,29 +102,33 @@ class MMDiTModel:
         self, requests: list[ModelRequest], enqueued: list[float]
     ) -> list[ModelResult]:
         started = time.perf_counter()
+        steps = max(r.steps for r in requests)
+        self.busy_until = started + steps * self.seconds_per_step
         loop = asyncio.get_running_loop()
-        progress: asyncio.Queue[tuple[str, int, int]] = asyncio.Queue()
+        reports = ProgressReports()
         job_ids = {i: r.job_id for i, r in enumerate(requests) if r.job_id}
 
         def on_step(indices: list[int], step: int, total: int) -> None:  # runs in the pipeline thread
-            for i in indices:
-                if i in job_ids:
-                    loop.call_soon_threadsafe(progress.put_nowait, (job_ids[i], step, total))
+            updates = [(job_ids[i], step, total) for i in indices if i in job_ids]
+            if updates:
+                loop.call_soon_threadsafe(reports.add, updates)
 
         def is_cancelled(i: int) -> bool:
             return job_ids.get(i) in self.cancelled
 
-        reporter = loop.create_task(self._report(progress, set(job_ids.values())))
+        reporter = loop.create_task(self._report(reports, set(job_ids.values())))
         try:
             samples = [r.to_sample() for r in requests]
             results = await asyncio.to_thread(self.pipeline, samples, on_step, is_cancelled)
         finally:
-            await progress.join()
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks land
+            reports.close()
+            await reporter  # it flushes everything before it returns: no event is lost
             self.cancelled -= set(job_ids.values())
         elapsed = time.perf_counter() - started
+        per_step = elapsed / steps
+        self.seconds_per_step = per_step if not self.seconds_per_step else 0.7 * self.seconds_per_step + 0.3 * per_step
+        self.busy_until = 0.0
         return [
             ModelResult(
                 png=b"" if result.pixels is None else encode_png(result.pixels, png_parameters(request, self.model_id)),
@@ -107,26 +143,24 @@ class MMDiTModel:
             for request, result, queued in zip(requests, results, enqueued, strict=True)
         ]
 
-    async def _report(self, progress: asyncio.Queue[tuple[str, int, int]], job_ids: set[str]) -> None:
-        """Write progress to the store and poll for cancellations while a batch runs."""
-        if not job_ids:
-            return
-        poll_every = 0.1
-        next_poll = 0.0
-        while True:
+    async def _flush(self, reports: ProgressReports) -> None:
+        for job_id, step, total in reports.take():
             try:
-                job_id, step, total = await asyncio.wait_for(progress.get(), timeout=poll_every)
-                try:
-                    await self.jobs.record_progress(job_id, step, total)
-                finally:
-                    progress.task_done()
-            except asyncio.TimeoutError:
-                pass
+                await self.jobs.record_progress(job_id, step, total)
             except Exception:  # progress is best effort: the job itself still completes
-                logger.warning("could not record progress", exc_info=True)
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + poll_every
-                for job_id in job_ids - self.cancelled:
-                    with contextlib.suppress(Exception):
-                        if await self.jobs.cancel_requested(job_id):
-                            self.cancelled.add(job_id)
+                logger.warning("could not record progress for %s", job_id, exc_info=True)
+
+    async def _report(self, reports: ProgressReports, job_ids: set[str]) -> None:
+        """While a batch runs: write its progress to the store and poll for cancellations."""
+        poll_every = 0.1
+        while job_ids:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(reports.ready.wait(), timeout=poll_every)
+            closed = reports.closed
+            await self._flush(reports)
+            if closed:
+                return
+            for job_id in job_ids - self.cancelled:
+                with contextlib.suppress(Exception):
+                    if await self.jobs.cancel_requested(job_id):
+                        self.cancelled.add(job_id)

@@ -35,7 +35,7 @@ class Router:
         if request.model is None:
             return "stable"
         for name, model_id in self.models.items():
-            if request.model in (model_id, model_id.split("@")[0]):
+            if request.model == model_id:
                 return name
         raise UnknownModel(request.model)
 

@@ -90,6 +90,16 @@ class StorageSettings(_Section):
     public_base_url: str = "http://127.0.0.1:8000"
 
 
+class CacheSettings(_Section):
+    enabled: bool = True
+    backend: Literal["embedded", "redis"] = "embedded"
+    redis_url: str | None = None  # default: the state store's Redis
+    max_bytes: int = Field(256 * 1024 * 1024, ge=0)  # embedded: budget of referenced image bytes
+    max_entries: int = Field(100_000, ge=1)
+    ttl_s: int = Field(7 * 24 * 3600, ge=1)  # Redis entries expire
+    timeout_s: float = Field(0.5, gt=0)  # a slower index counts as unavailable
+
+
 class JobSettings(_Section):
     lease_s: float = Field(5.0, gt=0)  # a job whose runner stops renewing is taken over after this
     concurrency: int = Field(8, ge=1)  # jobs each gateway replica runs at once
@@ -120,6 +130,7 @@ class Settings(_Section):
     model_dirs: list[str] = Field(default_factory=list)  # extra checkpoint roots
     state: StateSettings = StateSettings()
     storage: StorageSettings = StorageSettings()
+    cache: CacheSettings = CacheSettings()
     jobs: JobSettings = JobSettings()
     gateway: GatewaySettings = GatewaySettings()
     graceful_shutdown_timeout_s: float = 5.0

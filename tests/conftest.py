@@ -22,6 +22,13 @@ os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0
 os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Credentials for the local S3-compatible server; set before Ray starts so replicas inherit them.
+for _name, _value in (
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+):
+    os.environ.setdefault(_name, _value)
 
 
 def free_port() -> int:
@@ -81,8 +88,11 @@ def deploy_app(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "app_name": name,
             "state": {"namespace": name},
             "storage": {"local_dir": str(tmp_path_factory.mktemp(name)), "public_base_url": base_url},
-            "model": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "health_check_period_s": 1,
-                      "health_check_timeout_s": 5},
+            "model": {
+                "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                "health_check_period_s": 1,
+                "health_check_timeout_s": 5,
+            },
             "gateway": {"default_steps": 4, "health_check_period_s": 1, "health_check_timeout_s": 5},
             "jobs": {"lease_s": 2.0},
             "graceful_shutdown_timeout_s": 1,
@@ -127,26 +137,41 @@ def app(deploy_app: Any) -> ServedApp:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: run `make setup` (it installs it)"
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
-         str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port)
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """A real redis-server on 127.0.0.1:port, without persistence."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing: run `make setup` (it installs it)"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def redis_launcher() -> Any:
+    """start_redis(port, workdir), for tests that stop and restart their own server."""
+    return start_redis
+
+
+@pytest.fixture(scope="session")
+def free_tcp_port() -> Any:
+    return free_port
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
     server.start()
     host, port = server.get_host_and_port()

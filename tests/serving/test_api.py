@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 import numpy as np
 import pytest
+from helpers import decode_png, first_image, png_bytes
 
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers import decode_png, first_image, png_bytes  # noqa: E402
-
-from huabu.deployments.mmdit.png import read_png_parameters  # noqa: E402
+from huabu.deployments.mmdit.png import read_png_parameters
 
 pytestmark = pytest.mark.serve
 
@@ -25,15 +21,23 @@ def test_health_ready_models_and_request_ids(app) -> None:
         ready = c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["models"] == ["random-init@v0"]
         models = c.get("/v1/models", headers={"x-request-id": "req-mine"})
-        assert models.json() == {"object": "list", "data": [
-            {"id": "random-init@v0", "object": "model", "created": 0, "owned_by": "huabu"}]}
+        assert models.json() == {
+            "object": "list",
+            "data": [{"id": "random-init@v0", "object": "model", "created": 0, "owned_by": "huabu"}],
+        }
         assert models.headers["x-request-id"] == "req-mine"
         assert c.get("/v1/nope").headers["x-request-id"]
 
 
 def test_generation_png_carries_parameters_and_is_deterministic(app) -> None:
-    body = {"prompt": "左边有个 red circle", "size": "32x32", "seed": 5, "steps": 3, "negative_prompt": "blur",
-            "guidance_scale": 2.0}
+    body = {
+        "prompt": "左边有个 red circle",
+        "size": "32x32",
+        "seed": 5,
+        "steps": 3,
+        "negative_prompt": "blur",
+        "guidance_scale": 2.0,
+    }
     with app.client() as c:
         first = c.post("/v1/images/generations", json=body)
         again = first_image(c.post("/v1/images/generations", json=body))
@@ -54,7 +58,9 @@ def test_long_prompts_are_truncated_and_the_response_says_so(app) -> None:
 
 def test_url_results_are_signed_and_expire(app) -> None:
     with app.client() as c:
-        r = c.post("/v1/images/generations", json={"prompt": "blue square", "seed": 2, "n": 2, "response_format": "url"})
+        r = c.post(
+            "/v1/images/generations", json={"prompt": "blue square", "seed": 2, "n": 2, "response_format": "url"}
+        )
         urls = [d["url"] for d in r.json()["data"]]
         assert len(set(urls)) == 2
         ok = httpx.get(urls[0])
@@ -63,7 +69,8 @@ def test_url_results_are_signed_and_expire(app) -> None:
         query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
         tampered = f"{parsed.scheme}://{parsed.netloc}{parsed.path}?" + urlencode({**query, "sig": "0" * 64})
         extended = f"{parsed.scheme}://{parsed.netloc}{parsed.path}?" + urlencode(
-            {**query, "expires": int(query["expires"]) + 3600})
+            {**query, "expires": int(query["expires"]) + 3600}
+        )
         expired = f"{parsed.scheme}://{parsed.netloc}{parsed.path}?" + urlencode({**query, "expires": 1})
         for bad in (tampered, extended, expired):
             denied = httpx.get(bad)
@@ -78,8 +85,11 @@ def test_inpaint_with_alpha_mask_keeps_unmasked_pixels(app) -> None:
     mask = np.full((32, 32, 4), 255, dtype=np.uint8)
     mask[:, 16:, 3] = 0  # transparent = repaint (OpenAI's convention)
     with app.client() as c:
-        r = c.post("/v1/images/edits", data={"prompt": "a green square on the right", "seed": "3", "steps": "3"},
-                   files={"image": ("image.png", png_bytes(image)), "mask": ("mask.png", png_bytes(mask, "RGBA"))})
+        r = c.post(
+            "/v1/images/edits",
+            data={"prompt": "a green square on the right", "seed": "3", "steps": "3"},
+            files={"image": ("image.png", png_bytes(image)), "mask": ("mask.png", png_bytes(mask, "RGBA"))},
+        )
     out = decode_png(first_image(r))
     assert np.array_equal(out[:, :16], image[:, :16])
     assert not np.array_equal(out[:, 16:], image[:, 16:])
@@ -90,8 +100,11 @@ def test_inpaint_with_black_white_mask_and_image_array_field(app) -> None:
     mask = np.zeros((32, 32), dtype=np.uint8)
     mask[8:24, 8:24] = 255  # white = repaint
     with app.client() as c:
-        r = c.post("/v1/images/edits", data={"prompt": "red circle", "seed": "4", "steps": "3"},
-                   files={"image[]": ("image.png", png_bytes(image)), "mask": ("mask.png", png_bytes(mask, "L"))})
+        r = c.post(
+            "/v1/images/edits",
+            data={"prompt": "red circle", "seed": "4", "steps": "3"},
+            files={"image[]": ("image.png", png_bytes(image)), "mask": ("mask.png", png_bytes(mask, "L"))},
+        )
     out = decode_png(first_image(r))
     keep = np.ones((32, 32), bool)
     keep[8:24, 8:24] = False
@@ -100,8 +113,14 @@ def test_inpaint_with_black_white_mask_and_image_array_field(app) -> None:
 
 def test_outpaint_grows_the_canvas_and_keeps_the_original(app) -> None:
     image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    body = {"prompt": "a red circle on the left", "image": base64.b64encode(png_bytes(image)).decode(),
-            "right": 16, "bottom": 8, "seed": 1, "steps": 3}
+    body = {
+        "prompt": "a red circle on the left",
+        "image": base64.b64encode(png_bytes(image)).decode(),
+        "right": 16,
+        "bottom": 8,
+        "seed": 1,
+        "steps": 3,
+    }
     with app.client() as c:
         out = decode_png(first_image(c.post("/v1/images/outpaint", json=body)))
     assert out.shape == (40, 48, 3)
@@ -118,8 +137,12 @@ def test_official_openai_client_works_unmodified(app) -> None:
     assert len(url.data) == 2 and httpx.get(url.data[0].url or "").status_code == 200
     image = np.full((32, 32, 3), 60, dtype=np.uint8)
     mask = np.zeros((32, 32, 4), dtype=np.uint8)  # fully transparent: repaint all
-    edited = client.images.edit(image=("i.png", png_bytes(image), "image/png"), prompt="green",
-                                mask=("m.png", png_bytes(mask, "RGBA"), "image/png"), response_format="b64_json")
+    edited = client.images.edit(
+        image=("i.png", png_bytes(image), "image/png"),
+        prompt="green",
+        mask=("m.png", png_bytes(mask, "RGBA"), "image/png"),
+        response_format="b64_json",
+    )
     assert decode_png(base64.b64decode(edited.data[0].b64_json or "")).shape == (32, 32, 3)
     with pytest.raises(openai.BadRequestError) as info:
         client.images.generate(prompt="x", size="33x32")

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import struct
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers import png_bytes  # noqa: E402
+from helpers import png_bytes
 
 pytestmark = pytest.mark.serve
 
@@ -23,11 +18,17 @@ GOOD_PNG = png_bytes(np.zeros((32, 32, 3), dtype=np.uint8))
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid PNG header declaring 10^10 pixels, with a tiny compressed payload."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(
-        b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 def b64(data: bytes) -> str:
@@ -67,11 +68,15 @@ def test_generation_rejects(app, body: dict, status: int, param: str, message: s
 
 def test_nan_guidance_and_malformed_json(app) -> None:
     with app.client() as c:
-        nan = c.post("/v1/images/generations", content=b'{"prompt": "x", "guidance_scale": NaN}',
-                     headers={"content-type": "application/json"})
+        nan = c.post(
+            "/v1/images/generations",
+            content=b'{"prompt": "x", "guidance_scale": NaN}',
+            headers={"content-type": "application/json"},
+        )
         broken = c.post("/v1/images/generations", content=b'{"prompt": ', headers={"content-type": "application/json"})
-        wrong_type = c.post("/v1/images/generations", content=b"prompt=x",
-                            headers={"content-type": "application/x-www-form-urlencoded"})
+        wrong_type = c.post(
+            "/v1/images/generations", content=b"prompt=x", headers={"content-type": "application/x-www-form-urlencoded"}
+        )
         not_object = c.post("/v1/images/generations", json=["prompt"])
     assert nan.status_code == 400 and nan.json()["error"]["param"] == "guidance_scale"
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
@@ -91,10 +96,16 @@ def edit(app, files: dict, data: dict | None = None):
         ({"image": ("a.png", GOOD_PNG[: len(GOOD_PNG) // 2])}, "image", "not a readable image"),
         ({"image": ("a.png", bomb_png())}, "image", "pixels"),
         ({"image": ("a.png", b"")}, "image", "empty"),
-        ({"image": ("a.png", GOOD_PNG), "mask": ("m.png", png_bytes(np.zeros((16, 32), np.uint8), "L"))}, "mask",
-         "same size"),
-        ({"image": ("a.png", GOOD_PNG), "mask": ("m.png", png_bytes(np.zeros((32, 32), np.uint8), "L"))}, "mask",
-         "no pixels"),
+        (
+            {"image": ("a.png", GOOD_PNG), "mask": ("m.png", png_bytes(np.zeros((16, 32), np.uint8), "L"))},
+            "mask",
+            "same size",
+        ),
+        (
+            {"image": ("a.png", GOOD_PNG), "mask": ("m.png", png_bytes(np.zeros((32, 32), np.uint8), "L"))},
+            "mask",
+            "no pixels",
+        ),
         ({"mask": ("m.png", GOOD_PNG)}, "image", "multipart file 'image'"),
     ],
 )
@@ -107,8 +118,11 @@ def test_edits_reject(app, files: dict, param: str, message: str) -> None:
 def test_edit_size_mismatch_and_bad_form_and_wrong_content_type(app) -> None:
     assert edit(app, {"image": ("a.png", GOOD_PNG)}, {"size": "64x64"}).json()["error"]["param"] == "size"
     with app.client() as c:
-        garbage = c.post("/v1/images/edits", content=b"--xyz\r\nnonsense",
-                         headers={"content-type": "multipart/form-data; boundary=xyz"})
+        garbage = c.post(
+            "/v1/images/edits",
+            content=b"--xyz\r\nnonsense",
+            headers={"content-type": "multipart/form-data; boundary=xyz"},
+        )
         as_json = c.post("/v1/images/edits", json={"prompt": "x"})
     assert garbage.status_code == 400
     assert as_json.status_code == 415
@@ -128,8 +142,11 @@ def test_outpaint_rejects(app) -> None:
 
 def test_jobs_reject_unknown_ids_and_bad_requests(app) -> None:
     with app.client() as c:
-        for method, path in (("GET", "/v1/jobs/job_nope"), ("DELETE", "/v1/jobs/job_nope"),
-                             ("GET", "/v1/jobs/job_nope/events")):
+        for method, path in (
+            ("GET", "/v1/jobs/job_nope"),
+            ("DELETE", "/v1/jobs/job_nope"),
+            ("GET", "/v1/jobs/job_nope/events"),
+        ):
             r = c.request(method, path)
             assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
         bad_kind = c.post("/v1/jobs", json={"kind": "paint", "prompt": "x"})

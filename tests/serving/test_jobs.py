@@ -4,17 +4,13 @@ survival of killed model and gateway replicas (embedded store and Redis)."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import ray
-
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers import wait_job  # noqa: E402
+from helpers import wait_job
 
 pytestmark = pytest.mark.serve
 
@@ -86,16 +82,19 @@ def test_cancel_a_queued_job_and_idempotent_submits(app) -> None:
 
 
 def replica_actors(app_name: str, deployment: str) -> list:
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith(f"SERVE_REPLICA::{app_name}#{deployment}#")]
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{app_name}#{deployment}#")
+    ]
     return [ray.get_actor(n, namespace="serve") for n in names]
 
 
 def run_and_kill(app, deployment: str, steps: int = 150) -> dict:
     """Submit a job, kill the deployment's replica mid-generation, return the finished job."""
     with app.client(timeout=30) as c:
-        job_id = c.post("/v1/jobs", json={"kind": "generate", "prompt": "survive", "seed": 3,
-                                          "steps": steps}).json()["id"]
+        body = {"kind": "generate", "prompt": f"survive {deployment}", "seed": 3, "steps": steps, "cache": "bypass"}
+        job_id = c.post("/v1/jobs", json=body).json()["id"]
         deadline = time.monotonic() + 60
         while c.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] < 1:
             assert time.monotonic() < deadline, "job never started"
@@ -135,8 +134,8 @@ def test_redis_store_keeps_jobs_across_gateway_restarts(redis_app, redis_url) ->
 
 def test_concurrent_jobs_are_batched_by_the_model(app) -> None:
     with app.client() as c:
-        ids = [c.post("/v1/jobs", json={"kind": "generate", "prompt": f"p{i}", "steps": 20}).json()["id"]
-               for i in range(6)]
+        body = {"kind": "generate", "prompt": "batch me", "steps": 80, "cache": "bypass"}
+        ids = [c.post("/v1/jobs", json={**body, "seed": i}).json()["id"] for i in range(8)]
         jobs = [wait_job(c, i) for i in ids]
     sizes = [int(j["result"]["data"][0]["metadata"]["batch_size"]) for j in jobs]
     assert all(j["status"] == "succeeded" for j in jobs) and max(sizes) > 1, sizes
@@ -149,7 +148,7 @@ def test_overload_answers_503_with_retry_after_never_a_hang(deploy_app) -> None:
 
     def call() -> None:
         with small.client(timeout=60) as c:
-            r = c.post("/v1/images/generations", json={"prompt": "busy", "steps": 100})
+            r = c.post("/v1/images/generations", json={"prompt": "busy", "steps": 100, "cache": "bypass"})
             statuses.append(r.status_code)
             if r.status_code == 503:
                 retry_after.append(r.headers.get("retry-after", ""))

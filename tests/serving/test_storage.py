@@ -70,15 +70,18 @@ def test_the_application_stores_images_in_s3(deploy_app, s3_settings: StorageSet
     image_id = r.json()["data"][0]["id"]
     assert httpx.get(r.json()["data"][0]["url"]).content.startswith(b"\x89PNG")
     listed = boto3.client("s3", endpoint_url=s3_settings.endpoint_url, region_name="us-east-1").list_objects_v2(
-        Bucket="huabu-test", Prefix="img/")
+        Bucket="huabu-test", Prefix="img/"
+    )
     assert f"img/{image_id}.png" in {o["Key"] for o in listed["Contents"]}
 
 
 def test_settings_from_yaml_and_environment(tmp_path) -> None:
     path = tmp_path / "huabu.yaml"
     path.write_text("model:\n  max_batch_size: 4\nstate:\n  backend: redis\n")
-    settings = Settings.load(path, environ={"HUABU__STATE__REDIS_URL": "redis://10.0.0.1:6380/1",
-                                            "HUABU__MODEL__NUM_GPUS": "1", "OTHER": "x"})
+    settings = Settings.load(
+        path,
+        environ={"HUABU__STATE__REDIS_URL": "redis://10.0.0.1:6380/1", "HUABU__MODEL__NUM_GPUS": "1", "OTHER": "x"},
+    )
     assert settings.model.max_batch_size == 4 and settings.model.num_gpus == 1
     assert settings.state.backend == "redis" and settings.state.redis_url.endswith(":6380/1")
     with pytest.raises(ValueError, match="max_ongoing_requests"):

@@ -1,0 +1,63 @@
+"""Cache benchmark on a real local Ray Serve: p50 latency of a cache hit over HTTP against a
+miss (cache=refresh forces a generation with the same request), interleaved in one run.
+Targets: hit p50 <= 20 ms and <= 5 % of the miss p50.
+
+Usage: python bench/bench_cache.py [--rounds N] [--size 32x32] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import httpx
+from bench_serving import deploy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--size", default="32x32")
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = 8767
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    base = deploy("cachebench", port)
+    body = {"prompt": "科技蓝风格封面", "size": args.size, "steps": args.steps}
+
+    def timed(client: httpx.Client, **extra: object) -> tuple[float, bool]:
+        start = time.perf_counter()
+        r = client.post(f"{base}/v1/images/generations", json={**body, **extra})
+        r.raise_for_status()
+        return time.perf_counter() - start, bool(r.json()["data"][0]["cached"])
+
+    hits: dict[str, list[float]] = {"b64_json": [], "url": []}
+    misses = []
+    with httpx.Client(timeout=300) as client:
+        timed(client), timed(client)  # warm-up: the first call fills the cache
+        for _ in range(args.rounds):
+            elapsed, cached = timed(client, cache="refresh")
+            assert not cached
+            misses.append(elapsed)
+            for fmt in hits:
+                elapsed, cached = timed(client, response_format=fmt)
+                assert cached
+                hits[fmt].append(elapsed)
+    miss = statistics.median(misses)
+    print(f"settings: size={args.size} steps={args.steps} rounds={args.rounds}")
+    print(f"miss p50 {miss * 1e3:7.1f} ms")
+    for fmt, values in hits.items():
+        hit = statistics.median(values)
+        print(f"hit  p50 {hit * 1e3:7.1f} ms ({fmt}) | {hit / miss:6.1%} of the miss (targets <= 20 ms, <= 5 %)")
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

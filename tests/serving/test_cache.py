@@ -1,0 +1,120 @@
+"""The cache deployment on real Serve: hot prompts cost one generation, versions never mix,
+single flight, metering, and a Redis that goes away and comes back."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.serve
+
+
+def generate(client: httpx.Client, **body: object) -> dict:
+    r = client.post("/v1/images/generations", json={"steps": 3, **body})
+    assert r.status_code == 200, r.text
+    return r.json()["data"][0]
+
+
+def stats(client: httpx.Client) -> dict:
+    return client.get("/v1/admin/cache/stats").json()
+
+
+def test_hot_prompt_costs_one_generation(app) -> None:
+    with app.client() as c:
+        before = stats(c)
+        first = generate(c, prompt="科技蓝风格封面 hot")
+        repeats = [generate(c, prompt="科技蓝风格封面 hot") for _ in range(5)]
+        after = stats(c)
+    assert not first["cached"] and all(r["cached"] for r in repeats)
+    assert {r["seed"] for r in repeats} == {first["seed"]}  # unseeded: the seed is derived from the request
+    assert {base64.b64decode(r["b64_json"]) for r in repeats} == {base64.b64decode(first["b64_json"])}
+    assert after["misses"] - before["misses"] == 1 and after["hits"] - before["hits"] == 5
+    assert after["saved_s"] > before["saved_s"] and 0 < after["hit_ratio"] <= 1
+
+
+def test_bypass_refresh_and_explicit_seeds(app) -> None:
+    with app.client() as c:
+        base = generate(c, prompt="cache modes")
+        bypass = generate(c, prompt="cache modes", cache="bypass")
+        seeded = generate(c, prompt="cache modes", seed=base["seed"] + 1)
+        refreshed = generate(c, prompt="cache modes", cache="refresh")
+        again = generate(c, prompt="cache modes")
+    assert not bypass["cached"] and bypass["seed"] != base["seed"]
+    assert not seeded["cached"] and seeded["seed"] == base["seed"] + 1
+    assert not refreshed["cached"] and refreshed["seed"] == base["seed"]
+    assert again["cached"] and again["b64_json"] == base["b64_json"]
+
+
+def test_url_hits_and_job_results_say_cached(app) -> None:
+    with app.client() as c:
+        generate(c, prompt="cached url", response_format="url")
+        hit = generate(c, prompt="cached url", response_format="url")
+        assert hit["cached"] and httpx.get(hit["url"]).content.startswith(b"\x89PNG")
+        job = c.post("/v1/jobs", json={"kind": "generate", "prompt": "cached url", "steps": 3}).json()
+        from helpers import wait_job
+
+        done = wait_job(c, job["id"])
+    assert done["status"] == "succeeded" and done["result"]["data"][0]["cached"] is True
+
+
+def test_identical_concurrent_misses_share_one_model_call(app) -> None:
+    results: list[dict] = []
+    with app.client() as c:
+        before = stats(c)
+
+    def call() -> None:
+        with app.client() as c:
+            results.append(generate(c, prompt="single flight", steps=60))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    with app.client() as c:
+        after = stats(c)
+    assert len(results) == 6 and len({r["b64_json"] for r in results}) == 1
+    assert after["misses"] - before["misses"] == 1
+    assert (after["coalesced"] - before["coalesced"]) + (after["hits"] - before["hits"]) == 5
+
+
+def test_another_model_version_never_gets_this_versions_image(deploy_app) -> None:
+    two = deploy_app(
+        variants={"stable": {"model": "random-init@v0"}, "canary": {"model": "random-init@v1", "weight": 0}}
+    )
+    with two.client() as c:
+        v0 = generate(c, prompt="versioned", seed=1)
+        v1 = generate(c, prompt="versioned", seed=1, model="random-init@v1")
+        v1_again = generate(c, prompt="versioned", seed=1, model="random-init@v1")
+    assert v0["model"] == "random-init@v0" and v1["model"] == "random-init@v1"
+    assert not v1["cached"] and v1["b64_json"] != v0["b64_json"]
+    assert v1_again["cached"] and v1_again["model"] == "random-init@v1"
+
+
+@pytest.mark.slow
+def test_redis_outage_bypasses_the_cache_and_recovers(deploy_app, redis_launcher, free_tcp_port, tmp_path) -> None:
+    port = free_tcp_port()
+    redis_proc = redis_launcher(port, tmp_path)
+    app = deploy_app(cache={"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0", "timeout_s": 0.3})
+    try:
+        with app.client() as c:
+            generate(c, prompt="outage")
+            assert generate(c, prompt="outage")["cached"]
+            redis_proc.terminate()
+            redis_proc.wait(10)
+            during = [c.post("/v1/images/generations", json={"prompt": "outage", "steps": 3}) for _ in range(3)]
+            assert [r.status_code for r in during] == [200, 200, 200]
+            assert not any(r.json()["data"][0]["cached"] for r in during)
+            assert stats(c)["local_errors"] >= 3
+            redis_proc = redis_launcher(port, tmp_path)
+            deadline = time.monotonic() + 30
+            generate(c, prompt="outage again")  # re-populates after the restart (data was not persisted)
+            while not generate(c, prompt="outage again")["cached"]:
+                assert time.monotonic() < deadline, "caching did not resume after Redis came back"
+                time.sleep(0.5)
+    finally:
+        redis_proc.terminate()
