@@ -1,10 +1,10 @@
 """The application builder: the whole request path, top to bottom.
 
-    HTTP -> Gateway -> Cache -(miss)-> Router -> MMDiTModel[variant]
-                        └─(hit)─> result          (Storage.put before the cache indexes it)
+    HTTP -> Gateway -> PromptScreen -> Cache -(miss)-> ImageScreen -> Router -> MMDiTModel[variant]
+                                         └─(hit)─> result   (Storage.put before the cache indexes it)
 
-Each stage is its own Serve deployment holding a handle to the next. The prompt and image
-filter deployments slot in around the cache as they are built.
+Each stage is its own Serve deployment holding a handle to the next; the builder below wires
+them from the model outwards, so each stage is bound to the one after it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from huabu.deployments.cache import Cache
 from huabu.deployments.gateway import Gateway
 from huabu.deployments.model_server import MMDiTModel
 from huabu.deployments.router import Router
+from huabu.deployments.safety import ImageScreen, PromptScreen
 from huabu.deployments.settings import Settings
 
 
@@ -36,6 +37,7 @@ def model_options(settings: Settings, variant: str) -> dict[str, Any]:
 
 def build_app(settings: Settings) -> Application:
     gw = settings.gateway
+    small = {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1000}
     # The Serve decorators hide .options() from type checkers; the casts restore it.
     model, router_cls, gateway = cast(Deployment, MMDiTModel), cast(Deployment, Router), cast(Deployment, Gateway)
     # 1. One autoscaled, batched model deployment per variant (stable; canary with A/B).
@@ -44,16 +46,19 @@ def build_app(settings: Settings) -> Application:
         for variant, v in settings.variants.items()
     }
     # 2. The router picks the variant for each request.
-    router = router_cls.options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000).bind(models, settings)
-    # 3. The cache answers repeated requests and coalesces identical misses.
-    entry = (
-        cast(Deployment, Cache)
-        .options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-        .bind(router, settings)
-        if settings.cache.enabled
-        else router
-    )
-    # 4. The gateway validates, runs jobs and answers HTTP.
+    router = router_cls.options(**small).bind(models, settings)
+    stages: dict[str, Any] = {}
+    entry: Any = router
+    # 3. Every image is screened before it is stored, cached or returned.
+    if settings.safety.image.enabled:
+        entry = stages["image_filter"] = cast(Deployment, ImageScreen).options(**small).bind(entry, settings)
+    # 4. The cache answers repeated requests and coalesces identical misses.
+    if settings.cache.enabled:
+        entry = stages["cache"] = cast(Deployment, Cache).options(**small).bind(entry, settings)
+    # 5. Prompts are screened before they cost a cache lookup or GPU time.
+    if settings.safety.prompt_enabled:
+        entry = stages["prompt_filter"] = cast(Deployment, PromptScreen).options(**small).bind(entry, settings)
+    # 6. The gateway validates, runs jobs and answers HTTP.
     return gateway.options(
         num_replicas=gw.num_replicas,
         ray_actor_options={"num_cpus": gw.num_cpus},
@@ -61,7 +66,7 @@ def build_app(settings: Settings) -> Application:
         health_check_period_s=gw.health_check_period_s,
         health_check_timeout_s=gw.health_check_timeout_s,
         graceful_shutdown_timeout_s=settings.graceful_shutdown_timeout_s,
-    ).bind(entry, router, settings)
+    ).bind(entry, router, stages, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -208,8 +208,8 @@ class Cache:
     """Between the prompt filter and the router: hits answer at once; identical concurrent
     misses share one model call; results are stored before they are indexed."""
 
-    def __init__(self, router: DeploymentHandle, settings: Settings) -> None:
-        self.router = router
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        self.next_stage = next_stage  # the image filter, or the router when it is off
         self.index = open_cache_index(settings)
         self.storage = open_storage(settings.storage)
         self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
@@ -272,7 +272,7 @@ class Cache:
             return None
 
     async def _produce(self, request: ModelRequest, key: str | None) -> ModelResult:
-        result: ModelResult = await self.router.generate.remote(request)
+        result: ModelResult = await self.next_stage.generate.remote(request)
         if result.cancelled:
             return result
         result.storage_key = await self.storage.put(result.png)

@@ -462,9 +462,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Model commands with their own argument parsers, passed through whole.
+PASS_THROUGH = {
+    "train": "huabu.deployments.mmdit.train",  # train a checkpoint on the synthetic dataset
+    "quality": "huabu.deployments.mmdit.quality",  # the prompt-adherence table of a checkpoint
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+
     from pydantic import ValidationError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:
+        return int(importlib.import_module(PASS_THROUGH[argv[0]]).main(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

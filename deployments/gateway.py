@@ -118,12 +118,17 @@ async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 @serve.ingress(api)
 class Gateway:
     async def __init__(  # type: ignore[misc]
-        self, entry: DeploymentHandle, router: DeploymentHandle, settings: Settings
+        self,
+        entry: DeploymentHandle,
+        router: DeploymentHandle,
+        stages: dict[str, DeploymentHandle],
+        settings: Settings,
     ) -> None:
         self.settings = settings
         api.state.max_request_bytes = settings.gateway.max_request_bytes
         self.storage = open_storage(settings.storage)
         self.entry = entry
+        self.stages = stages  # optional stages by name, for their admin statistics
         self.service = GenerationService(entry, router, self.storage, settings)
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         self.runner = JobRunner(self.jobs, self.service.run_job, settings.jobs, owner=f"gateway-{uuid.uuid4().hex}")
@@ -300,11 +305,20 @@ class Gateway:
 
     @api.get("/v1/admin/cache/stats")
     async def cache_stats(self) -> dict[str, float]:
-        if not self.settings.cache.enabled:
+        if "cache" not in self.stages:
             raise not_found("the cache is disabled in this deployment")
-        stats: dict[str, float] = await self.entry.stats.remote()
+        stats: dict[str, float] = await self.stages["cache"].stats.remote()
         lookups = stats.get("hits", 0.0) + stats.get("misses", 0.0) + stats.get("coalesced", 0.0)
         return {**stats, "hit_ratio": stats.get("hits", 0.0) / lookups if lookups else 0.0}
+
+    @api.get("/v1/admin/filters/stats")
+    async def filter_stats(self) -> dict[str, Any]:
+        """Decisions counted per stage, category and rule (never prompt text)."""
+        return {
+            name: await self.stages[name].stats.remote()
+            for name in ("prompt_filter", "image_filter")
+            if name in self.stages
+        }
 
     # --- health ------------------------------------------------------------------------------
 

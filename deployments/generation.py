@@ -21,6 +21,7 @@ from huabu.deployments.messages import ModelRequest, ModelResult, Operation
 from huabu.deployments.mmdit.config import MMDiTConfig
 from huabu.deployments.mmdit.requests import InvalidRequest, outpainting
 from huabu.deployments.router import ModelOverloaded, UnknownModel
+from huabu.deployments.safety import ContentBlocked
 from huabu.deployments.settings import Settings
 from huabu.deployments.storage import Storage
 from huabu.sdk.types import (
@@ -176,6 +177,15 @@ class GenerationService:
             results: list[ModelResult] = await asyncio.gather(*(self.entry.generate.remote(r) for r in requests))
         except ModelOverloaded:
             raise overloaded(self.settings.model.retry_after_s) from None
+        except ContentBlocked as exc:
+            what = "prompt" if exc.stage != "image" else "generated image"
+            raise APIError(
+                f"the {what} was blocked by the content policy ({exc.category})",
+                "content_policy_violation",
+                param="prompt" if exc.stage != "image" else None,
+                code=exc.category,
+                status=400,
+            ) from None
         except UnknownModel as exc:
             raise not_found(f"model {exc} is not served here", "model") from None
         if any(r.cancelled for r in results):

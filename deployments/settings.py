@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from huabu.filters.settings import ImageFilterSettings, PromptFilterSettings
+
 ENV_PREFIX = "HUABU__"
 
 
@@ -100,6 +102,14 @@ class CacheSettings(_Section):
     timeout_s: float = Field(0.5, gt=0)  # a slower index counts as unavailable
 
 
+class SafetySettings(_Section):
+    """Which safety stages run, and their own settings (see ``huabu.filters``)."""
+
+    prompt_enabled: bool = True
+    prompt: PromptFilterSettings = PromptFilterSettings()
+    image: ImageFilterSettings = ImageFilterSettings()
+
+
 class JobSettings(_Section):
     lease_s: float = Field(5.0, gt=0)  # a job whose runner stops renewing is taken over after this
     concurrency: int = Field(8, ge=1)  # jobs each gateway replica runs at once
@@ -131,6 +141,7 @@ class Settings(_Section):
     state: StateSettings = StateSettings()
     storage: StorageSettings = StorageSettings()
     cache: CacheSettings = CacheSettings()
+    safety: SafetySettings = SafetySettings()
     jobs: JobSettings = JobSettings()
     gateway: GatewaySettings = GatewaySettings()
     graceful_shutdown_timeout_s: float = 5.0

@@ -24,7 +24,9 @@ from huabu.sdk._jobs import JobHandle
 from huabu.sdk._results import ImageResults
 from huabu.sdk.types import Job, JobEvent
 
-SERVER_COMMANDS = frozenset({"up", "down", "status", "demo", "train", "cluster", "keys", "rollout", "serve-config"})
+SERVER_COMMANDS = frozenset(
+    {"up", "down", "status", "demo", "train", "quality", "cluster", "keys", "rollout", "serve-config"}
+)
 SERVER_EXTRA_HINT = "this command needs the server extra: pip install 'huabu[server]'"
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

@@ -77,6 +77,9 @@ class MMDiTConfig:
     rope_axes: tuple[int, int, int] = (8, 12, 12)  # (text index, row, column); sums to head dim
     rope_theta: float = 10000.0
     pooled_text: bool = True  # add the mean text embedding to the timestep conditioning (SD3)
+    # Fixed 2-D sin-cos position added to image tokens (DiT / SD3). Parameter-free; with rotary
+    # positions alone a tiny model trained briefly on a CPU never learned where objects go.
+    image_pos_embed: bool = False
     prediction: Prediction = "sample"
     # Resolution-dependent timestep shift (SD3 / Flux): mu interpolates between these
     # shifts as the image token count goes from base_tokens to max_tokens.
@@ -158,7 +161,7 @@ class MMDiTConfig:
 
 def tiny_config(**overrides: Any) -> MMDiTConfig:
     """The small CPU default: 32x32 pixels, identity codec, 8x8 patches -> 16 image tokens."""
-    return dataclasses.replace(MMDiTConfig(), **overrides)
+    return dataclasses.replace(MMDiTConfig(image_pos_embed=True), **overrides)
 
 
 def qwen_image_config() -> MMDiTConfig:

@@ -70,6 +70,21 @@ class RotaryEmbedding(nn.Module):
         return torch.polar(torch.ones_like(angle), angle)[:, None, :]
 
 
+def sincos_2d(grid_h: int, grid_w: int, width: int, device: torch.device) -> Tensor:
+    """Fixed 2-D sin-cos embedding (DiT): half the channels encode the row, half the column.
+    -> (grid_h * grid_w, width); defined for any grid, so wider canvases keep their positions."""
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
+    rows = torch.arange(grid_h, dtype=torch.float64, device=device).repeat_interleave(grid_w)
+    cols = torch.arange(grid_w, dtype=torch.float64, device=device).repeat(grid_h)
+    parts = []
+    for pos in (rows, cols):
+        angle = pos[:, None] * omega[None]
+        parts += [angle.sin(), angle.cos()]
+    embed = torch.cat(parts, dim=-1).float()
+    return torch.nn.functional.pad(embed, (0, width - embed.shape[-1]))
+
+
 def joint_positions(text_len: int, grid_h: int, grid_w: int, device: torch.device) -> Tensor:
     """Positions for [text tokens; image tokens] -> (L + N, 3)."""
     text = torch.zeros(text_len, 3, dtype=torch.long, device=device)

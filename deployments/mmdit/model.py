@@ -20,6 +20,7 @@ from huabu.deployments.mmdit.layers import (
     RowStableLinear,
     TimestepEmbedder,
     joint_positions,
+    sincos_2d,
 )
 
 
@@ -95,6 +96,8 @@ class MMDiT(nn.Module):
         b, n_txt = text.shape[:2]
         c = self.condition(t, text, text_mask)
         img = self.image_in(image_tokens)  # (B, N, D)
+        if self.config.image_pos_embed:
+            img = img + sincos_2d(grid[0], grid[1], img.shape[-1], img.device).to(img.dtype)
         txt = self.text_in(self.text_norm(text))  # (B, L, D)
         rope = self.rope(joint_positions(n_txt, grid[0], grid[1], img.device))  # (S, 1, Dh/2) complex
         attn_mask = None

@@ -55,7 +55,7 @@ def test_missing_checkpoint_lists_what_exists(tmp_path: Path) -> None:
         load_checkpoint("nope@v1", roots=[tmp_path])
     (tmp_path / "half@v1").mkdir()
     (tmp_path / "half@v1" / "config.json").write_text(tiny_config().to_json())
-    with pytest.raises(CheckpointError, match="missing model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"missing model\.safetensors"):
         load_checkpoint("half@v1", roots=[tmp_path])
 
 
@@ -69,7 +69,7 @@ def test_shape_mismatch_and_wrong_dtype_are_explained(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"transformer.image_in.weight has shape \(5, 5\)"):
         load_checkpoint("broken@v1", roots=[tmp_path])
     save_file({**tensors, key: tensors[key].to(torch.int32)}, str(path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="dtype torch.int32"):
+    with pytest.raises(CheckpointError, match=r"dtype torch\.int32"):
         load_checkpoint("broken@v1", roots=[tmp_path])
     (path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):

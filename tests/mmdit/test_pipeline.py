@@ -29,7 +29,7 @@ def test_same_request_and_seed_give_identical_png(pipeline: Pipeline) -> None:
 def test_results_are_identical_alone_and_batched(pipeline: Pipeline) -> None:
     batch = [gen(f"prompt {i} 蓝色", seed=i, guidance=1.0 + (i % 3)) for i in range(10)]
     together = pipeline(batch)
-    for request, result in zip(batch, together):
+    for request, result in zip(batch, together, strict=True):
         alone = pipeline([request])[0]
         assert np.array_equal(alone.pixels, result.pixels)  # type: ignore[arg-type]
 
@@ -99,15 +99,22 @@ def test_long_prompts_are_truncated_and_say_so(pipeline: Pipeline) -> None:
         (lambda: R.generation("x", seed=1, size=(32, 32), guidance=math.nan), "guidance_scale", "number from 0"),
         (lambda: R.generation("   ", seed=1, size=(32, 32)), "prompt", "prompt is empty"),
         (lambda: R.generation("x", seed=-1, size=(32, 32)), "seed", "seed must be"),
-        (lambda: R.inpainting("x", np.zeros((32, 32, 3), np.uint8), np.ones((16, 32), bool), seed=1), "mask",
-         "same size"),
-        (lambda: R.inpainting("x", np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), bool), seed=1), "mask",
-         "no pixels"),
+        (
+            lambda: R.inpainting("x", np.zeros((32, 32, 3), np.uint8), np.ones((16, 32), bool), seed=1),
+            "mask",
+            "same size",
+        ),
+        (
+            lambda: R.inpainting("x", np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), bool), seed=1),
+            "mask",
+            "no pixels",
+        ),
         (lambda: R.img2img("x", np.zeros((32, 32, 3), np.uint8), strength=0.0, seed=1), "strength", "strength"),
     ],
 )
-def test_bad_arguments_are_rejected_with_a_message(pipeline: Pipeline, request_factory, param: str,
-                                                   message: str) -> None:
+def test_bad_arguments_are_rejected_with_a_message(
+    pipeline: Pipeline, request_factory, param: str, message: str
+) -> None:
     with pytest.raises(InvalidRequest, match=message) as info:
         pipeline([request_factory()])
     assert info.value.param == param

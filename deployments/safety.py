@@ -1,0 +1,96 @@
+"""Safety stages of the request path, wrapping ``huabu.filters``.
+
+``PromptScreen`` runs before the cache, so a blocked prompt never reaches cache or model.
+``ImageScreen`` runs after the model and before storage and cache writes, so a blocked image is
+never stored or returned. A block raises ``ContentBlocked``; the gateway answers it with a 400
+``content_policy_violation`` naming the category. Only a fingerprint of a blocked prompt is
+logged, never its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from huabu.deployments.messages import ModelRequest, ModelResult
+from huabu.deployments.settings import Settings
+from huabu.filters import Decision, ImageFilter, PromptFilter
+
+logger = logging.getLogger("huabu.safety")
+
+
+class ContentBlocked(Exception):
+    """A prompt or an image was blocked by policy (it carries no prompt text)."""
+
+    def __init__(self, stage: str, category: str, rule_id: str | None, fingerprint: str | None) -> None:
+        super().__init__(f"{stage} blocked: {category}")
+        self.stage = stage
+        self.category = category
+        self.rule_id = rule_id
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def from_decision(cls, decision: Decision) -> ContentBlocked:
+        category = decision.category.value if decision.category is not None else "unsafe"
+        return cls(decision.stage.value, category, decision.rule_id, decision.fingerprint)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Ray with all fields
+        return (ContentBlocked, (self.stage, self.category, self.rule_id, self.fingerprint))
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
+class PromptScreen:
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        self.next_stage = next_stage
+        self.filter = PromptFilter(settings.safety.prompt)
+        self.filter.warmup()
+
+    async def generate(self, request: ModelRequest) -> ModelResult:
+        # The encoder merges concurrent callers into one model pass; run it off the event loop.
+        decision = await asyncio.to_thread(self.filter.check_request, request.prompt, request.negative_prompt)
+        if decision.blocked:
+            logger.info(
+                "prompt blocked: category=%s rule=%s prompt_sha256=%s request=%s",
+                decision.category,
+                decision.rule_id,
+                decision.fingerprint,
+                request.request_id,
+            )
+            raise ContentBlocked.from_decision(decision)
+        result: ModelResult = await self.next_stage.generate.remote(request)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.filter.counters.snapshot())
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
+class ImageScreen:
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        self.next_stage = next_stage
+        self.filter = ImageFilter(settings.safety.image)
+        self.filter.warmup()
+
+    async def generate(self, request: ModelRequest) -> ModelResult:
+        result: ModelResult = await self.next_stage.generate.remote(request)
+        if result.cancelled or not result.png:
+            return result
+        with Image.open(io.BytesIO(result.png)) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        decision = await asyncio.to_thread(self.filter.check, pixels)
+        if decision.blocked:
+            logger.info(
+                "image blocked: category=%s score=%s request=%s", decision.category, decision.score, request.request_id
+            )
+            raise ContentBlocked.from_decision(decision)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.filter.counters.snapshot())
