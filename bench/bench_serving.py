@@ -30,10 +30,13 @@ def deploy(name: str, port: int, **model: object) -> str:
     from huabu.deployments.settings import Settings
 
     base = f"http://127.0.0.1:{port}/{name}"
-    settings = Settings.load(environ={}, app_name=name, state={"namespace": name},
-                             storage={"local_dir": tempfile.mkdtemp(), "public_base_url": base},
-                             model={"torch_threads": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-                                    **model})
+    settings = Settings.load(
+        environ={},
+        app_name=name,
+        state={"namespace": name},
+        storage={"local_dir": tempfile.mkdtemp(), "public_base_url": base},
+        model={"torch_threads": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}, **model},
+    )
     serve.run(build_app(settings), name=name, route_prefix=f"/{name}", blocking=False)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -115,11 +118,15 @@ def main() -> None:
 
     ml, mr = statistics.median(local), statistics.median(remote)
     print(f"settings: size={args.size} steps={args.steps} torch threads=1 model=random-init@v0")
-    print(f"latency  in-process median {ml * 1e3:8.1f} ms | HTTP through gateway->router->model median "
-          f"{mr * 1e3:8.1f} ms | overhead {(mr - ml) * 1e3:6.1f} ms | ratio {mr / ml:.3f} (target <= 1.05)")
-    print(f"throughput {args.clients} clients: batching on {statistics.median(on):.2f} img/s | off "
-          f"{statistics.median(off):.2f} img/s | ratio {statistics.median(on) / statistics.median(off):.2f} "
-          f"(target >= 1.5)")
+    print(
+        f"latency  in-process median {ml * 1e3:8.1f} ms | HTTP through gateway->router->model median "
+        f"{mr * 1e3:8.1f} ms | overhead {(mr - ml) * 1e3:6.1f} ms | ratio {mr / ml:.3f} (target <= 1.05)"
+    )
+    print(
+        f"throughput {args.clients} clients: batching on {statistics.median(on):.2f} img/s | off "
+        f"{statistics.median(off):.2f} img/s | ratio {statistics.median(on) / statistics.median(off):.2f} "
+        f"(target >= 1.5)"
+    )
     serve.shutdown()
     ray.shutdown()
 

@@ -19,9 +19,17 @@ def bench_config(depth: int, width: int, heads: int) -> MMDiTConfig:
     head_dim = width // heads
     rope_axes = (head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8)
     return MMDiTConfig(
-        depth=depth, width=width, num_heads=heads, patch_size=2, text_width=width, rope_axes=rope_axes,
-        pooled_text=False, prediction="velocity", codec=CodecConfig(kind="external", latent_channels=16, downsample=8),
-        text=TextEncoderConfig(width=width, depth=1, num_heads=heads), default_size=(256, 256),
+        depth=depth,
+        width=width,
+        num_heads=heads,
+        patch_size=2,
+        text_width=width,
+        rope_axes=rope_axes,
+        pooled_text=False,
+        prediction="velocity",
+        codec=CodecConfig(kind="external", latent_channels=16, downsample=8),
+        text=TextEncoderConfig(width=width, depth=1, num_heads=heads),
+        default_size=(256, 256),
     )
 
 
@@ -61,8 +69,13 @@ def main() -> None:
     cfg = bench_config(args.depth, args.width, args.heads)
     ours = MMDiT(cfg).eval()
     theirs = QwenImageTransformer2DModel(
-        patch_size=2, in_channels=cfg.patch_dim, out_channels=cfg.latent_channels, num_layers=cfg.depth,
-        attention_head_dim=cfg.head_dim, num_attention_heads=cfg.num_heads, joint_attention_dim=cfg.text_width,
+        patch_size=2,
+        in_channels=cfg.patch_dim,
+        out_channels=cfg.latent_channels,
+        num_layers=cfg.depth,
+        attention_head_dim=cfg.head_dim,
+        num_attention_heads=cfg.num_heads,
+        joint_attention_dim=cfg.text_width,
         axes_dims_rope=cfg.rope_axes,
     ).eval()
     n_ours = sum(p.numel() for p in ours.parameters())
@@ -79,8 +92,9 @@ def main() -> None:
         return ours(tokens, text, text_mask, t, (args.grid, args.grid))
 
     def run_theirs() -> object:
-        return theirs(hidden_states=tokens, encoder_hidden_states=text, timestep=t, img_shapes=img_shapes,
-                      return_dict=False)
+        return theirs(
+            hidden_states=tokens, encoder_hidden_states=text, timestep=t, img_shapes=img_shapes, return_dict=False
+        )
 
     flops = ours.flops_per_forward(b, n_img, n_txt)
     with torch.inference_mode():
@@ -93,8 +107,10 @@ def main() -> None:
             t_theirs.append(timed(run_theirs))
     peak = statistics.median(peaks)
     mo, mt = statistics.median(t_ours), statistics.median(t_theirs)
-    print(f"config: depth={cfg.depth} width={cfg.width} heads={cfg.num_heads} batch={b} tokens={n_img}+{n_txt} "
-          f"threads={torch.get_num_threads()} params ours={n_ours:,} diffusers={n_theirs:,}")
+    print(
+        f"config: depth={cfg.depth} width={cfg.width} heads={cfg.num_heads} batch={b} tokens={n_img}+{n_txt} "
+        f"threads={torch.get_num_threads()} params ours={n_ours:,} diffusers={n_theirs:,}"
+    )
     print(f"matmul peak (median): {peak / 1e9:.1f} GFLOP/s; forward FLOPs {flops / 1e9:.2f} G")
     print(f"ours      median {mo * 1e3:7.1f} ms  {flops / mo / 1e9:6.1f} GFLOP/s  {flops / mo / peak:6.1%} of peak")
     print(f"diffusers median {mt * 1e3:7.1f} ms  {flops / mt / 1e9:6.1f} GFLOP/s  {flops / mt / peak:6.1%} of peak")
