@@ -79,7 +79,7 @@ def test_up_status_generate_down(home: Path, tmp_path: Path) -> None:
         )
     )
 
-    up = run([*CLI, "up", "--settings", str(settings), "--port", str(port), "--timeout", "120"], env, timeout=180)
+    up = run([*CLI, "up", "--settings", str(settings), "--port", str(port), "--timeout", "400"], env, timeout=480)
     assert up.returncode == 0, up.stderr
     url = f"http://127.0.0.1:{port}"
     assert f"huabu is serving at {url}" in up.stdout
@@ -93,7 +93,7 @@ def test_up_status_generate_down(home: Path, tmp_path: Path) -> None:
     status = run(
         [str(huabu) if huabu.exists() else CLI[0], *([] if huabu.exists() else CLI[1:]), "status", "--json"],
         env,
-        timeout=60,
+        timeout=180,
     )
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
@@ -104,7 +104,7 @@ def test_up_status_generate_down(home: Path, tmp_path: Path) -> None:
 
     response = httpx.post(
         f"{url}/v1/images/generations",
-        timeout=60,
+        timeout=180,
         json={"prompt": "右边有个 yellow triangle", "size": "32x32", "seed": 1},
     )
     assert response.status_code == 200, response.text
@@ -112,7 +112,7 @@ def test_up_status_generate_down(home: Path, tmp_path: Path) -> None:
 
     processes = LocalCluster(home)._processes(state)
     assert processes, "the cluster's processes should be found by its temp dir"
-    down = run([*CLI, "down"], env, timeout=60)
+    down = run([*CLI, "down"], env, timeout=120)
     assert down.returncode == 0, down.stderr
     assert "Stopped the local Ray cluster" in down.stdout
     assert not (home / STATE_FILE).exists()
@@ -120,5 +120,5 @@ def test_up_status_generate_down(home: Path, tmp_path: Path) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/healthz", timeout=2)
 
-    after = run([*CLI, "status"], env, timeout=30)
+    after = run([*CLI, "status"], env, timeout=90)
     assert after.returncode == 1 and "huabu up" in after.stderr
