@@ -213,16 +213,25 @@ class Cache:
         self.index = open_cache_index(settings)
         self.storage = open_storage(settings.storage)
         self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
+        self.counting: set[asyncio.Task[None]] = set()  # counter updates in flight
         self.local_errors = 0  # index failures, also counted here when the index itself is down
 
     async def stats(self) -> dict[str, float]:
+        if self.counting:
+            await asyncio.wait(list(self.counting), timeout=1.0)  # include the counts in flight
         try:
             stats = await self.index.stats()
         except Exception:
             stats = {"available": 0.0}
         return {**stats, "local_errors": float(self.local_errors)}
 
-    async def _count(self, name: str, amount: float = 1) -> None:
+    def _count(self, name: str, amount: float = 1) -> None:
+        """Count in the background: metering must not add a round trip to a hit."""
+        task = asyncio.get_running_loop().create_task(self._send_count(name, amount))
+        self.counting.add(task)
+        task.add_done_callback(self.counting.discard)
+
+    async def _send_count(self, name: str, amount: float) -> None:
         try:
             await self.index.count(name, amount)
         except Exception:
@@ -230,25 +239,25 @@ class Cache:
 
     async def generate(self, request: ModelRequest) -> ModelResult:
         if request.cache == "bypass":
-            await self._count("bypassed")
+            self._count("bypassed")
             return await self._produce(request, None)
         key = cache_key(request)
         if request.cache == "use":
             entry = await self._lookup(key)
             if entry is not None:
-                await self._count("hits")
-                await self._count("saved_s", entry.generation_s)
+                self._count("hits")
+                self._count("saved_s", entry.generation_s)
                 return self._hit(entry)
         else:
-            await self._count("refreshed")
+            self._count("refreshed")
         leader = self.inflight.get(key)
         if leader is not None:
-            await self._count("coalesced")
+            self._count("coalesced")
             shared = await asyncio.shield(leader)
             if not shared.cancelled:
                 return self._shared(shared)
             # The leader's job was cancelled; this request still wants its image.
-        await self._count("misses")
+        self._count("misses")
         future: asyncio.Future[ModelResult] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         try:
