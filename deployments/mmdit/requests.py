@@ -6,7 +6,7 @@ The wire types (``huabu.sdk.types``) describe HTTP requests; the server turns th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -112,18 +112,15 @@ def inpainting(
     guidance: float = 1.0,
     negative_prompt: str = "",
 ) -> SampleRequest:
-    height, width = image.shape[:2]
-    return SampleRequest(
-        prompt=prompt,
+    base = generation(
+        prompt,
         seed=seed,
-        height=height,
-        width=width,
+        size=(image.shape[0], image.shape[1]),
         steps=steps,
         guidance=guidance,
         negative_prompt=negative_prompt,
-        init_image=image,
-        mask=mask.astype(bool),
     )
+    return replace(base, init_image=image, mask=mask.astype(bool))
 
 
 def outpainting(
@@ -163,15 +160,12 @@ def img2img(
     guidance: float = 1.0,
     negative_prompt: str = "",
 ) -> SampleRequest:
-    height, width = image.shape[:2]
-    return SampleRequest(
-        prompt=prompt,
+    base = generation(
+        prompt,
         seed=seed,
-        height=height,
-        width=width,
+        size=(image.shape[0], image.shape[1]),
         steps=steps,
         guidance=guidance,
         negative_prompt=negative_prompt,
-        init_image=image,
-        strength=strength,
     )
+    return replace(base, init_image=image, strength=strength)
