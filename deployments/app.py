@@ -37,7 +37,7 @@ def model_options(settings: Settings, variant: str) -> dict[str, Any]:
 
 def build_app(settings: Settings) -> Application:
     gw = settings.gateway
-    small = {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1000}
+    small: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1000}
     # The Serve decorators hide .options() from type checkers; the casts restore it.
     model, router_cls, gateway = cast(Deployment, MMDiTModel), cast(Deployment, Router), cast(Deployment, Gateway)
     # 1. One autoscaled, batched model deployment per variant (stable; canary with A/B).

@@ -181,7 +181,8 @@ class RedisCacheIndex:
         if size > self.max_entries:
             evicted = await self.client.zpopmin(self.prefix + "lru", size - self.max_entries)
             if evicted:
-                await self.client.delete(*[self.prefix + cast(bytes, k).decode() for k, _ in evicted])
+                names = [cast(bytes, pair[0]).decode() for pair in cast(list[tuple[bytes, float]], evicted)]
+                await self.client.delete(*[self.prefix + name for name in names])
                 await self.client.incrbyfloat(self.prefix + "stat:evictions", len(evicted))
 
     async def count(self, name: str, amount: float = 1) -> None:

@@ -110,7 +110,7 @@ def model_config(args: TrainArgs) -> MMDiTConfig:
         rope_axes=rope_axes_for(args.width // args.num_heads),
         text_width=args.text_width,
         text=TextEncoderConfig(width=args.text_width, depth=args.text_depth, num_heads=4),
-        prediction=args.prediction,  # type: ignore[arg-type]
+        prediction=args.prediction,
     )
 
 
@@ -172,7 +172,7 @@ class EMA:
         self.updates += 1
         # Early on the average would remember the random init: ramp the decay up (DiT-style warmup).
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema = [p for p in self.bundle.parameters()]
+        ema: list[torch.Tensor] = list(self.bundle.parameters())
         live = [p.detach() for p in bundle.parameters()]
         torch._foreach_lerp_(ema, live, 1.0 - decay)
 
@@ -278,7 +278,8 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
     resumed = torch.load(args.resume, map_location="cpu", weights_only=False) if args.resume else None
     config = MMDiTConfig.from_dict(resumed["config"]) if resumed else model_config(args)
     bundle = ModelBundle(config, args.model_id).to(device)
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in bundle.parameters():
         (decay if p.dim() >= 2 else no_decay).append(p)
     opt = torch.optim.AdamW(
@@ -412,11 +413,11 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
 
     if stopped_by == "steps" and step < args.steps:
         stopped_by = "until"
-    metrics = _last_eval(curve)
-    if args.eval_every and (metrics is None or curve[-1].get("step") != step or "color" not in curve[-1]):
-        metrics = quick_eval(ema.bundle, device, args.eval_repeats)
-        curve.append({"step": step, "wall_s": round(elapsed(), 1), **{k: round(v, 4) for k, v in metrics.items()}})
-        log(f"eval  {step:6d}  " + "  ".join(f"{k} {v:.0%}" for k, v in metrics.items()))
+    final: dict[str, float] | None = _last_eval(curve)
+    if args.eval_every and (final is None or curve[-1].get("step") != step or "color" not in curve[-1]):
+        final = quick_eval(ema.bundle, device, args.eval_repeats)
+        curve.append({"step": step, "wall_s": round(elapsed(), 1), **{k: round(v, 4) for k, v in final.items()}})
+        log(f"eval  {step:6d}  " + "  ".join(f"{k} {v:.0%}" for k, v in final.items()))
     if args.curve is not None:
         _write_curve(args.curve, curve)
     if args.state is not None:
@@ -424,7 +425,7 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
             _state(bundle, ema, opt, step, data_rng, gen, curve, elapsed(), config, args.cycle_start), args.state
         )
     if args.model_id not in snapshots.values():
-        checkpoint(args.model_id, metrics)
+        checkpoint(args.model_id, final)
     log(f"done: {step} steps in {elapsed():.0f} s ({stopped_by})")
     return TrainResult(bundle, ema.bundle, step, curve, elapsed(), stopped_by, saved)
 
