@@ -10,7 +10,7 @@ STAMP := $(VENV)/.huabu-installed
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: setup system run down test test-fast bench filters-eval lint format clean
+.PHONY: setup system run down test test-fast bench filters-eval quality lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: setup
 # Precision, recall and the confusion by category of the prompt filter on the labelled corpus.
 filters-eval: setup
 	$(PY) -m huabu.filters.evaluate
+
+# Prompt-adherence table of the bundled model (docs/MODEL.md).
+quality: setup
+	$(PY) -m huabu.deployments.mmdit.quality --model tiny-mmdit@v1
 
 lint: setup
 	$(PY) -m ruff check .
