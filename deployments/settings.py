@@ -29,7 +29,6 @@ class AutoscalingSettings(_Section):
     upscale_delay_s: float = 3.0
     downscale_delay_s: float = 60.0
     downscale_to_zero_delay_s: float | None = None
-    metrics_interval_s: float = 2.0
     look_back_period_s: float = 10.0
 
     def to_serve(self) -> dict[str, Any]:
