@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -297,9 +298,9 @@ def test_edit_sends_multipart_with_mask(client: hs.Client, server: FakeServer) -
 def test_client_span_and_traceparent(client: hs.Client, server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     client.models.list()
     assert "traceparent" not in server.requests[-1].headers  # no OTel SDK configured: a no-op
-    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
-    export = pytest.importorskip("opentelemetry.sdk.trace.export")
-    memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
+    sdk_trace = importlib.import_module("opentelemetry.sdk.trace")
+    export = importlib.import_module("opentelemetry.sdk.trace.export")
+    memory = importlib.import_module("opentelemetry.sdk.trace.export.in_memory_span_exporter")
     exporter = memory.InMemorySpanExporter()
     provider = sdk_trace.TracerProvider()
     provider.add_span_processor(export.SimpleSpanProcessor(exporter))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -209,7 +210,7 @@ async def test_async_job_handle(server: FakeServer, clock: FakeClock) -> None:
 
 @pytest.fixture
 def ws_server() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    pytest.importorskip("websockets")
+    importlib.import_module("websockets")
     from websockets.sync.server import serve
 
     headers_seen: list[dict[str, str]] = []

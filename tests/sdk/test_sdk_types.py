@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import typing
 
 import pydantic
@@ -93,7 +94,7 @@ def test_responses_are_lenient_and_openai_shaped() -> None:
 
 
 def test_official_openai_types_parse_our_responses() -> None:
-    openai_types = pytest.importorskip("openai.types")
+    openai_types = importlib.import_module("openai.types")
     ours = t.ImagesResponse(created=5, data=[t.ImageData(b64_json="AAAA", seed=3, model="tiny@1", cached=True)])
     theirs = openai_types.ImagesResponse.model_validate(ours.model_dump(mode="json"))
     assert theirs.created == 5 and theirs.data is not None and theirs.data[0].b64_json == "AAAA"
