@@ -396,6 +396,18 @@ def _p_value(sf: Callable[[float], float], statistic: float, alternative: Altern
     return min(1.0, 2.0 * sf(abs(statistic)))
 
 
+def _critical_interval(
+    estimate: float, alternative: Alternative, alpha: float, se: float, ppf: Callable[[float], float]
+) -> tuple[float, float]:
+    """Fixed-horizon interval for a symmetric statistic: two-sided at 1 - alpha/2, one-sided at 1 - alpha."""
+    if alternative == "two-sided":
+        half = ppf(1.0 - alpha / 2.0) * se
+        return estimate - half, estimate + half
+    if alternative == "greater":
+        return estimate - ppf(1.0 - alpha) * se, math.inf
+    return -math.inf, estimate + ppf(1.0 - alpha) * se
+
+
 def _standardise(diff: float, null: float, se: float) -> float:
     if se > 0:
         return (diff - null) / se
@@ -445,13 +457,7 @@ def welch_t_test(
     df = (vc + vt) ** 2 / denom if denom > 0 else float(control.n + treatment.n - 2)
     t = _standardise(diff, null_diff, se)
     p = _p_value(lambda x: student_t_sf(x, df), t, alternative)
-    if alternative == "two-sided":
-        half = student_t_ppf(1.0 - alpha / 2.0, df) * se
-        low, high = diff - half, diff + half
-    elif alternative == "greater":
-        low, high = diff - student_t_ppf(1.0 - alpha, df) * se, math.inf
-    else:
-        low, high = -math.inf, diff + student_t_ppf(1.0 - alpha, df) * se
+    low, high = _critical_interval(diff, alternative, alpha, se, lambda q: student_t_ppf(q, df))
     significant = p <= alpha
     summary = (
         f"Welch t = {_fmt(t)}, df = {df:.1f}, p = {p:.3g}: treatment - control = {_fmt(diff)} "
@@ -505,13 +511,7 @@ def two_proportion_z_test(
         se0 = se_wald
     z = _standardise(diff, null_diff, se0)
     p = _p_value(normal_sf, z, alternative)
-    if alternative == "two-sided":
-        half = normal_ppf(1 - alpha / 2) * se_wald
-        low, high = diff - half, diff + half
-    elif alternative == "greater":
-        low, high = diff - normal_ppf(1 - alpha) * se_wald, math.inf
-    else:
-        low, high = -math.inf, diff + normal_ppf(1 - alpha) * se_wald
+    low, high = _critical_interval(diff, alternative, alpha, se_wald, normal_ppf)
     significant = p <= alpha
     summary = (
         f"two-proportion z = {_fmt(z)}, p = {p:.3g}: {_fmt(pt)} vs {_fmt(pc)}, difference {_fmt(diff)} "

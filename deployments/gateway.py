@@ -26,8 +26,6 @@ from huabu.deployments.settings import Settings
 from huabu.deployments.state import open_store
 from huabu.deployments.storage import LocalStorage, open_storage, valid_key
 from huabu.sdk.types import (
-    EditJobRequest,
-    GenerateJobRequest,
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
@@ -226,12 +224,7 @@ class Gateway:
         payload = await self._json(request)
         req = job_request_adapter.validate_python(payload)
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
-        if isinstance(req, GenerateJobRequest):
-            await self.service.generation_requests(req, "validate")
-        elif isinstance(req, EditJobRequest):
-            await self.service.edit_requests(req, req.image_bytes(), req.mask_bytes(), "validate")
-        else:
-            await self.service.outpaint_requests(req, "validate")
+        await self.service.job_requests(req, request.state.request_id, None)
         job, _ = await self.jobs.create(
             req.kind, req.model_dump_json(), request.headers.get("idempotency-key"), model=req.model
         )

@@ -211,13 +211,16 @@ class GenerationService:
             raise APIError("a cached image is missing from storage; retry with cache=refresh", "server_error")
         return ImageData(b64_json=encode_b64_image(png), **common)
 
+    async def job_requests(
+        self, req: GenerateJobRequest | EditJobRequest | OutpaintJobRequest, request_id: str, job_id: str | None
+    ) -> list[ModelRequest]:
+        """The model requests of a job body, validated (used at submit time and when it runs)."""
+        if isinstance(req, GenerateJobRequest):
+            return await self.generation_requests(req, request_id, job_id)
+        if isinstance(req, EditJobRequest):
+            return await self.edit_requests(req, req.image_bytes(), req.mask_bytes(), request_id, job_id)
+        return await self.outpaint_requests(req, request_id, job_id)
+
     async def run_job(self, job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
         req = job_request_adapter.validate_json(request_json)
-        if isinstance(req, GenerateJobRequest):
-            requests = await self.generation_requests(req, job_id, job_id)
-        elif isinstance(req, EditJobRequest):
-            requests = await self.edit_requests(req, req.image_bytes(), req.mask_bytes(), job_id, job_id)
-        else:
-            assert isinstance(req, OutpaintJobRequest)
-            requests = await self.outpaint_requests(req, job_id, job_id)
-        return await self.run(requests, req.response_format)
+        return await self.run(await self.job_requests(req, job_id, job_id), req.response_format)
