@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 from huabu.deployments.errors import APIError, invalid, not_found
 from huabu.deployments.generation import GenerationService
 from huabu.deployments.jobs import JobRunner, JobStore
-from huabu.deployments.settings import Settings
+from huabu.deployments.settings import GatewaySettings, Settings
 from huabu.deployments.state import open_store
 from huabu.deployments.storage import LocalStorage, open_storage, valid_key
 from huabu.sdk.types import (
@@ -40,6 +40,8 @@ from huabu.sdk.types import (
 logger = logging.getLogger("huabu.gateway")
 JOB_KINDS = ("generate", "edit", "outpaint")
 SSE_KEEPALIVE_S = 15.0
+# Used until a Gateway replica sets the configured limit; built once, not per request.
+DEFAULT_MAX_REQUEST_BYTES = GatewaySettings().max_request_bytes
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
 
 
@@ -70,7 +72,7 @@ async def request_id_middleware(request: Request, call_next: Callable[[Request],
     # Serve's proxy assigns the request id (echoing a client's x-request-id) and puts it on
     # every response; reuse it so logs, jobs and traces carry the same id.
     request.state.request_id = _get_serve_request_context().request_id or request.headers.get("x-request-id", "")
-    limit = getattr(request.app.state, "max_request_bytes", Settings().gateway.max_request_bytes)
+    limit = getattr(request.app.state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         return _error(APIError(f"request body is larger than {limit} bytes", status=413, code="request_too_large"))
