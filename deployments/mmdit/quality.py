@@ -76,13 +76,16 @@ def adherence_table(pipe: Pipeline, settings: Settings) -> dict[str, dict[str, f
     return {name: _rates(flags) for name, flags in rows.items()}
 
 
-def inpaint_table(pipe: Pipeline, settings: Settings) -> dict[str, float]:
-    """Share of inpainting cases whose new object lands inside the mask with the rest kept."""
+def inpaint_table(pipe: Pipeline, settings: Settings, scene_prompt: bool = False) -> dict[str, float]:
+    """Share of inpainting cases whose new object lands inside the mask with the rest kept.
+
+    The prompt names what to paint into the mask (as one asks an inpainting model); with
+    ``scene_prompt`` it describes the whole edited scene, the kept object included, instead."""
     rng = np.random.default_rng(settings.seed + 1)
     cases = [synthetic.sample_inpaint_case(rng, CANVAS) for _ in range(settings.edit_cases)]
     requests = [
         inpainting(
-            c.prompt,
+            c.prompt if scene_prompt else c.object_prompt,
             c.image,
             c.mask,
             seed=settings.seed * 100_000 + 50_000 + i,
@@ -146,6 +149,7 @@ def measure(bundle: ModelBundle, settings: Settings = Settings(), device: str = 
         "settings": settings.__dict__,
         "adherence": adherence_table(pipe, settings),
         "inpainting": inpaint_table(pipe, settings),
+        "inpainting_scene_prompt": inpaint_table(pipe, settings, scene_prompt=True),
         "outpainting": outpaint_table(pipe, settings),
     }
 
@@ -159,11 +163,15 @@ def format_table(report: dict[str, Any]) -> str:
             f"{name:<18}{r['n']:>5}{r['color']:>9.0%}{r['position']:>10.0%}"
             f"{r['color_position']:>9.0%}{r['shape']:>8.0%}"
         )
-    ip, op = report["inpainting"], report["outpainting"]
+    op = report["outpainting"]
+    lines.append("")
+    for key, label in (("inpainting", "object prompt"), ("inpainting_scene_prompt", "scene prompt")):
+        ip = report[key]
+        lines.append(
+            f"inpainting, {label} (n={ip['n']}): placed in mask {ip['placed']:.0%}, rest kept {ip['kept']:.0%}, "
+            f"both {ip['ok']:.0%}, new object fully right {ip['object_right']:.0%}"
+        )
     lines += [
-        "",
-        f"inpainting  (n={ip['n']}): placed in mask {ip['placed']:.0%}, rest kept {ip['kept']:.0%}, "
-        f"both {ip['ok']:.0%}, new object fully right {ip['object_right']:.0%}",
         f"outpainting (n={op['n']}, +32 px): seam step {op['seam']:.1f} vs interior {op['interior']:.1f} "
         f"(excess {op['seam_excess']:+.1f}), seams within tolerance {op['seam_ok']:.0%}",
     ]
