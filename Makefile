@@ -24,6 +24,10 @@ system:
 	@command -v redis-server >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
+	@# Debian's chromium runs the playground's browser tests (Playwright drives it; no browser download).
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
 setup: $(STAMP) system
 
@@ -51,6 +55,7 @@ filters-eval: setup
 # Prompt-adherence table of the bundled model (docs/MODEL.md).
 quality: setup
 	$(PY) -m huabu.deployments.mmdit.quality --model tiny-mmdit@v1
+	$(PY) -m huabu.deployments.mmdit.quality --model tiny-mmdit@v2
 
 lint: setup
 	$(PY) -m ruff check .

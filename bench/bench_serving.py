@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def deploy(name: str, port: int, **model: object) -> str:
+def deploy(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> str:
     from ray import serve
 
     from huabu.deployments.app import build_app
@@ -36,6 +36,8 @@ def deploy(name: str, port: int, **model: object) -> str:
         state={"namespace": name},
         storage={"local_dir": tempfile.mkdtemp(), "public_base_url": base},
         model={"torch_threads": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}, **model},
+        telemetry=telemetry or {},
+        auth={"enabled": False},  # benchmarks measure serving, not key checks
     )
     serve.run(build_app(settings), name=name, route_prefix=f"/{name}", blocking=False)
     deadline = time.monotonic() + 180

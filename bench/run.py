@@ -7,7 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["bench_transformer.py", "bench_serving.py", "bench_cache.py", "bench_filters.py"]
+BENCHES = [
+    "bench_transformer.py",
+    "bench_serving.py",
+    "bench_cache.py",
+    "bench_filters.py",
+    "bench_tracing.py",
+    "bench_capacity.py",
+]
 
 
 def main() -> int:

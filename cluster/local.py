@@ -38,6 +38,7 @@ HOME_ENV = "HUABU_HOME"
 STATE_FILE = "local-cluster.json"
 TOKEN_FILE = "ray-auth-token"
 START_LOG = "ray-start.log"
+NODES_FILE = "nodes.json"  # the node PIDs of a multi-node cluster (multinode.py)
 NAMESPACE = "huabu"
 
 
@@ -58,6 +59,9 @@ class ClusterState:
     app_name: str | None = None
     settings_digest: str | None = None  # of the deployed settings: an unchanged app is not redeployed
     created_at: float = 0.0
+    # Serve's proxy_location: several nodes on one machine cannot all bind the HTTP port, so a local
+    # multi-node cluster runs the proxy on the head only (cluster/multinode.py).
+    proxy_location: str = "EveryNode"
 
     def env(self) -> dict[str, str]:
         """Environment a process needs to talk to this cluster."""
@@ -133,6 +137,7 @@ class LocalCluster:
 
     def clear_state(self) -> None:
         self.state_path.unlink(missing_ok=True)
+        (self.home / NODES_FILE).unlink(missing_ok=True)  # a multi-node cluster's nodes go with it
 
     def running_state(self) -> ClusterState | None:
         """The recorded cluster if it still answers; a stale record (e.g. after a reboot) is dropped."""
@@ -180,9 +185,15 @@ class LocalCluster:
         )
 
     def start_head(
-        self, state: ClusterState | None = None, num_cpus: int | None = None, timeout_s: float = 120.0
+        self,
+        state: ClusterState | None = None,
+        num_cpus: int | None = None,
+        timeout_s: float = 120.0,
+        num_gpus: int | None = None,
+        node_manager_port: int = 0,
     ) -> ClusterState:
-        """``ray start --head`` with its own temp dir and ports; returns once the GCS answers."""
+        """``ray start --head`` with its own temp dir and ports; returns once the GCS answers.
+        ``num_gpus`` declares logical GPUs (default: what Ray detects)."""
         self.home.mkdir(parents=True, exist_ok=True)
         state = state or self.plan()
         port = state.address.rpartition(":")[2]
@@ -196,6 +207,8 @@ class LocalCluster:
             "--head",
             f"--port={port}",
             f"--num-cpus={num_cpus or machine_cpus()}",
+            *([f"--num-gpus={num_gpus}"] if num_gpus is not None else []),
+            *([f"--node-manager-port={node_manager_port}"] if node_manager_port else []),
             "--include-dashboard=false",
             f"--temp-dir={self.temp_dir}",
             f"--ray-client-server-port={free_port()}",
@@ -316,7 +329,7 @@ def client_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-def start_serve(host: str, port: int) -> tuple[str, int]:
+def start_serve(host: str, port: int, proxy_location: str = "EveryNode") -> tuple[str, int]:
     """Start Serve with these HTTP options, or join the running instance; returns the options in
     effect (Serve applies them only at its first start)."""
     from ray import serve
@@ -325,7 +338,7 @@ def start_serve(host: str, port: int) -> tuple[str, int]:
     if _get_global_client(raise_if_no_controller_running=False) is None and port_open(f"{client_host(host)}:{port}"):
         # Serve's proxy would fail to bind and the app would never become reachable.
         raise ClusterError(f"port {port} is already in use on this machine: pick another with --port")
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port}, proxy_location=proxy_location)
     client = _get_global_client()
     assert client is not None  # serve.start just started or found the controller
     config = client.http_config

@@ -27,6 +27,7 @@ import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from huabu.deployments import metrics, telemetry
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.settings import CacheSettings, Settings
 from huabu.deployments.storage import open_storage
@@ -210,6 +211,8 @@ class Cache:
     misses share one model call; results are stored before they are indexed."""
 
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        telemetry.configure(settings, "cache")
+        self.ratio = metrics.CacheRatio()
         self.next_stage = next_stage  # the image filter, or the router when it is off
         self.index = open_cache_index(settings)
         self.storage = open_storage(settings.storage)
@@ -228,6 +231,7 @@ class Cache:
 
     def _count(self, name: str, amount: float = 1) -> None:
         """Count in the background: metering must not add a round trip to a hit."""
+        self.ratio.count(name, amount)
         task = asyncio.get_running_loop().create_task(self._send_count(name, amount))
         self.counting.add(task)
         task.add_done_callback(self.counting.discard)
@@ -239,6 +243,12 @@ class Cache:
             self.local_errors += 1
 
     async def generate(self, request: ModelRequest) -> ModelResult:
+        with telemetry.hop("cache", request, cache_mode=request.cache) as hop:
+            result = await self._generate(request)
+            hop.set(cache_hit=result.cached)
+            return result
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
         if request.cache == "bypass":
             self._count("bypassed")
             return await self._produce(request, None)
@@ -275,7 +285,10 @@ class Cache:
 
     async def _lookup(self, key: str) -> CacheEntry | None:
         try:
-            return await self.index.get(key)
+            with telemetry.work("cache.lookup") as lookup:
+                entry = await self.index.get(key)
+                lookup.set(cache_hit=entry is not None)
+                return entry
         except Exception:
             self.local_errors += 1
             logger.warning("cache index unavailable: serving uncached", exc_info=True)
@@ -297,7 +310,8 @@ class Cache:
                 variant=result.variant,
             )
             try:
-                await self.index.put(key, entry)
+                with telemetry.work("cache.write"):
+                    await self.index.put(key, entry)
             except Exception:
                 self.local_errors += 1
                 logger.warning("cache index unavailable: result not cached", exc_info=True)

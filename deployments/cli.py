@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from huabu.deployments.keys_cli import local_dev_key, with_dev_admin_key
+
 if TYPE_CHECKING:
     from huabu.cluster.local import ClusterState, LocalCluster
     from huabu.deployments.settings import Settings
@@ -106,6 +108,8 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
     )
 
     settings = load_settings(args.settings, args.host, args.port)  # fail on bad settings before starting Ray
+    if args.no_auth:  # the only way to serve without API keys
+        settings = settings.model_copy(update={"auth": settings.auth.model_copy(update={"enabled": False})})
     cluster = LocalCluster()
     started = time.monotonic()
     state = cluster.running_state()
@@ -131,13 +135,13 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
 
     from huabu.deployments.app import build_app
 
-    host, port = start_serve(settings.host, settings.port)
+    host, port = start_serve(settings.host, settings.port, state.proxy_location)
     if (host, port) != (settings.host, settings.port):
         _say(
             f"Serve is already running on {host}:{port}; HTTP options apply only at its first start, "
             f"so {settings.host}:{settings.port} is ignored (`huabu down` first to change them)."
         )
-    settings = localize(settings, host, port, cluster)
+    settings = with_dev_admin_key(localize(settings, host, port, cluster), cluster.home)
     url = app_url(settings)
     digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
     current = app_status(settings.app_name)
@@ -157,15 +161,26 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
     return url, state, settings
 
 
-def usage_text(url: str) -> str:
+def usage_text(url: str, api_key: str | None = None) -> str:
     body = '{"prompt": "一只在雪地里的红狐狸", "size": "32x32", "seed": 7}'
+    auth = ' -H "Authorization: Bearer $HUABU_API_KEY"' if api_key else ""
+    key_lines = (
+        [
+            f"  export HUABU_API_KEY={api_key}   # development admin key (kept in $HUABU_HOME/dev-admin-key)",
+            "  huabu keys create --scope generate --rate 60/min   # a key for an app; `huabu keys --help`",
+            "",
+        ]
+        if api_key
+        else ["  (API keys are off: --no-auth)", ""]
+    )
     save_png = 'open("fox.png", "wb").write(base64.b64decode(json.load(sys.stdin)["data"][0]["b64_json"]))'
     sdk = f'Client(base_url="{url}").images.generate("a red fox in the snow", seed=7, size="32x32")[0].save("fox.png")'
     return "\n".join(
         [
             f"huabu is serving at {url}",
             "",
-            f"  curl -s {url}/v1/images/generations -H 'content-type: application/json' \\",
+            *key_lines,
+            f"  curl -s {url}/v1/images/generations -H 'content-type: application/json'{auth} \\",
             f"    -d '{body}' \\",
             f"    | python -c 'import base64, json, sys; {save_png}'",
             "",
@@ -187,14 +202,14 @@ def _up_failed(exc: Exception) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from huabu.cluster.local import ClusterError
+    from huabu.cluster.local import ClusterError, LocalCluster
 
     try:
-        url, _, _ = bring_up(args)
+        url, _, settings = bring_up(args)
     except ClusterError as exc:
         return _up_failed(exc)
     _say()
-    _say(usage_text(url))
+    _say(usage_text(url, local_dev_key(settings, LocalCluster().home)))
     return 0
 
 
@@ -307,7 +322,9 @@ def repaint_right_half(image_png: bytes) -> bytes:
     return out.getvalue()
 
 
-async def run_demo(url: str, out: Path, size: str, steps: int, seed: int, timeout_s: float) -> list[Path]:
+async def run_demo(
+    url: str, out: Path, size: str, steps: int, seed: int, timeout_s: float, api_key: str | None = None
+) -> list[Path]:
     """Text-to-image (English, Chinese, mixed), inpaint and outpaint over HTTP; writes the PNGs."""
     import httpx
 
@@ -326,7 +343,8 @@ async def run_demo(url: str, out: Path, size: str, steps: int, seed: int, timeou
         return data
 
     common = {"size": size, "steps": steps, "response_format": "b64_json"}
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, headers=headers) as client:
         models = (await client.get("/v1/models")).json()
         _say(f"Models: {', '.join(m['id'] for m in models.get('data', []))}")
         # Sent together: the model deployment batches requests of the same shape.
@@ -368,20 +386,22 @@ async def run_demo(url: str, out: Path, size: str, steps: int, seed: int, timeou
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from huabu.cluster.local import ClusterError
+    from huabu.cluster.local import ClusterError, LocalCluster
 
     started = time.monotonic()
     url = args.url.rstrip("/") if args.url else None
+    api_key = args.api_key or os.environ.get("HUABU_API_KEY")
     if url is None:
         try:
-            url, _, _ = bring_up(args)
+            url, _, settings = bring_up(args)
         except ClusterError as exc:
             return _up_failed(exc)
+        api_key = local_dev_key(settings, LocalCluster().home) or api_key
     out = Path(args.out)
     _say(f"Generating over HTTP at {url} ({args.size}, {args.steps} steps) ...")
     generation_started = time.monotonic()
     try:
-        written = asyncio.run(run_demo(url, out, args.size, args.steps, args.seed, args.request_timeout))
+        written = asyncio.run(run_demo(url, out, args.size, args.steps, args.seed, args.request_timeout, api_key))
     except Exception as exc:
         code = _fail(f"demo failed: {exc}")
     else:
@@ -396,6 +416,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_down(args)
     elif code == 0:
         _say(f"The server keeps running at {url}: try `huabu status`; stop it with `huabu down`.")
+        if api_key:
+            _say(f"Its API key for clients: export HUABU_API_KEY={api_key}")
     return code
 
 
@@ -424,6 +446,7 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="deploy to this running Ray cluster (GCS host:port) instead of a local one")
     parser.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray head (default: this machine's)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /readyz (default 300)")
+    parser.add_argument("--no-auth", action="store_true", help="serve without API keys (development only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     _deploy_options(p)
     p.add_argument("--out", default="outputs", help="folder for the PNGs (default: outputs)")
     p.add_argument("--url", help="use the huabu server at this URL instead of starting a local one")
+    p.add_argument("--api-key", help="API key for --url (default: HUABU_API_KEY)")
     p.add_argument("--down", action="store_true", help="stop the local cluster at the end")
     p.add_argument("--size", default="32x32", help="WIDTHxHEIGHT (default 32x32)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
@@ -459,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="list every setting in args, not only those set")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_serve_config)
+
+    from huabu.cluster.cli import add_cluster_commands  # argparse only: keeps the CLI quick to start
+
+    add_cluster_commands(sub)
     return parser
 
 
@@ -466,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
 PASS_THROUGH = {
     "train": "huabu.deployments.mmdit.train",  # train a checkpoint on the synthetic dataset
     "quality": "huabu.deployments.mmdit.quality",  # the prompt-adherence table of a checkpoint
+    "rollout": "huabu.deployments.rollout_cli",  # canary rollouts: start, status, ..., report
+    "keys": "huabu.deployments.keys_cli",  # API keys: create, list, revoke
 }
 
 

@@ -19,9 +19,16 @@ from ray.serve.context import _get_serve_request_context
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
+from huabu.deployments import telemetry
+from huabu.deployments.access import Access
+from huabu.deployments.access import install as install_access
 from huabu.deployments.errors import APIError, invalid, not_found
+from huabu.deployments.experiments import Experiments, unit_middleware
 from huabu.deployments.generation import GenerationService
 from huabu.deployments.jobs import JobRunner, JobStore
+from huabu.deployments.playground import mount_playground
+from huabu.deployments.rollouts import RolloutService
+from huabu.deployments.rollouts import router as rollouts_router
 from huabu.deployments.settings import GatewaySettings, Settings
 from huabu.deployments.state import open_store
 from huabu.deployments.storage import LocalStorage, open_storage, valid_key
@@ -43,6 +50,10 @@ SSE_KEEPALIVE_S = 15.0
 # Used until a Gateway replica sets the configured limit; built once, not per request.
 DEFAULT_MAX_REQUEST_BYTES = GatewaySettings().max_request_bytes
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
+mount_playground(api)  # the web playground at GET / (static files, no build step)
+api.include_router(rollouts_router)  # POST /v1/feedback and /v1/admin/rollouts (canary / A/B)
+api.middleware("http")(unit_middleware)  # the A/B unit (user, key, override header) of each request
+install_access(api)  # API keys, scopes, rate limits, usage metering, hardening (deployments/access.py)
 
 
 def _param_of(error: Mapping[str, Any]) -> str | None:
@@ -77,6 +88,10 @@ async def request_id_middleware(request: Request, call_next: Callable[[Request],
     if length and length.isdigit() and int(length) > limit:
         return _error(APIError(f"request body is larger than {limit} bytes", status=413, code="request_too_large"))
     return await call_next(request)
+
+
+# Registered last, so outermost: the server span and request metrics cover every other layer.
+api.middleware("http")(telemetry.http_middleware)
 
 
 def _error(exc: APIError) -> JSONResponse:
@@ -124,6 +139,7 @@ class Gateway:
         stages: dict[str, DeploymentHandle],
         settings: Settings,
     ) -> None:
+        telemetry.configure(settings, "gateway")
         self.settings = settings
         api.state.max_request_bytes = settings.gateway.max_request_bytes
         self.storage = open_storage(settings.storage)
@@ -132,8 +148,17 @@ class Gateway:
         self.service = GenerationService(entry, router, self.storage, settings)
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         self.runner = JobRunner(self.jobs, self.service.run_job, settings.jobs, owner=f"gateway-{uuid.uuid4().hex}")
+        self.access = api.state.access = Access(settings, self.jobs.kv, self.jobs)
+        self.service.on_results = self.access.record_usage
         # Started with the replica, so a replacement replica resumes jobs without a request.
         self.runner.start()
+        if settings.ab.enabled:  # live A/B weights, per-variant metrics and the rollout controller
+            self.experiments = Experiments(self.jobs.kv, settings, replica_id=self.runner.owner)
+            self.experiments.start()
+            await self.experiments.refresh()
+            self.service.experiments = api.state.experiments = self.experiments
+            api.state.rollouts = RolloutService(self.experiments, owner=self.runner.owner)
+            api.state.rollouts.start()
 
     def check_health(self) -> None:
         if self.runner._loop_task is not None and self.runner._loop_task.done():
@@ -228,8 +253,14 @@ class Gateway:
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
         await self.service.job_requests(req, request.state.request_id, None)
         job, _ = await self.jobs.create(
-            req.kind, req.model_dump_json(), request.headers.get("idempotency-key"), model=req.model
+            req.kind,
+            req.model_dump_json(),
+            request.headers.get("idempotency-key"),
+            model=req.model,
+            # The job is assigned to an A/B variant like a direct request by this user.
+            on_created=self.service.experiments.remember_job if self.service.experiments else None,
         )
+        await self.access.job_created(job.id)  # owner and concurrency slot of the caller's key
         return job
 
     async def _job(self, job_id: str) -> Job:

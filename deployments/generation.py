@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.serve.handle import DeploymentHandle
 
+from huabu.deployments import telemetry
 from huabu.deployments.cache import derived_seed
 from huabu.deployments.errors import APIError, invalid, not_found, overloaded
 from huabu.deployments.images import decode_image, decode_mask
@@ -36,6 +38,9 @@ from huabu.sdk.types import (
     encode_b64_image,
     job_request_adapter,
 )
+
+if TYPE_CHECKING:
+    from huabu.deployments.experiments import Experiments
 
 # Edits without a mask restyle the whole image; this much of the schedule is re-run.
 DEFAULT_IMG2IMG_STRENGTH = 0.75
@@ -83,6 +88,8 @@ class GenerationService:
         self.storage = storage
         self.settings = settings
         self.catalog = ModelCatalog(router)
+        self.experiments: Experiments | None = None  # A/B assignment and metrics, set by the gateway
+        self.on_results: Callable[[list[ModelRequest], list[ModelResult]], Awaitable[None]] | None = None
 
     # --- wire -> model requests -------------------------------------------------------------
 
@@ -95,7 +102,9 @@ class GenerationService:
         job_id: str | None,
     ) -> tuple[ModelRequest, MMDiTConfig, int | None]:
         """-> (request without its final seed, the serving model's config, the user's seed)."""
-        model_id, config = await self.catalog.resolve(req.model)
+        # The A/B variant is chosen first: it decides the model, and so the config and the cache key.
+        assignment = await self.experiments.assign(req.model, req.user, job_id) if self.experiments else None
+        model_id, config = await self.catalog.resolve(assignment.model if assignment else req.model)
         height, width = size if size is not None else config.default_size
         gw = self.settings.gateway
         base = ModelRequest(
@@ -111,6 +120,7 @@ class GenerationService:
             cache=req.cache,
             job_id=job_id,
             request_id=request_id,
+            assignment=assignment,
         )
         return base, config, req.seed
 
@@ -173,8 +183,10 @@ class GenerationService:
     # --- model requests -> response ----------------------------------------------------------
 
     async def run(self, requests: list[ModelRequest], response_format: str) -> tuple[ImagesResponse, str | None]:
+        telemetry.carry(requests)  # the next stage's span is a child of this request's span
         try:
-            results: list[ModelResult] = await asyncio.gather(*(self.entry.generate.remote(r) for r in requests))
+            call = asyncio.gather(*(self.entry.generate.remote(r) for r in requests))
+            results: list[ModelResult] = await (self.experiments.track(requests, call) if self.experiments else call)
         except ModelOverloaded:
             raise overloaded(self.settings.model.retry_after_s) from None
         except ContentBlocked as exc:
@@ -190,6 +202,8 @@ class GenerationService:
             raise not_found(f"model {exc} is not served here", "model") from None
         if any(r.cancelled for r in results):
             raise JobCancelled
+        if self.on_results is not None:  # usage metering (deployments/access.py)
+            await self.on_results(requests, results)
         data = [await self._image_data(result, response_format) for result in results]
         return ImagesResponse(created=int(time.time()), data=data), results[0].variant
 

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+from huabu.deployments import metrics, telemetry
 from huabu.deployments.errors import APIError
 from huabu.deployments.settings import JobSettings
 from huabu.deployments.state import KeyValueStore
@@ -45,9 +46,15 @@ class JobStore:
         return f"job:{job_id}" + (f":{part}" if part else "")
 
     async def create(
-        self, kind: JobKind, request_json: str, idempotency_key: str | None = None, model: str | None = None
+        self,
+        kind: JobKind,
+        request_json: str,
+        idempotency_key: str | None = None,
+        model: str | None = None,
+        on_created: Callable[[str], Awaitable[None]] | None = None,
     ) -> tuple[Job, bool]:
-        """-> (job, created). A repeated Idempotency-Key returns the first job, not a new one."""
+        """-> (job, created). A repeated Idempotency-Key returns the first job, not a new one.
+        ``on_created(job_id)`` runs before any runner can see the job (e.g. to store its A/B unit)."""
         job_id = new_job_id()
         if idempotency_key:
             idem = f"idem:{idempotency_key}"
@@ -60,8 +67,13 @@ class JobStore:
         now = time.time()
         job = Job(id=job_id, status=JobStatus.queued, kind=kind, created_at=now, updated_at=now, model=model)
         await self.kv.put(self._key(job_id, "request"), request_json.encode(), ttl_s=self.settings.result_ttl_s)
+        traceparent = telemetry.current_traceparent()
+        if traceparent:  # the job's trace links back to the request that submitted it
+            await self.kv.put(self._key(job_id, "trace"), traceparent.encode(), ttl_s=self.settings.result_ttl_s)
         await self._save(job)
         await self._event(job_id, JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued))
+        if on_created is not None:
+            await on_created(job_id)
         await self.kv.sadd(ACTIVE, job_id)  # last: runners only see complete jobs
         return job, True
 
@@ -75,6 +87,11 @@ class JobStore:
             step, total = (int(x) for x in progress.decode().split("/"))
             job.progress = JobProgress(step=step, total=total)
         return job
+
+    async def submitted_by(self, job_id: str) -> str | None:
+        """The traceparent of the request that submitted the job, when it was traced."""
+        raw = await self.kv.get(self._key(job_id, "trace"))
+        return raw.decode() if raw else None
 
     async def request_json(self, job_id: str) -> str | None:
         raw = await self.kv.get(self._key(job_id, "request"))
@@ -125,7 +142,9 @@ class JobStore:
                 total=job.progress.total,
             ),
         )
+        telemetry.event(f"job.{status.value}")
         if status.is_terminal:
+            metrics.job_finished(status.value)
             await self.kv.srem(ACTIVE, job_id)
             await self.kv.delete(self._key(job_id, "lease"), self._key(job_id, "progress"))
         return job
@@ -219,7 +238,9 @@ class JobRunner:
     async def _run(self, job_id: str) -> None:
         keeper = asyncio.get_running_loop().create_task(self._keep_lease(job_id))
         try:
-            await self._attempt(job_id)
+            submitted_by = await self.store.submitted_by(job_id) if telemetry.tracing_enabled() else None
+            with telemetry.job(job_id, submitted_by):
+                await self._attempt(job_id)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,7 +266,9 @@ class JobRunner:
             return
         await store.transition(job_id, JobStatus.running)
         try:
-            result, variant = await self.execute(job_id, request_json)
+            result, variant = await asyncio.wait_for(
+                self.execute(job_id, request_json), timeout=self.settings.attempt_timeout_s
+            )
         except JobCancelled:
             await store.transition(job_id, JobStatus.canceled)
         except APIError as exc:

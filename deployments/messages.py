@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 
+from huabu.ab_testing.assignment import Assignment
 from huabu.deployments.mmdit.requests import SampleRequest
 from huabu.sdk.types import CacheMode
 
@@ -31,6 +32,14 @@ class ModelRequest:
     cache: CacheMode = "use"
     job_id: str | None = None  # progress and cancellation go to this job
     request_id: str = ""
+    # W3C traceparent of the calling stage's span: each deployment's span is its child (telemetry.hop).
+    traceparent: str | None = None
+    # The A/B assignment that chose ``model`` (None: no experiment); carried for metrics and traces.
+    assignment: Assignment | None = None
+
+    @property
+    def variant(self) -> str | None:
+        return self.assignment.variant if self.assignment is not None else None
 
     def to_sample(self) -> SampleRequest:
         return SampleRequest(

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from ray import serve
 
+from huabu.deployments import metrics, telemetry
 from huabu.deployments.jobs import JobStore
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.mmdit.checkpoint import load_checkpoint
@@ -65,6 +66,10 @@ class ProgressReports:
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 class MMDiTModel:
     def __init__(self, model_id: str, settings: Settings) -> None:
+        telemetry.configure(settings, "model")
+        self.variant = telemetry.replica_variant()
+        self.queue = metrics.ModelQueue(self.variant)
+        self.job_stages: dict[str, telemetry.Stage] = {}  # job id -> its model span, for progress events
         if settings.model.torch_threads:
             torch.set_num_threads(settings.model.torch_threads)
         device = "cuda" if settings.model.num_gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -78,6 +83,7 @@ class MMDiTModel:
         self.min_wait_s = settings.model.batch_wait_timeout_s
         self.busy_until = 0.0  # estimated end of the running batch (perf_counter seconds)
         self.seconds_per_step = 0.0  # moving average over recent batches
+        self.fixed_latency = settings.model.fixed_latency
         logger.info("loaded %s on %s", self.model_id, device)
 
     def describe(self) -> dict[str, Any]:
@@ -88,6 +94,19 @@ class MMDiTModel:
             raise RuntimeError("model not loaded")
 
     async def generate(self, request: ModelRequest) -> ModelResult:
+        # The model span: queue wait, batch size and steps as attributes and child spans.
+        with telemetry.hop("model", request) as hop, self.queue.holding():
+            enqueued_ns = time.time_ns()
+            if request.job_id:
+                self.job_stages[request.job_id] = hop
+            try:
+                result = await self._generate(request)
+            finally:
+                self.job_stages.pop(request.job_id or "", None)
+            telemetry.model_done(hop, request, result, self.variant, enqueued_ns)
+            return result
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
         batch: Any = self.generate_batch  # type: ignore[misc]
         # serve.batch forms a batch when its first request arrives, not when the model is free,
         # so while a batch runs, the next one keeps collecting until the running one should end.
@@ -102,6 +121,7 @@ class MMDiTModel:
         self, requests: list[ModelRequest], enqueued: list[float]
     ) -> list[ModelResult]:
         started = time.perf_counter()
+        self.queue.batch_started(len(requests))
         steps = max(r.steps for r in requests)
         self.busy_until = started + steps * self.seconds_per_step
         loop = asyncio.get_running_loop()
@@ -120,6 +140,7 @@ class MMDiTModel:
         try:
             samples = [r.to_sample() for r in requests]
             results = await asyncio.to_thread(self.pipeline, samples, on_step, is_cancelled)
+            await self._hold_fixed_latency(started, len(requests))
         finally:
             await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks land
             reports.close()
@@ -143,8 +164,18 @@ class MMDiTModel:
             for request, result, queued in zip(requests, results, enqueued, strict=True)
         ]
 
+    async def _hold_fixed_latency(self, started: float, batch_size: int) -> None:
+        """With ``model.fixed_latency`` set, a batch lasts as the capacity model says (capacity checks)."""
+        if self.fixed_latency is not None:
+            from huabu.cluster.capacity import batch_seconds
+
+            cost = batch_seconds(self.fixed_latency.seconds, batch_size, self.fixed_latency.batching_efficiency)
+            await asyncio.sleep(max(0.0, cost - (time.perf_counter() - started)))
+
     async def _flush(self, reports: ProgressReports) -> None:
         for job_id, step, total in reports.take():
+            if job_id in self.job_stages:
+                self.job_stages[job_id].event("progress", step=step, total=total)
             try:
                 await self.jobs.record_progress(job_id, step, total)
             except Exception:  # progress is best effort: the job itself still completes

@@ -19,6 +19,7 @@ from PIL import Image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from huabu.deployments import telemetry
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.settings import Settings
 from huabu.filters import Decision, ImageFilter, PromptFilter
@@ -48,13 +49,20 @@ class ContentBlocked(Exception):
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 class PromptScreen:
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        telemetry.configure(settings, "prompt_filter")
         self.next_stage = next_stage
         self.filter = PromptFilter(settings.safety.prompt)
         self.filter.warmup()
 
     async def generate(self, request: ModelRequest) -> ModelResult:
-        # The encoder merges concurrent callers into one model pass; run it off the event loop.
-        decision = await asyncio.to_thread(self.filter.check_request, request.prompt, request.negative_prompt)
+        with telemetry.hop("prompt_filter", request):
+            return await self._generate(request)
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
+        with telemetry.work("prompt_filter.check") as check:
+            # The encoder merges concurrent callers into one model pass; run it off the event loop.
+            decision = await asyncio.to_thread(self.filter.check_request, request.prompt, request.negative_prompt)
+            telemetry.filter_decision(check, "prompt", decision)
         if decision.blocked:
             logger.info(
                 "prompt blocked: category=%s rule=%s prompt_sha256=%s request=%s",
@@ -74,17 +82,24 @@ class PromptScreen:
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 class ImageScreen:
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        telemetry.configure(settings, "image_filter")
         self.next_stage = next_stage
         self.filter = ImageFilter(settings.safety.image)
         self.filter.warmup()
 
     async def generate(self, request: ModelRequest) -> ModelResult:
+        with telemetry.hop("image_filter", request):
+            return await self._generate(request)
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
         result: ModelResult = await self.next_stage.generate.remote(request)
         if result.cancelled or not result.png:
             return result
-        with Image.open(io.BytesIO(result.png)) as image:
-            pixels = np.asarray(image.convert("RGB"))
-        decision = await asyncio.to_thread(self.filter.check, pixels)
+        with telemetry.work("image_filter.check") as check:
+            with Image.open(io.BytesIO(result.png)) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            decision = await asyncio.to_thread(self.filter.check, pixels)
+            telemetry.filter_decision(check, "image", decision)
         if decision.blocked:
             logger.info(
                 "image blocked: category=%s score=%s request=%s", decision.category, decision.score, request.request_id

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from huabu.filters.settings import ImageFilterSettings, PromptFilterSettings
+from huabu.sdk.types import RATE_LIMIT_PATTERN
 
 ENV_PREFIX = "HUABU__"
 
@@ -38,6 +39,15 @@ class AutoscalingSettings(_Section):
         return config
 
 
+class FixedLatencySettings(_Section):
+    """A model of known cost for capacity checks and cluster tests: each batch of ``n`` images takes at
+    least ``seconds * (1 + (n - 1) * (1 - batching_efficiency))`` (huabu.cluster.capacity), whatever
+    the real computation took. Off unless set."""
+
+    seconds: float = Field(gt=0)  # one image alone
+    batching_efficiency: float = Field(1.0, ge=0, le=1)  # 1: a batch costs one image; 0: no gain
+
+
 class ModelDeploymentSettings(_Section):
     """The MMDiT replicas: resources, batching and the bounds that turn overload into 503s."""
 
@@ -55,6 +65,7 @@ class ModelDeploymentSettings(_Section):
     health_check_period_s: float = 10.0
     health_check_timeout_s: float = 30.0
     retry_after_s: int = Field(2, ge=1)
+    fixed_latency: FixedLatencySettings | None = None
 
     @model_validator(mode="after")
     def _batch_fits(self) -> ModelDeploymentSettings:
@@ -67,8 +78,25 @@ class ModelDeploymentSettings(_Section):
 
 
 class VariantSettings(_Section):
-    model: str = "random-init@v0"  # checkpoint name@version
+    model: str = "tiny-mmdit@v1"  # checkpoint name@version (the bundled, trained default)
     weight: float = Field(100.0, ge=0, le=100)  # percent of traffic
+    # Fault injection in the Router, for canary drills and tests: a failing or slow variant.
+    inject_error_rate: float = Field(0.0, ge=0, le=1)
+    inject_latency_s: float = Field(0.0, ge=0, le=60)
+
+
+class ExperimentSettings(_Section):
+    """Canary rollouts and A/B tests (``huabu.ab_testing`` in the gateway, see deployments/rollouts.py)."""
+
+    enabled: bool = True
+    refresh_interval_s: float = Field(0.5, gt=0)  # how often each gateway re-reads the live weights
+    flush_interval_s: float = Field(1.0, gt=0)  # how often each gateway writes its metrics
+    controller_interval_s: float = Field(2.0, gt=0)  # rollout policy ticks (one gateway holds the lease)
+    controller_lease_s: float = Field(10.0, gt=0)
+    scorer: str = "adherence"  # quality scorer: "adherence", "none" or "package.module:function"
+    user_header: str = "x-huabu-user"  # sticky unit id; else the body's `user`, else the API key
+    override_header: str = "x-huabu-variant"  # force a variant (or model) for testing; not counted
+    assignment_ttl_s: int = Field(7 * 24 * 3600, ge=60)  # image -> variant, for late feedback
 
 
 class StateSettings(_Section):
@@ -113,6 +141,9 @@ class JobSettings(_Section):
     lease_s: float = Field(5.0, gt=0)  # a job whose runner stops renewing is taken over after this
     concurrency: int = Field(8, ge=1)  # jobs each gateway replica runs at once
     max_attempts: int = Field(3, ge=1)  # retries when a model replica dies mid-job
+    # An attempt still waiting after this is abandoned and retried: a call to a replica on a node
+    # that died mid-request may never answer, and the runner would renew its lease forever.
+    attempt_timeout_s: float = Field(600.0, gt=0)
     poll_interval_s: float = Field(0.1, gt=0)
     result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
@@ -129,6 +160,42 @@ class GatewaySettings(_Section):
     health_check_timeout_s: float = 30.0
 
 
+class AuthSettings(_Section):
+    """API keys and per-key limits (``deployments/auth.py``, ``ratelimit.py``). On unless turned off
+    explicitly (``huabu up --no-auth``, ``HUABU__AUTH__ENABLED=false``)."""
+
+    enabled: bool = True
+    # SHA-256 (hex) of a bootstrap admin key that creates the first keys. Settings carry only the
+    # hash: they are rendered into Serve configs and shipped to every replica.
+    admin_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    default_rate: str = Field("60/min", pattern=RATE_LIMIT_PATTERN)  # generation requests per key; burst = N
+    default_max_concurrent: int = Field(8, ge=1)  # jobs and generation requests in flight per key
+    default_daily_images: int | None = Field(None, ge=1)  # images per key per UTC day; None = unlimited
+
+
+class SecuritySettings(_Section):
+    """Browser-facing hardening (``deployments/security.py``); body and pixel limits are in ``gateway``."""
+
+    cors_origins: list[str] = Field(default_factory=list)  # origins allowed to call the API; ["*"] = any
+    cors_max_age_s: int = Field(600, ge=0)
+    headers: bool = True  # nosniff, frame denial, referrer policy, CSP on API responses
+    hsts: bool = False  # Strict-Transport-Security: only behind TLS
+
+
+class TelemetrySettings(_Section):
+    """Traces, metrics and logs. Every unset field falls back to the standard ``OTEL_*`` variable
+    in each replica's environment; traces stay off unless an exporter or endpoint is configured."""
+
+    traces: Literal["auto", "otlp", "console", "none"] = "auto"  # auto: OTEL_TRACES_EXPORTER, else otlp iff endpoint
+    endpoint: str | None = None  # OTLP/HTTP base URL (OTEL_EXPORTER_OTLP_ENDPOINT); /v1/traces is appended
+    service_name: str | None = None  # OTEL_SERVICE_NAME, else "huabu"
+    sampler: str | None = None  # OTEL_TRACES_SAMPLER, e.g. parentbased_traceidratio
+    sampler_arg: float | None = Field(None, ge=0, le=1)  # OTEL_TRACES_SAMPLER_ARG
+    export_delay_ms: int | None = Field(None, ge=1)  # OTEL_BSP_SCHEDULE_DELAY
+    metrics: bool = True  # Prometheus metrics through Ray's metrics export port
+    json_logs: bool = True  # huabu.* loggers write JSON lines with request and trace ids
+
+
 class Settings(_Section):
     app_name: str = "huabu"
     route_prefix: str = "/"
@@ -143,6 +210,10 @@ class Settings(_Section):
     safety: SafetySettings = SafetySettings()
     jobs: JobSettings = JobSettings()
     gateway: GatewaySettings = GatewaySettings()
+    auth: AuthSettings = AuthSettings()
+    security: SecuritySettings = SecuritySettings()
+    ab: ExperimentSettings = ExperimentSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     graceful_shutdown_timeout_s: float = 5.0
 
     @model_validator(mode="after")

@@ -28,6 +28,9 @@ class KeyValueStore(Protocol):
     async def smembers(self, key: str) -> set[str]: ...
     async def keys(self, pattern: str) -> list[str]: ...
     async def ping(self) -> bool: ...
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        """Atomically set ``key`` to ``value`` if it holds ``expected`` (None: absent)."""
+        ...
 
 
 class _MemoryState:
@@ -119,6 +122,14 @@ class _MemoryState:
     def ping(self) -> bool:
         return True
 
+    def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        # Atomic: the actor runs one method at a time.
+        if self.get(key) != expected or (expected is None and self._alive(key)):
+            return False
+        self.values[key] = value
+        self.deadlines.pop(key, None)
+        return True
+
 
 # One actor per namespace, detached so that it outlives the replica that created it.
 EmbeddedStateActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_MemoryState)
@@ -168,6 +179,9 @@ class EmbeddedStore:
     async def ping(self) -> bool:
         return await self.actor.ping.remote()
 
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        return await self.actor.compare_and_set.remote(key, expected, value)
+
 
 class RedisStore:
     def __init__(self, url: str, namespace: str) -> None:
@@ -216,6 +230,21 @@ class RedisStore:
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
+
+    # GET, compare and SET in one server-side step (ARGV[1] = "1" when a value is expected).
+    _CAS = """
+    local current = redis.call('GET', KEYS[1])
+    if ARGV[1] == '1' then
+      if current ~= ARGV[2] then return 0 end
+    elseif current then return 0 end
+    redis.call('SET', KEYS[1], ARGV[3])
+    return 1
+    """
+
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        flag = b"0" if expected is None else b"1"
+        result = await self.client.eval(self._CAS, 1, self._k(key), flag, expected or b"", value)
+        return bool(result)
 
 
 def open_store(settings: StateSettings) -> KeyValueStore:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlencode
 
+from huabu.deployments import telemetry
 from huabu.deployments.settings import StorageSettings
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{64}\.png$")
@@ -64,6 +65,7 @@ class LocalStorage:
             raise ValueError(f"invalid storage key {key!r}")
         return self.root / key[:2] / key
 
+    @telemetry.traced("storage.put")
     async def put(self, data: bytes) -> str:
         key = content_key(data)
         path = self._path(key)
@@ -74,6 +76,7 @@ class LocalStorage:
             tmp.replace(path)  # atomic: readers never see a half-written file
         return key
 
+    @telemetry.traced("storage.get")
     async def get(self, key: str) -> bytes | None:
         if not valid_key(key):
             return None
@@ -98,6 +101,7 @@ class S3Storage:
         self.cdn_base_url = settings.cdn_base_url.rstrip("/") if settings.cdn_base_url else None
         self.ttl_s = settings.url_ttl_s
 
+    @telemetry.traced("storage.put")
     async def put(self, data: bytes) -> str:
         key = content_key(data)
         await asyncio.to_thread(
@@ -105,6 +109,7 @@ class S3Storage:
         )
         return key
 
+    @telemetry.traced("storage.get")
     async def get(self, key: str) -> bytes | None:
         if not valid_key(key):
             return None

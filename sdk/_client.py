@@ -17,7 +17,22 @@ import pydantic
 
 from huabu.sdk._base import BaseClient, ClientConfig, RequestOptions, Timeouts, _Send, _Sleep
 from huabu.sdk._results import ImageResults
-from huabu.sdk.resources import AsyncFeedback, AsyncImages, AsyncJobs, AsyncModels, Feedback, Images, Jobs, Models
+from huabu.sdk.resources import (
+    AsyncFeedback,
+    AsyncImages,
+    AsyncJobs,
+    AsyncKeys,
+    AsyncModels,
+    AsyncRollouts,
+    AsyncUsage,
+    Feedback,
+    Images,
+    Jobs,
+    Keys,
+    Models,
+    Rollouts,
+    Usage,
+)
 from huabu.sdk.types import ImagesResponse
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -41,6 +56,9 @@ class Client(BaseClient[httpx.Client]):
     jobs: Jobs
     models: Models
     feedback: Feedback
+    usage: Usage
+    keys: Keys  # admin scope
+    rollouts: Rollouts  # admin scope
 
     def __init__(
         self,
@@ -64,6 +82,9 @@ class Client(BaseClient[httpx.Client]):
         self.jobs = Jobs(self)
         self.models = Models(self)
         self.feedback = Feedback(self)
+        self.usage = Usage(self)
+        self.keys = Keys(self)
+        self.rollouts = Rollouts(self)
 
     def with_options(
         self: _Self,
@@ -155,6 +176,9 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     jobs: AsyncJobs
     models: AsyncModels
     feedback: AsyncFeedback
+    usage: AsyncUsage
+    keys: AsyncKeys  # admin scope
+    rollouts: AsyncRollouts  # admin scope
 
     def __init__(
         self,
@@ -178,6 +202,9 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         self.jobs = AsyncJobs(self)
         self.models = AsyncModels(self)
         self.feedback = AsyncFeedback(self)
+        self.usage = AsyncUsage(self)
+        self.keys = AsyncKeys(self)
+        self.rollouts = AsyncRollouts(self)
 
     def with_options(
         self: _ASelf,

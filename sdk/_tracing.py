@@ -11,6 +11,13 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 _tracer = trace.get_tracer("huabu.sdk")
 
 
+def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
+    """Trace this SDK's calls with ``provider`` rather than the global one (None: the global one
+    again), for applications and tests that keep the SDK's spans apart from their own."""
+    global _tracer
+    _tracer = trace.get_tracer("huabu.sdk", tracer_provider=provider)
+
+
 def start_client_span(method: str, url: httpx.URL, operation: str | None) -> Span:
     # start_span, not start_as_current_span: the span outlives generator and await boundaries, and
     # attaching it to the context there would leak into the caller's context on abandonment.

@@ -19,7 +19,7 @@ import base64
 import binascii
 import re
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -31,6 +31,12 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_SIDE",
     "MAX_STEPS",
+    "RATE_LIMIT_PATTERN",
+    "ApiKeyCreateRequest",
+    "ApiKeyCreated",
+    "ApiKeyInfo",
+    "ApiKeyList",
+    "ApiKeyScope",
     "CacheMode",
     "EditJobRequest",
     "ErrorBody",
@@ -50,11 +56,21 @@ __all__ = [
     "JobProgress",
     "JobRequest",
     "JobStatus",
+    "LatencyBucket",
     "ModelInfo",
     "ModelList",
     "OutpaintJobRequest",
     "OutpaintRequest",
     "ResponseFormat",
+    "RolloutActionRequest",
+    "RolloutCheck",
+    "RolloutDecision",
+    "RolloutInfo",
+    "RolloutList",
+    "RolloutStartRequest",
+    "UsageDay",
+    "UsageReport",
+    "VariantStats",
     "decode_b64_image",
     "encode_b64_image",
     "job_request_adapter",
@@ -402,3 +418,176 @@ class FeedbackRequest(_Request):
 class FeedbackResponse(_Response):
     recorded: bool = True
     variant: str | None = None
+
+
+# --- rollouts (canary / A/B; admin) -------------------------------------------------------------
+
+
+class RolloutStartRequest(_Request):
+    """``POST /v1/admin/rollouts``: start moving traffic from the stable model to the canary."""
+
+    id: str | None = Field(default=None, max_length=128, description="default: derived from the canary and time")
+    canary_model: str | None = Field(default=None, description="'name@version'; default: the served canary variant")
+    stable_model: str | None = Field(default=None, description="'name@version'; default: the served stable variant")
+    policy: dict[str, Any] | None = Field(
+        default=None, description="rollout policy fields (steps, min_samples_per_step, guardrails, ...)"
+    )
+
+
+class RolloutActionRequest(_Request):
+    """``POST /v1/admin/rollouts/{id}/{pause,resume,promote,rollback}``."""
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class RolloutCheck(_Response):
+    """One guardrail of a decision: the numbers behind it."""
+
+    name: str
+    status: str  # pass | fail | inconclusive | insufficient_data | disabled
+    threshold: float
+    stable: float | None = None
+    canary: float | None = None
+    difference: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_stable: int = 0
+    n_canary: int = 0
+    detail: str = ""
+
+
+class RolloutDecision(_Response):
+    action: str  # hold | advance | promote | rollback | pause | resume
+    code: str
+    reason: str
+    at: float = Field(description="unix seconds")
+    actor: str = "policy"
+    from_percent: float
+    to_percent: float
+    checks: list[RolloutCheck] = Field(default_factory=list)
+
+
+class LatencyBucket(_Response):
+    low_ms: float
+    high_ms: float
+    count: int
+
+
+class VariantStats(_Response):
+    """One variant's numbers over the whole rollout (forced/override requests are not counted)."""
+
+    variant: str
+    model: str | None = None
+    weight_percent: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    error_rate: float | None = None
+    filter_blocks: int = 0
+    filter_block_rate: float | None = None
+    latency_mean_ms: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_histogram: list[LatencyBucket] = Field(default_factory=list)
+    quality_n: int = 0
+    quality_mean: float | None = None
+    quality_ci_low: float | None = None  # 95 % normal interval of the mean (for plots)
+    quality_ci_high: float | None = None
+    feedback_total: int = 0
+    feedback_accepted: int = 0
+    acceptance_rate: float | None = None
+
+
+class RolloutInfo(_Response):
+    """A rollout: where it stands, the per-variant numbers and every decision with its reason."""
+
+    id: str
+    object: Literal["rollout"] = "rollout"
+    status: str  # running | paused | promoted | rolled_back
+    stable_model: str
+    canary_model: str
+    canary_percent: float
+    step: int
+    steps: list[float]
+    created_at: float
+    updated_at: float
+    active: bool = False  # the rollout whose weights the gateways serve
+    policy: dict[str, Any] = Field(default_factory=dict)
+    variants: list[VariantStats] = Field(default_factory=list)
+    last_decision: RolloutDecision | None = None
+    history: list[RolloutDecision] = Field(default_factory=list)
+    traffic: list[tuple[float, float]] = Field(default_factory=list, description="(unix seconds, canary percent)")
+
+
+class RolloutList(_Response):
+    object: Literal["list"] = "list"
+    data: list[RolloutInfo]
+
+
+# --- API keys and usage (admin keys: /v1/admin/keys; usage: /v1/usage) -------------------------
+
+ApiKeyScope = Literal["generate", "admin"]  # admin includes generate
+RATE_LIMIT_PATTERN = r"^[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)$"  # "60/min"
+
+
+class ApiKeyCreateRequest(_Request):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
+    scopes: list[ApiKeyScope] = Field(
+        default_factory=lambda: list[ApiKeyScope](["generate"]), min_length=1, max_length=2
+    )
+    rate: str | None = Field(
+        None, description="e.g. '60/min'; default: server's", json_schema_extra={"pattern": RATE_LIMIT_PATTERN}
+    )
+    max_concurrent: int | None = Field(None, ge=1, le=10_000, description="jobs and requests in flight")
+    daily_images: int | None = Field(None, ge=1, description="images per UTC day; default: server's")
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_format(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(RATE_LIMIT_PATTERN, value):
+            raise ValueError(f"rate must look like '60/min' (N/s, N/min, N/hour or N/day), got {value!r}")
+        return value
+
+
+class ApiKeyInfo(_Response):
+    """An API key as the admin API shows it: never the key itself (only ``ApiKeyCreated`` has it, once)."""
+
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    scopes: list[str]
+    prefix: str = Field(description="the key's first characters, to recognise it")
+    rate: str
+    max_concurrent: int
+    daily_images: int | None = None
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class ApiKeyCreated(ApiKeyInfo):
+    key: str = Field(description="the secret key: shown once, stored only as a hash")
+
+
+class ApiKeyList(_Response):
+    object: Literal["list"] = "list"
+    data: list[ApiKeyInfo]
+
+
+class UsageDay(_Response):
+    date: str = Field(description="UTC day YYYY-MM-DD, or 'total'")
+    images: int = 0
+    cached_images: int = 0
+    steps: int = 0
+    generation_s: float = 0.0
+
+
+class UsageReport(_Response):
+    """``GET /v1/usage``: one key's metered usage per UTC day, newest first."""
+
+    object: Literal["usage"] = "usage"
+    key_id: str
+    data: list[UsageDay]
+    total: UsageDay

@@ -95,6 +95,8 @@ def deploy_app(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Ite
             },
             "gateway": {"default_steps": 4, "health_check_period_s": 1, "health_check_timeout_s": 5},
             "jobs": {"lease_s": 2.0},
+            # Production runs with API keys; tests opt in with deploy_app(auth={"enabled": True, ...}).
+            "auth": {"enabled": False},
             "graceful_shutdown_timeout_s": 1,
         }
         settings = Settings.load(environ={}, **_merge(defaults, overrides))
@@ -133,6 +135,14 @@ def _wait_ready(base_url: str, timeout: float = 120.0) -> None:
 def app(deploy_app: Any) -> ServedApp:
     """The default application (embedded state, local storage), shared by API tests."""
     return deploy_app()
+
+
+@pytest.fixture(scope="session")
+def trained_app(app: ServedApp) -> ServedApp:
+    """An application serving the bundled trained checkpoint, so images show shapes: shared by
+    tests/examples and tests/playground (whose screenshots go in the docs). That is the default
+    application now that tiny-mmdit@v1 is the default model."""
+    return app
 
 
 @pytest.fixture(scope="session")

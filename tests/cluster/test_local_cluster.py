@@ -102,10 +102,14 @@ def test_up_status_generate_down(home: Path, tmp_path: Path) -> None:
     assert set(app["deployments"]) >= {"Gateway", "Router", "MMDiT-stable"}
     assert all(d["status"] == "HEALTHY" and d["replicas"].get("RUNNING", 0) >= 1 for d in app["deployments"].values())
 
+    # API keys are on by default: `huabu up` prints its development admin key and keeps it in HUABU_HOME.
+    dev_key = (home / "dev-admin-key").read_text().strip()
+    assert f"HUABU_API_KEY={dev_key}" in up.stdout and (home / "dev-admin-key").stat().st_mode & 0o077 == 0
+    body = {"prompt": "右边有个 yellow triangle", "size": "32x32", "seed": 1}
+    anonymous = httpx.post(f"{url}/v1/images/generations", timeout=180, json=body)
+    assert anonymous.status_code == 401, anonymous.text
     response = httpx.post(
-        f"{url}/v1/images/generations",
-        timeout=180,
-        json={"prompt": "右边有个 yellow triangle", "size": "32x32", "seed": 1},
+        f"{url}/v1/images/generations", timeout=180, json=body, headers={"Authorization": f"Bearer {dev_key}"}
     )
     assert response.status_code == 200, response.text
     assert base64.b64decode(response.json()["data"][0]["b64_json"]).startswith(b"\x89PNG")

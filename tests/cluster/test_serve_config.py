@@ -4,6 +4,7 @@ drive ``huabu up``, and it runs: the app built from its import path and args ser
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import time
 import uuid
@@ -116,6 +117,7 @@ def test_config_runs_on_serve(serve_port: int, tmp_path: Path) -> None:
     [app_config] = ServeDeploySchema.model_validate(committed()).applications
     name = f"cfg{uuid.uuid4().hex[:8]}"
     base_url = f"http://127.0.0.1:{serve_port}/{name}"
+    admin_key = f"hb_dev_{uuid.uuid4().hex}"
     # Only what a shared test Ray needs differs from the file: isolation and fast health checks.
     args = _merge(
         app_config.args,
@@ -129,6 +131,8 @@ def test_config_runs_on_serve(serve_port: int, tmp_path: Path) -> None:
                 "health_check_timeout_s": 5,
             },
             "gateway": {"default_steps": 4, "health_check_period_s": 1, "health_check_timeout_s": 5},
+            # API keys are on in the file's defaults: a bootstrap admin key, given by its hash.
+            "auth": {"admin_key_sha256": hashlib.sha256(admin_key.encode()).hexdigest()},
             "graceful_shutdown_timeout_s": 1,
         },
     )
@@ -148,6 +152,7 @@ def test_config_runs_on_serve(serve_port: int, tmp_path: Path) -> None:
             f"{base_url}/v1/images/generations",
             timeout=120,
             json={"prompt": "左边一个 red circle", "size": "32x32", "seed": 3},
+            headers={"Authorization": f"Bearer {admin_key}"},
         )
         assert response.status_code == 200, response.text
         image = response.json()["data"][0]

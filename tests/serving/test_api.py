@@ -19,11 +19,11 @@ def test_health_ready_models_and_request_ids(app) -> None:
     with app.client() as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         ready = c.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["models"] == ["random-init@v0"]
+        assert ready.status_code == 200 and ready.json()["models"] == ["tiny-mmdit@v1"]
         models = c.get("/v1/models", headers={"x-request-id": "req-mine"})
         assert models.json() == {
             "object": "list",
-            "data": [{"id": "random-init@v0", "object": "model", "created": 0, "owned_by": "huabu"}],
+            "data": [{"id": "tiny-mmdit@v1", "object": "model", "created": 0, "owned_by": "huabu"}],
         }
         assert models.headers["x-request-id"] == "req-mine"
         assert c.get("/v1/nope").headers["x-request-id"]
@@ -42,12 +42,12 @@ def test_generation_png_carries_parameters_and_is_deterministic(app) -> None:
         first = c.post("/v1/images/generations", json=body)
         again = first_image(c.post("/v1/images/generations", json=body))
     data = first.json()["data"][0]
-    assert data["seed"] == 5 and data["model"] == "random-init@v0" and data["variant"] == "stable"
+    assert data["seed"] == 5 and data["model"] == "tiny-mmdit@v1" and data["variant"] == "stable"
     image = first_image(first)
     assert image == again
     params = read_png_parameters(image)
     assert params["prompt"] == "左边有个 red circle" and params["seed"] == "5" and params["steps"] == "3"
-    assert params["model"] == "random-init@v0" and params["size"] == "32x32" and params["negative_prompt"] == "blur"
+    assert params["model"] == "tiny-mmdit@v1" and params["size"] == "32x32" and params["negative_prompt"] == "blur"
 
 
 def test_long_prompts_are_truncated_and_the_response_says_so(app) -> None:
