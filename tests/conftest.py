@@ -97,6 +97,9 @@ def deploy_app(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "jobs": {"lease_s": 2.0},
             # Production runs with API keys; tests opt in with deploy_app(auth={"enabled": True, ...}).
             "auth": {"enabled": False},
+            # A session deploys a dozen apps on 2 cores and keeps them: their gateways' A/B pollers
+            # would starve the model replicas of later tests. Canary tests pass their own intervals.
+            "ab": {"refresh_interval_s": 5.0, "flush_interval_s": 5.0, "controller_interval_s": 10.0},
             "graceful_shutdown_timeout_s": 1,
         }
         settings = Settings.load(environ={}, **_merge(defaults, overrides))
