@@ -30,6 +30,7 @@ from ray.serve.handle import DeploymentHandle
 from huabu.deployments import metrics, telemetry
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.settings import CacheSettings, Settings
+from huabu.deployments.state import detached_actor
 from huabu.deployments.storage import open_storage
 
 logger = logging.getLogger("huabu.cache")
@@ -136,9 +137,9 @@ EmbeddedIndexActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_LRUIndex)
 
 class EmbeddedCacheIndex:
     def __init__(self, namespace: str, settings: CacheSettings) -> None:
-        self.actor: Any = EmbeddedIndexActor.options(
-            name=f"{namespace}-cache", namespace="huabu", lifetime="detached", get_if_exists=True
-        ).remote(settings.max_bytes, settings.max_entries)
+        self.actor: Any = detached_actor(
+            EmbeddedIndexActor, f"{namespace}-cache", settings.max_bytes, settings.max_entries
+        )
 
     async def get(self, key: str) -> CacheEntry | None:
         raw = await self.actor.get.remote(key)

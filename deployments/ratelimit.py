@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 import ray
 
 from huabu.deployments.settings import StateSettings
+from huabu.deployments.state import detached_actor
 from huabu.sdk.types import RATE_LIMIT_PATTERN
 
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -124,9 +125,7 @@ EmbeddedLimitActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_LimitState)
 
 class EmbeddedLimits:
     def __init__(self, namespace: str) -> None:
-        self.actor: Any = EmbeddedLimitActor.options(
-            name=f"{namespace}-limits", namespace="huabu", lifetime="detached", get_if_exists=True
-        ).remote()
+        self.actor: Any = detached_actor(EmbeddedLimitActor, f"{namespace}-limits")
 
     async def take(self, key: str, rate: Rate, cost: int = 1) -> BucketResult:
         return cast(BucketResult, await self.actor.take.remote(key, rate.per_s, rate.limit, cost))

@@ -135,13 +135,17 @@ class _MemoryState:
 EmbeddedStateActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_MemoryState)
 
 
+def detached_actor(actor_class: Any, name: str, *args: Any) -> Any:
+    """The named, detached actor every replica shares (created by the first that asks, with ``args``)."""
+    options = actor_class.options(name=name, namespace="huabu", lifetime="detached", get_if_exists=True)
+    return options.remote(*args)
+
+
 class EmbeddedStore:
     """Client of the named Ray actor; every replica that asks gets the same actor."""
 
     def __init__(self, namespace: str) -> None:
-        self.actor: Any = EmbeddedStateActor.options(
-            name=f"{namespace}-state", namespace="huabu", lifetime="detached", get_if_exists=True
-        ).remote()
+        self.actor: Any = detached_actor(EmbeddedStateActor, f"{namespace}-state")
 
     async def get(self, key: str) -> bytes | None:
         return await self.actor.get.remote(key)

@@ -141,14 +141,6 @@ def app(deploy_app: Any) -> ServedApp:
 
 
 @pytest.fixture(scope="session")
-def trained_app(app: ServedApp) -> ServedApp:
-    """An application serving the bundled trained checkpoint, so images show shapes: shared by
-    tests/examples and tests/playground (whose screenshots go in the docs). That is the default
-    application now that tiny-mmdit@v1 is the default model."""
-    return app
-
-
-@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     proc = start_redis(port, tmp_path_factory.mktemp("redis"))

@@ -21,9 +21,9 @@ ARTICLES = sorted((EXAMPLE / "articles").glob("*.md"))
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
-def run_example(trained_app: Any, *args: str | Path) -> tuple[list[dict[str, Any]], str]:
+def run_example(app: Any, *args: str | Path) -> tuple[list[dict[str, Any]], str]:
     command = [sys.executable, str(EXAMPLE / "blog_cover.py"), *map(str, args)]
-    command += ["--base-url", trained_app.base_url, "--steps", "8", "--json"]
+    command += ["--base-url", app.base_url, "--steps", "8", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr + done.stdout
     return json.loads(done.stdout), done.stderr
@@ -45,12 +45,12 @@ def front(path: Path) -> dict[str, Any]:
     return meta
 
 
-def test_covers_for_a_folder_of_chinese_and_english_articles(trained_app: Any, tmp_path: Path) -> None:
+def test_covers_for_a_folder_of_chinese_and_english_articles(app: Any, tmp_path: Path) -> None:
     assert {a.name[:3] for a in ARTICLES} == {"zh-", "en-"}
     folder = copy_articles(tmp_path / "posts")
     covers = tmp_path / "covers"
 
-    outcomes, stderr = run_example(trained_app, folder, "--out", covers)
+    outcomes, stderr = run_example(app, folder, "--out", covers)
     assert "covers: 100%" in stderr  # the progress bar ran over the folder
     assert [Path(o["article"]).name for o in outcomes] == [a.name for a in ARTICLES]
     for outcome, source in zip(outcomes, ARTICLES, strict=True):
@@ -80,17 +80,17 @@ def test_covers_for_a_folder_of_chinese_and_english_articles(trained_app: Any, t
 
     # Same topics again (another site's copy of the posts): every cover comes from the cache,
     # and content-addressed files are stored once.
-    again, stderr = run_example(trained_app, copy_articles(tmp_path / "mirror"), "--out", covers)
+    again, stderr = run_example(app, copy_articles(tmp_path / "mirror"), "--out", covers)
     assert all(o["status"] == "covered" and o["cached"] for o in again), again
     assert [o["cover"] for o in again] == [o["cover"] for o in outcomes]
     assert len(list(covers.iterdir())) == len({o["cover"] for o in outcomes})
 
     # Articles that have a cover are skipped unless --force.
-    skipped, _ = run_example(trained_app, folder, "--out", covers, "--no-progress")
+    skipped, _ = run_example(app, folder, "--out", covers, "--no-progress")
     assert {o["status"] for o in skipped} == {"skipped"}
 
 
-def test_covers_on_s3(trained_app: Any, s3_endpoint: str, tmp_path: Path) -> None:
+def test_covers_on_s3(app: Any, s3_endpoint: str, tmp_path: Path) -> None:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -98,7 +98,7 @@ def test_covers_on_s3(trained_app: Any, s3_endpoint: str, tmp_path: Path) -> Non
     folder = copy_articles(tmp_path / "posts", ["zh-huangshan-hiking.md", "en-gpu-autoscaling.md"])
     cdn = "https://cdn.blog.test/"
     outcomes, _ = run_example(
-        trained_app, folder, "--s3-bucket", "blog-covers", "--s3-endpoint-url", s3_endpoint, "--public-base-url", cdn
+        app, folder, "--s3-bucket", "blog-covers", "--s3-endpoint-url", s3_endpoint, "--public-base-url", cdn
     )
     for outcome in outcomes:
         assert outcome["status"] == "covered", outcome
@@ -111,7 +111,7 @@ def test_covers_on_s3(trained_app: Any, s3_endpoint: str, tmp_path: Path) -> Non
 
     # A missing bucket fails that article with a message naming the object, and the run exits 1.
     bad = copy_articles(tmp_path / "bad", ["en-sourdough-bread.md"])
-    command = [sys.executable, str(EXAMPLE / "blog_cover.py"), str(bad), "--base-url", trained_app.base_url]
+    command = [sys.executable, str(EXAMPLE / "blog_cover.py"), str(bad), "--base-url", app.base_url]
     command += ["--steps", "8", "--s3-bucket", "no-such-bucket", "--s3-endpoint-url", s3_endpoint, "--no-progress"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 1

@@ -18,16 +18,16 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "product_variants"
 
 
-def run_example(trained_app: Any, *args: str | Path) -> subprocess.CompletedProcess[str]:
+def run_example(app: Any, *args: str | Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, str(EXAMPLE / "product_variants.py"), *map(str, args)]
-    command += ["--base-url", trained_app.base_url, "--steps", "20"]
+    command += ["--base-url", app.base_url, "--steps", "20"]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_inpainted_variants_and_contact_sheet(trained_app: Any, tmp_path: Path) -> None:
+def test_inpainted_variants_and_contact_sheet(app: Any, tmp_path: Path) -> None:
     spec = json.loads((EXAMPLE / "variants.json").read_text(encoding="utf-8"))
     out = tmp_path / "out"
-    done = run_example(trained_app, "--out", out)
+    done = run_example(app, "--out", out)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "variants: 100%" in done.stderr
 
@@ -55,12 +55,12 @@ def test_inpainted_variants_and_contact_sheet(trained_app: Any, tmp_path: Path) 
         shutil.copyfile(out / "contact_sheet.png", Path(os.environ["HUABU_SCREENSHOT_DIR"]) / "product_variants.png")
 
     # The same batch again is answered from the cache.
-    again = run_example(trained_app, "--out", tmp_path / "again")
+    again = run_example(app, "--out", tmp_path / "again")
     assert again.returncode == 0, again.stderr
     assert f"{len(manifest)} variants ({len(manifest)} from cache)" in again.stdout
 
 
-def test_bad_spec_and_bad_base_are_clear_errors(trained_app: Any, tmp_path: Path) -> None:
+def test_bad_spec_and_bad_base_are_clear_errors(app: Any, tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
     spec.write_text(
         json.dumps(
@@ -71,16 +71,16 @@ def test_bad_spec_and_bad_base_are_clear_errors(trained_app: Any, tmp_path: Path
             }
         )
     )
-    done = run_example(trained_app, "--spec", spec, "--out", tmp_path / "a")
+    done = run_example(app, "--spec", spec, "--out", tmp_path / "a")
     assert done.returncode == 2 and "names region 'lid'" in done.stderr
 
     small = tmp_path / "small.png"
     Image.new("RGB", (16, 16), "white").save(small)  # the spec's regions do not fit
-    done = run_example(trained_app, "--base", small, "--out", tmp_path / "b")
+    done = run_example(app, "--base", small, "--out", tmp_path / "b")
     assert done.returncode == 1 and "lies outside the 16x16 image" in done.stderr
 
     odd = tmp_path / "odd.png"
     Image.new("RGB", (66, 66), "white").save(odd)  # not a multiple of the model's 8-pixel patches: a 400
-    done = run_example(trained_app, "--base", odd, "--out", tmp_path / "c")
+    done = run_example(app, "--base", odd, "--out", tmp_path / "c")
     assert done.returncode == 1
     assert "error:" in done.stderr and "multiple of 8" in done.stderr

@@ -49,13 +49,13 @@ def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
         shutil.copyfile(tmp_path / name, Path(target) / name)
 
 
-def test_page_and_assets_are_served_by_the_gateway(trained_app: Any) -> None:
-    with trained_app.client() as http:
+def test_page_and_assets_are_served_by_the_gateway(app: Any) -> None:
+    with app.client() as http:
         page = http.get("/")
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         # Under a route prefix every relative URL in the page must resolve below it.
-        assert f'<base href="/{trained_app.name}/">' in page.text
+        assert f'<base href="/{app.name}/">' in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
         script = http.get("/playground/app.js")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"]
@@ -73,14 +73,14 @@ def _wait_idle(page: Any, count: int) -> None:
     )
 
 
-def test_generate_inpaint_outpaint_in_the_browser(trained_app: Any, browser: Any, tmp_path: Path) -> None:
+def test_generate_inpaint_outpaint_in_the_browser(app: Any, browser: Any, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
 
-    page.goto(f"{trained_app.base_url}/")
+    page.goto(f"{app.base_url}/")
     page.wait_for_selector("body[data-ready=true]")
     assert page.locator("#model option").count() >= 2  # "default" plus the served models
 
@@ -158,7 +158,7 @@ def test_generate_inpaint_outpaint_in_the_browser(trained_app: Any, browser: Any
         page.dispatch_event("#api-key", "change")
     assert listed.value.headers.get("authorization") == "Bearer sk-playground-test"
 
-    origin = httpx.URL(trained_app.base_url)
+    origin = httpx.URL(app.base_url)
     foreign = [u for u in urls if not u.startswith("data:") and httpx.URL(u).host != origin.host]
     assert not foreign, f"the page loaded something from elsewhere: {foreign}"
     assert not page_errors
