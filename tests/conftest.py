@@ -70,24 +70,73 @@ class ServedApp:
         return httpx.Client(base_url=self.base_url, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def deploy_app(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """deploy_app(**settings overrides) -> ServedApp, deployed under its own route prefix;
-    every app deployed this way is deleted at the end of the session."""
-    from ray import serve
+@dataclass
+class _Deployment:
+    name: str
+    lifetime: str  # "test", "module", "dir" or "session"
+    owner: pytest.Item | None  # the test running (or being set up) when it was deployed
 
-    from huabu.deployments.app import build_app
-    from huabu.deployments.settings import Settings
 
-    names: list[str] = []
+# Every app a session deploys keeps its replicas and background loops; on 2 cores a dozen idle apps
+# starve the model replicas of later tests. So apps live only as long as the tests that use them.
+_DEPLOYED: list[_Deployment] = []
+_CURRENT_ITEM: list[pytest.Item] = []
 
-    def deploy(**overrides: Any) -> ServedApp:
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    _CURRENT_ITEM.append(item)
+    try:
+        return (yield)
+    finally:
+        _CURRENT_ITEM.pop()
+        _delete_apps_done_after(item, nextitem)
+
+
+def _delete_apps_done_after(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    def done(d: _Deployment) -> bool:
+        if d.owner is None or d.lifetime == "session":
+            return False
+        if d.lifetime == "test":
+            return d.owner is item
+        if nextitem is None:
+            return True
+        if d.lifetime == "module":
+            return nextitem.path != d.owner.path
+        return d.owner.path.parent not in nextitem.path.parents  # "dir"
+
+    finished = [d for d in _DEPLOYED if done(d)]
+    if finished:
+        from ray import serve
+
+        for d in finished:
+            _DEPLOYED.remove(d)
+            serve.delete(d.name)
+
+
+class AppDeployer:
+    """deploy_app(lifetime=..., **settings overrides) -> ServedApp, under its own route prefix.
+
+    lifetime: "module" (default: deleted when the module that deployed it ends), "test" (when the
+    test ends), "dir" (when the tests of its directory end) or "session"."""
+
+    def __init__(self, port: int, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.port = port
+        self.tmp_path_factory = tmp_path_factory
+
+    def __call__(self, lifetime: str = "module", **overrides: Any) -> ServedApp:
+        from ray import serve
+
+        from huabu.deployments.app import build_app
+        from huabu.deployments.settings import Settings
+
+        assert lifetime in ("test", "module", "dir", "session"), lifetime
         name = f"t{uuid.uuid4().hex[:8]}"
-        base_url = f"http://127.0.0.1:{serve_port}/{name}"
+        base_url = f"http://127.0.0.1:{self.port}/{name}"
         defaults: dict[str, Any] = {
             "app_name": name,
             "state": {"namespace": name},
-            "storage": {"local_dir": str(tmp_path_factory.mktemp(name)), "public_base_url": base_url},
+            "storage": {"local_dir": str(self.tmp_path_factory.mktemp(name)), "public_base_url": base_url},
             "model": {
                 "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 "health_check_period_s": 1,
@@ -97,20 +146,26 @@ def deploy_app(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "jobs": {"lease_s": 2.0},
             # Production runs with API keys; tests opt in with deploy_app(auth={"enabled": True, ...}).
             "auth": {"enabled": False},
-            # A session deploys a dozen apps on 2 cores and keeps them: their gateways' A/B pollers
-            # would starve the model replicas of later tests. Canary tests pass their own intervals.
+            # Idle gateways would poll the A/B state every 0.5 s; canary tests pass their own intervals.
             "ab": {"refresh_interval_s": 5.0, "flush_interval_s": 5.0, "controller_interval_s": 10.0},
             "graceful_shutdown_timeout_s": 1,
         }
         settings = Settings.load(environ={}, **_merge(defaults, overrides))
+        owner = _CURRENT_ITEM[-1] if _CURRENT_ITEM else None
+        _DEPLOYED.append(_Deployment(name, lifetime, owner))
         serve.run(build_app(settings), name=name, route_prefix=f"/{name}", blocking=False)
         _wait_ready(base_url)
-        names.append(name)
         return ServedApp(name=name, base_url=base_url, settings=settings)
 
-    yield deploy
-    for name in names:
-        serve.delete(name)
+
+@pytest.fixture(scope="session")
+def deploy_app(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppDeployer]:
+    from ray import serve
+
+    yield AppDeployer(serve_port, tmp_path_factory)
+    for d in _DEPLOYED:
+        serve.delete(d.name)
+    _DEPLOYED.clear()
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +192,7 @@ def _wait_ready(base_url: str, timeout: float = 120.0) -> None:
 @pytest.fixture(scope="session")
 def app(deploy_app: Any) -> ServedApp:
     """The default application (embedded state, local storage), shared by API tests."""
-    return deploy_app()
+    return deploy_app(lifetime="session")
 
 
 @pytest.fixture(scope="session")

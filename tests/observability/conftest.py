@@ -21,7 +21,8 @@ def otlp() -> Iterator[OTLPReceiver]:
 def traced_app(deploy_app: Any, otlp: OTLPReceiver) -> Any:
     """An application whose replicas export every span to the receiver within ~0.1 s."""
     return deploy_app(
-        telemetry={"traces": "otlp", "endpoint": otlp.endpoint, "export_delay_ms": 100, "service_name": "huabu-test"}
+        lifetime="dir",
+        telemetry={"traces": "otlp", "endpoint": otlp.endpoint, "export_delay_ms": 100, "service_name": "huabu-test"},
     )
 
 

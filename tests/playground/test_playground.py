@@ -169,7 +169,7 @@ def test_playground_with_api_keys_on(deploy_app: Any, browser: Any) -> None:
     from huabu.deployments.auth import key_hash, new_key
 
     admin = new_key()[1]
-    secured = deploy_app(auth={"enabled": True, "admin_key_sha256": key_hash(admin)})
+    secured = deploy_app(lifetime="test", auth={"enabled": True, "admin_key_sha256": key_hash(admin)})
     created = httpx.post(
         f"{secured.base_url}/v1/admin/keys",
         json={"name": "playground"},

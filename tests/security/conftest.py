@@ -22,6 +22,7 @@ def admin_key() -> str:
 @pytest.fixture(scope="session")
 def secure_app(deploy_app: Any, admin_key: str) -> Any:
     return deploy_app(
+        lifetime="dir",
         auth={"enabled": True, "admin_key_sha256": key_hash(admin_key), "default_rate": "1000/min"},
         security={"cors_origins": [ALLOWED_ORIGIN]},
         gateway={"num_replicas": 2, "default_steps": 2},

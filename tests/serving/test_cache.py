@@ -84,7 +84,8 @@ def test_identical_concurrent_misses_share_one_model_call(app) -> None:
 
 def test_another_model_version_never_gets_this_versions_image(deploy_app) -> None:
     two = deploy_app(
-        variants={"stable": {"model": "random-init@v0"}, "canary": {"model": "random-init@v1", "weight": 0}}
+        lifetime="test",
+        variants={"stable": {"model": "random-init@v0"}, "canary": {"model": "random-init@v1", "weight": 0}},
     )
     with two.client() as c:
         v0 = generate(c, prompt="versioned", seed=1)
@@ -99,7 +100,9 @@ def test_another_model_version_never_gets_this_versions_image(deploy_app) -> Non
 def test_redis_outage_bypasses_the_cache_and_recovers(deploy_app, redis_launcher, free_tcp_port, tmp_path) -> None:
     port = free_tcp_port()
     redis_proc = redis_launcher(port, tmp_path)
-    app = deploy_app(cache={"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0", "timeout_s": 0.3})
+    app = deploy_app(
+        lifetime="test", cache={"backend": "redis", "redis_url": f"redis://127.0.0.1:{port}/0", "timeout_s": 0.3}
+    )
     try:
         with app.client() as c:
             generate(c, prompt="outage")

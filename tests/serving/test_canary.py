@@ -243,6 +243,7 @@ def test_a_better_canary_is_promoted_automatically(deploy_app: Any, tmp_path: Pa
     # The current model is untrained (adherence ~0.3 on these prompts) and fails 20 % of its
     # requests (injected); the canary is the trained tiny-mmdit@v1 (adherence ~0.95), without faults.
     app = deploy_app(
+        lifetime="test",
         variants={
             "stable": {"model": "random-init@v3", "inject_error_rate": 0.2},
             "canary": {"model": "tiny-mmdit@v1"},
@@ -285,6 +286,7 @@ def test_a_better_canary_is_promoted_automatically(deploy_app: Any, tmp_path: Pa
 def test_a_worse_canary_is_rolled_back_automatically(deploy_app: Any) -> None:
     # A lower-quality checkpoint: the untrained random-init model as the canary.
     app = deploy_app(
+        lifetime="test",
         variants={"stable": {"model": "tiny-mmdit@v1"}, "canary": {"model": "random-init@v3"}},
         ab=AB,
         **LIGHT,

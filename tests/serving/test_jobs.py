@@ -142,7 +142,9 @@ def test_concurrent_jobs_are_batched_by_the_model(app) -> None:
 
 
 def test_overload_answers_503_with_retry_after_never_a_hang(deploy_app) -> None:
-    small = deploy_app(model={"max_batch_size": 1, "max_ongoing_requests": 1, "max_queued_requests": 1})
+    small = deploy_app(
+        lifetime="test", model={"max_batch_size": 1, "max_ongoing_requests": 1, "max_queued_requests": 1}
+    )
     statuses: list[int] = []
     retry_after: list[str] = []
 

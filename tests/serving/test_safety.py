@@ -66,7 +66,7 @@ def test_blocked_prompt_text_is_never_logged(app) -> None:
 
 
 def test_blocked_images_are_never_stored_or_cached(deploy_app) -> None:
-    strict = deploy_app(safety={"image": {"nsfw_threshold": 0.0}})
+    strict = deploy_app(lifetime="test", safety={"image": {"nsfw_threshold": 0.0}})
     storage = Path(strict.settings.storage.local_dir)
     with strict.client() as c:
         r = c.post("/v1/images/generations", json={"prompt": "a red circle", "steps": 2})

@@ -63,7 +63,7 @@ def test_s3_storage_round_trip_and_presigned_urls(s3_settings: StorageSettings) 
 def test_the_application_stores_images_in_s3(deploy_app, s3_settings: StorageSettings) -> None:
     import boto3
 
-    app = deploy_app(storage=s3_settings.model_dump())
+    app = deploy_app(lifetime="test", storage=s3_settings.model_dump())
     with app.client() as c:
         r = c.post("/v1/images/generations", json={"prompt": "s3 please", "seed": 1, "response_format": "url"})
     assert r.status_code == 200, r.text
