@@ -1,7 +1,7 @@
 """The application builder: the whole request path, top to bottom.
 
-    HTTP -> Gateway -> PromptScreen -> Cache -(miss)-> ImageScreen -> Router -> MMDiTModel[variant]
-                                         └─(hit)─> result   (Storage.put before the cache indexes it)
+    HTTP -> Gateway -(miss)-> PromptScreen -> Cache -(miss)-> ImageScreen -> Router -> MMDiTModel[variant]
+              └─(hit)─> result: the gateway reads the cache index itself (cache.ResultCache)
 
 Each stage is its own Serve deployment holding a handle to the next; the builder below wires
 them from the model outwards, so each stage is bound to the one after it.
@@ -52,7 +52,7 @@ def build_app(settings: Settings) -> Application:
     # 3. Every image is screened before it is stored, cached or returned.
     if settings.safety.image.enabled:
         entry = stages["image_filter"] = cast(Deployment, ImageScreen).options(**small).bind(entry, settings)
-    # 4. The cache answers repeated requests and coalesces identical misses.
+    # 4. The cache coalesces identical misses and indexes results (the gateway answers hits).
     if settings.cache.enabled:
         entry = stages["cache"] = cast(Deployment, Cache).options(**small).bind(entry, settings)
     # 5. Prompts are screened before they cost a cache lookup or GPU time.

@@ -5,6 +5,12 @@ guidance, strength, seed, input image and mask hashes) plus the model version th
 so traffic served by another version never gets this version's image. An unseeded request gets
 a seed derived from the key without the seed: the same prompt returns the same (cached) image.
 
+Results are keyed by the screening policy too (``safety.screening_policy``): an entry exists only
+for a request whose prompt and image passed the screens of that policy, so a hit needs neither
+screen again. That is what lets the gateway answer hits itself (``ResultCache``), before any other
+deployment; the ``Cache`` stage handles what the gateway could not (misses, single flight,
+``refresh``), and repeats the lookup in case a concurrent request filled the entry meanwhile.
+
 The index holds references (storage key and metadata); image bytes stay in storage. Backends:
 an embedded LRU index with a byte budget (a detached Ray actor) and Redis (TTL plus a size bound
 by least-recent use). If the index is unreachable, requests are served uncached (counted and
@@ -29,12 +35,14 @@ from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import metrics, telemetry
 from huabu.deployments.messages import ModelRequest, ModelResult
+from huabu.deployments.safety import screening_policy
 from huabu.deployments.settings import CacheSettings, Settings
 from huabu.deployments.state import detached_actor
 from huabu.deployments.storage import open_storage
 
 logger = logging.getLogger("huabu.cache")
 STAT_NAMES = ("hits", "misses", "coalesced", "bypassed", "refreshed", "errors")
+INDEX_RETRY_S = 2.0
 
 
 def _array_hash(array: np.ndarray | None) -> str:
@@ -61,8 +69,9 @@ def canonical_request(request: ModelRequest, with_seed: bool = True) -> str:
     return json.dumps(fields, sort_keys=True, ensure_ascii=False)
 
 
-def cache_key(request: ModelRequest) -> str:
-    return hashlib.sha256(canonical_request(request).encode()).hexdigest()
+def cache_key(request: ModelRequest, policy: str) -> str:
+    """The entry of a request screened under ``policy`` (a ``screening_policy`` digest)."""
+    return hashlib.sha256(f"{canonical_request(request)}\n{policy}".encode()).hexdigest()
 
 
 def derived_seed(request: ModelRequest) -> int:
@@ -206,33 +215,78 @@ def open_cache_index(settings: Settings) -> CacheIndex:
     return EmbeddedCacheIndex(settings.state.namespace, settings.cache)
 
 
-@serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
-class Cache:
-    """Between the prompt filter and the router: hits answer at once; identical concurrent
-    misses share one model call; results are stored before they are indexed."""
+class ResultCache:
+    """The cache as a library: lookups, writes and counters against the index. The gateway holds
+    one to answer hits without another hop; the ``Cache`` stage holds one for everything else.
+    Counting happens in the background (a hit must not wait for a counter). An unreachable index
+    is a miss, never an error, and is left alone for a while (``INDEX_RETRY_S``) so that an outage
+    does not add a timeout to every request."""
 
-    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
-        telemetry.configure(settings, "cache")
-        self.ratio = metrics.CacheRatio()
-        self.next_stage = next_stage  # the image filter, or the router when it is off
+    def __init__(self, settings: Settings) -> None:
         self.index = open_cache_index(settings)
-        self.storage = open_storage(settings.storage)
-        self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
+        self.policy = screening_policy(settings.safety)
         self.counting: set[asyncio.Task[None]] = set()  # counter updates in flight
         self.local_errors = 0  # index failures, also counted here when the index itself is down
+        self.unavailable_until = 0.0  # monotonic time before which the index is not tried
 
-    async def stats(self) -> dict[str, float]:
-        if self.counting:
-            await asyncio.wait(list(self.counting), timeout=1.0)  # include the counts in flight
+    def key(self, request: ModelRequest) -> str:
+        return cache_key(request, self.policy)
+
+    async def hit(self, request: ModelRequest) -> ModelResult | None:
+        """The stored result of a ``cache=use`` request, counted as a hit; None otherwise (the
+        ``Cache`` stage counts the miss)."""
+        if request.cache != "use":
+            return None
+        entry = await self.lookup(self.key(request))
+        if entry is None:
+            return None
+        self.count("hits")
+        self.count("saved_s", entry.generation_s)
+        return ModelResult(
+            png=b"",
+            seed=entry.seed,
+            model=entry.model,
+            prompt_truncated=entry.prompt_truncated,
+            variant=entry.variant,
+            generation_s=0.0,
+            cached=True,
+            storage_key=entry.storage_key,
+        )
+
+    def _available(self) -> bool:
+        if time.monotonic() < self.unavailable_until:
+            self.local_errors += 1
+            return False
+        return True
+
+    def _failed(self, what: str) -> None:
+        self.local_errors += 1
+        self.unavailable_until = time.monotonic() + INDEX_RETRY_S
+        logger.warning("cache index unavailable: %s for %.0f s", what, INDEX_RETRY_S, exc_info=True)
+
+    async def lookup(self, key: str) -> CacheEntry | None:
+        if not self._available():
+            return None
         try:
-            stats = await self.index.stats()
+            with telemetry.work("cache.lookup") as lookup:
+                entry = await self.index.get(key)
+                lookup.set(cache_hit=entry is not None)
+                return entry
         except Exception:
-            stats = {"available": 0.0}
-        return {**stats, "local_errors": float(self.local_errors)}
+            self._failed("serving uncached")
+            return None
 
-    def _count(self, name: str, amount: float = 1) -> None:
-        """Count in the background: metering must not add a round trip to a hit."""
-        self.ratio.count(name, amount)
+    async def store(self, key: str, entry: CacheEntry) -> None:
+        if not self._available():
+            return
+        try:
+            with telemetry.work("cache.write"):
+                await self.index.put(key, entry)
+        except Exception:
+            self._failed("results not cached")
+
+    def count(self, name: str, amount: float = 1) -> None:
+        metrics.cache_outcome(name, amount)
         task = asyncio.get_running_loop().create_task(self._send_count(name, amount))
         self.counting.add(task)
         task.add_done_callback(self.counting.discard)
@@ -243,6 +297,36 @@ class Cache:
         except Exception:
             self.local_errors += 1
 
+    async def settled(self) -> None:
+        """Wait (briefly) for the counts in flight, so that statistics include them."""
+        if self.counting:
+            await asyncio.wait(list(self.counting), timeout=1.0)
+
+    async def stats(self) -> dict[str, float]:
+        await self.settled()
+        try:
+            stats = await self.index.stats()
+        except Exception:
+            stats = {"available": 0.0}
+        return {**stats, "local_errors": float(self.local_errors)}
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
+class Cache:
+    """Between the prompt filter and the router: identical concurrent misses share one model
+    call; results are stored before they are indexed."""
+
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        telemetry.configure(settings, "cache")
+        self.next_stage = next_stage  # the image filter, or the router when it is off
+        self.results = ResultCache(settings)
+        self.count = self.results.count
+        self.storage = open_storage(settings.storage)
+        self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
+
+    async def stats(self) -> dict[str, float]:
+        return await self.results.stats()
+
     async def generate(self, request: ModelRequest) -> ModelResult:
         with telemetry.hop("cache", request, cache_mode=request.cache) as hop:
             result = await self._generate(request)
@@ -251,25 +335,23 @@ class Cache:
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         if request.cache == "bypass":
-            self._count("bypassed")
+            self.count("bypassed")
             return await self._produce(request, None)
-        key = cache_key(request)
+        key = self.results.key(request)
         if request.cache == "use":
-            entry = await self._lookup(key)
-            if entry is not None:
-                self._count("hits")
-                self._count("saved_s", entry.generation_s)
-                return self._hit(entry)
+            hit = await self.results.hit(request)
+            if hit is not None:
+                return hit
         else:
-            self._count("refreshed")
+            self.count("refreshed")
         leader = self.inflight.get(key)
         if leader is not None:
-            self._count("coalesced")
+            self.count("coalesced")
             shared = await asyncio.shield(leader)
             if not shared.cancelled:
                 return self._shared(shared)
             # The leader's job was cancelled; this request still wants its image.
-        self._count("misses")
+        self.count("misses")
         future: asyncio.Future[ModelResult] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         try:
@@ -283,17 +365,6 @@ class Cache:
         finally:
             self.inflight.pop(key, None)
         return result
-
-    async def _lookup(self, key: str) -> CacheEntry | None:
-        try:
-            with telemetry.work("cache.lookup") as lookup:
-                entry = await self.index.get(key)
-                lookup.set(cache_hit=entry is not None)
-                return entry
-        except Exception:
-            self.local_errors += 1
-            logger.warning("cache index unavailable: serving uncached", exc_info=True)
-            return None
 
     async def _produce(self, request: ModelRequest, key: str | None) -> ModelResult:
         result: ModelResult = await self.next_stage.generate.remote(request)
@@ -310,26 +381,8 @@ class Cache:
                 size_bytes=len(result.png),
                 variant=result.variant,
             )
-            try:
-                with telemetry.work("cache.write"):
-                    await self.index.put(key, entry)
-            except Exception:
-                self.local_errors += 1
-                logger.warning("cache index unavailable: result not cached", exc_info=True)
+            await self.results.store(key, entry)
         return result
-
-    @staticmethod
-    def _hit(entry: CacheEntry) -> ModelResult:
-        return ModelResult(
-            png=b"",
-            seed=entry.seed,
-            model=entry.model,
-            prompt_truncated=entry.prompt_truncated,
-            variant=entry.variant,
-            generation_s=0.0,
-            cached=True,
-            storage_key=entry.storage_key,
-        )
 
     @staticmethod
     def _shared(result: ModelResult) -> ModelResult:

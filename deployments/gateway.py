@@ -334,6 +334,9 @@ class Gateway:
         if "cache" not in self.stages:
             raise not_found("the cache is disabled in this deployment")
         stats: dict[str, float] = await self.stages["cache"].stats.remote()
+        if self.service.cache is not None:  # read again once this gateway's own hits are counted
+            own = await self.service.cache.stats()
+            stats = {**own, "local_errors": own["local_errors"] + stats.get("local_errors", 0.0)}
         lookups = stats.get("hits", 0.0) + stats.get("misses", 0.0) + stats.get("coalesced", 0.0)
         return {**stats, "hit_ratio": stats.get("hits", 0.0) / lookups if lookups else 0.0}
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import telemetry
-from huabu.deployments.cache import derived_seed
+from huabu.deployments.cache import ResultCache, derived_seed
 from huabu.deployments.errors import APIError, invalid, not_found, overloaded
 from huabu.deployments.images import decode_image, decode_mask
 from huabu.deployments.jobs import JobCancelled
@@ -88,6 +88,8 @@ class GenerationService:
         self.storage = storage
         self.settings = settings
         self.catalog = ModelCatalog(router)
+        # Hits are answered here, before any other deployment (see deployments/cache.py).
+        self.cache = ResultCache(settings) if settings.cache.enabled else None
         self.experiments: Experiments | None = None  # A/B assignment and metrics, set by the gateway
         self.on_results: Callable[[list[ModelRequest], list[ModelResult]], Awaitable[None]] | None = None
 
@@ -185,7 +187,7 @@ class GenerationService:
     async def run(self, requests: list[ModelRequest], response_format: str) -> tuple[ImagesResponse, str | None]:
         telemetry.carry(requests)  # the next stage's span is a child of this request's span
         try:
-            call = asyncio.gather(*(self.entry.generate.remote(r) for r in requests))
+            call = asyncio.gather(*(self._generate(r) for r in requests))
             results: list[ModelResult] = await (self.experiments.track(requests, call) if self.experiments else call)
         except ModelOverloaded:
             raise overloaded(self.settings.model.retry_after_s) from None
@@ -206,6 +208,13 @@ class GenerationService:
             await self.on_results(requests, results)
         data = [await self._image_data(result, response_format) for result in results]
         return ImagesResponse(created=int(time.time()), data=data), results[0].variant
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
+        hit = await self.cache.hit(request) if self.cache is not None else None
+        if hit is not None:
+            return hit
+        result: ModelResult = await self.entry.generate.remote(request)
+        return result
 
     async def _image_data(self, result: ModelResult, response_format: str) -> ImageData:
         key = result.storage_key or await self.storage.put(result.png)

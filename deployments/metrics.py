@@ -141,23 +141,13 @@ def variant_request(variant: str, outcome: str, seconds: float) -> None:
     )
 
 
-class CacheRatio:
-    """Cache outcomes as counters, plus this replica's hit ratio as a gauge (hits over lookups)."""
-
-    LOOKUPS = ("hits", "misses", "coalesced")
-
-    def __init__(self) -> None:
-        self.counts = dict.fromkeys(self.LOOKUPS, 0)
-
-    def count(self, name: str, amount: float = 1) -> None:
-        if name == "saved_s":
-            _inc("huabu_cache_saved_seconds", "generation seconds saved by cache hits", amount)
-            return
+def cache_outcome(name: str, amount: float = 1) -> None:
+    """Hits are counted where they are answered (the gateway), the rest by the cache stage; the
+    hit ratio is these counters summed over replicas (docs/OBSERVABILITY.md)."""
+    if name == "saved_s":
+        _inc("huabu_cache_saved_seconds", "generation seconds saved by cache hits", amount)
+    else:
         _inc("huabu_cache_requests", "cache outcomes (hits, misses, coalesced, bypassed, refreshed)", result=name)
-        if name in self.counts:
-            self.counts[name] += 1
-            lookups = sum(self.counts.values())
-            _set("huabu_cache_hit_ratio", "cache hits over lookups in this replica", self.counts["hits"] / lookups)
 
 
 def filter_decision(side: str, blocked: bool, category: str | None, check: str) -> None:

@@ -10,8 +10,11 @@ logged, never its text.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +24,34 @@ from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import telemetry
 from huabu.deployments.messages import ModelRequest, ModelResult
-from huabu.deployments.settings import Settings
+from huabu.deployments.settings import SafetySettings, Settings
 from huabu.filters import Decision, ImageFilter, PromptFilter
+from huabu.filters.image import bundled_model_path
 
 logger = logging.getLogger("huabu.safety")
+
+
+def screening_policy(settings: SafetySettings) -> str:
+    """A digest of everything that decides whether a prompt or an image passes: the settings and
+    the bytes of every block list, exemplar file and classifier they name. A cached result was
+    screened under one policy; keyed by it, a hit can skip both screens, and any policy change
+    makes every older entry a miss."""
+    digest = hashlib.sha256(settings.model_dump_json().encode())
+
+    def add_file(path: str | Path, bundled: str) -> None:
+        local = Path(path)
+        if local.suffix in (".yaml", ".yml", ".json") or local.exists():
+            digest.update(local.read_bytes())
+        else:
+            digest.update(resources.files("huabu.filters").joinpath(bundled.format(path)).read_bytes())
+
+    for name in settings.prompt.blocklists:
+        add_file(name, "data/blocklist_{}.yaml")
+    for name in settings.prompt.exemplars:
+        add_file(name, "data/exemplars_{}.yaml")
+    classifier = Path(settings.image.model_path or bundled_model_path())
+    digest.update(f"{classifier}:{classifier.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
 
 
 class ContentBlocked(Exception):

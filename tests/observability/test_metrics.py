@@ -67,14 +67,12 @@ def test_metrics_are_scraped_from_the_ray_metrics_port(traced_app) -> None:
     while True:
         samples = scrape(traced_app.name)
         missing = [(n, ls) for n, ls in expected if total(samples, n, **dict(ls)) <= 0]
-        gauges = {n for n, _, _ in samples if n in ("ray_huabu_model_queue_depth", "ray_huabu_cache_hit_ratio")}
-        if not missing and len(gauges) == 2:
+        gauges = {n for n, _, _ in samples if n == "ray_huabu_model_queue_depth"}
+        if not missing and gauges:
             break
         requests = [(t["method"], t["route"], t["status"]) for n, t, _ in samples if n == "ray_huabu_requests_total"]
         assert time.monotonic() < deadline, f"missing: {missing}, gauges: {gauges}, requests: {requests}"
         time.sleep(1)
-    ratios = [v for n, _, v in samples if n == "ray_huabu_cache_hit_ratio"]
-    assert all(0 < r <= 1 for r in ratios)
 
 
 def test_every_metric_is_documented() -> None:

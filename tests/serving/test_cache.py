@@ -36,6 +36,40 @@ def test_hot_prompt_costs_one_generation(app) -> None:
     assert after["saved_s"] > before["saved_s"] and 0 < after["hit_ratio"] <= 1
 
 
+def test_a_hit_is_answered_by_the_gateway_alone(app) -> None:
+    """A stored result passed both screens under the current policy, so a hit asks neither the
+    prompt filter nor the cache stage (their counters stay still) and no model runs."""
+    with app.client() as c:
+        generate(c, prompt="gateway hit")
+        before = c.get("/v1/admin/filters/stats").json()
+        hits = [generate(c, prompt="gateway hit") for _ in range(3)]
+        after = c.get("/v1/admin/filters/stats").json()
+    assert all(h["cached"] for h in hits)
+    assert after == before
+
+
+def test_the_screening_policy_is_part_of_the_key(tmp_path) -> None:
+    from huabu.deployments.cache import cache_key
+    from huabu.deployments.messages import ModelRequest
+    from huabu.deployments.safety import screening_policy
+    from huabu.deployments.settings import SafetySettings
+
+    blocklist = tmp_path / "blocklist.yaml"
+    blocklist.write_text("version: 1\nrules: []\n")
+    custom = SafetySettings(prompt={"blocklists": [str(blocklist)]})
+    policies = {
+        screening_policy(SafetySettings()),
+        screening_policy(SafetySettings(image={"nsfw_threshold": 0.5})),
+        screening_policy(custom),
+    }
+    blocklist.write_text("version: 2\nrules: []\n")  # the same settings, another list
+    policies.add(screening_policy(custom))
+    assert len(policies) == 4
+    request = ModelRequest(operation="generate", prompt="p", seed=1, height=32, width=32, steps=2, guidance=4.0)
+    assert len({cache_key(request, policy) for policy in policies}) == 4
+    assert screening_policy(SafetySettings()) == screening_policy(SafetySettings())
+
+
 def test_bypass_refresh_and_explicit_seeds(app) -> None:
     with app.client() as c:
         base = generate(c, prompt="cache modes")
