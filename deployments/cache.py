@@ -43,6 +43,7 @@ from huabu.deployments.storage import open_storage
 logger = logging.getLogger("huabu.cache")
 STAT_NAMES = ("hits", "misses", "coalesced", "bypassed", "refreshed", "errors")
 INDEX_RETRY_S = 2.0
+COUNT_FLUSH_S = 0.5
 
 
 def _array_hash(array: np.ndarray | None) -> str:
@@ -101,7 +102,7 @@ class CacheEntry:
 class CacheIndex(Protocol):
     async def get(self, key: str) -> CacheEntry | None: ...
     async def put(self, key: str, entry: CacheEntry) -> None: ...
-    async def count(self, name: str, amount: float = 1) -> None: ...
+    async def count_many(self, counts: dict[str, float]) -> None: ...
     async def stats(self) -> dict[str, float]: ...
 
 
@@ -134,8 +135,9 @@ class _LRUIndex:
             self.total_bytes -= self.sizes.pop(old)
             self.counters["evictions"] += 1
 
-    def count(self, name: str, amount: float) -> None:
-        self.counters[name] = self.counters.get(name, 0.0) + amount
+    def count_many(self, counts: dict[str, float]) -> None:
+        for name, amount in counts.items():
+            self.counters[name] = self.counters.get(name, 0.0) + amount
 
     def stats(self) -> dict[str, float]:
         return {**self.counters, "entries": len(self.entries), "bytes": self.total_bytes}
@@ -157,8 +159,8 @@ class EmbeddedCacheIndex:
     async def put(self, key: str, entry: CacheEntry) -> None:
         await self.actor.put.remote(key, entry.to_json(), entry.size_bytes)
 
-    async def count(self, name: str, amount: float = 1) -> None:
-        await self.actor.count.remote(name, amount)
+    async def count_many(self, counts: dict[str, float]) -> None:
+        await self.actor.count_many.remote(counts)
 
     async def stats(self) -> dict[str, float]:
         return cast(dict[str, float], await self.actor.stats.remote())
@@ -196,8 +198,11 @@ class RedisCacheIndex:
                 await self.client.delete(*[self.prefix + name for name in names])
                 await self.client.incrbyfloat(self.prefix + "stat:evictions", len(evicted))
 
-    async def count(self, name: str, amount: float = 1) -> None:
-        await self.client.incrbyfloat(self.prefix + "stat:" + name, amount)
+    async def count_many(self, counts: dict[str, float]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name, amount in counts.items():
+                pipe.incrbyfloat(self.prefix + "stat:" + name, amount)
+            await pipe.execute()
 
     async def stats(self) -> dict[str, float]:
         names = (*STAT_NAMES, "saved_s", "evictions")
@@ -218,14 +223,16 @@ def open_cache_index(settings: Settings) -> CacheIndex:
 class ResultCache:
     """The cache as a library: lookups, writes and counters against the index. The gateway holds
     one to answer hits without another hop; the ``Cache`` stage holds one for everything else.
-    Counting happens in the background (a hit must not wait for a counter). An unreachable index
+    Counts are gathered here and sent in one call every ``COUNT_FLUSH_S`` (a hit must not wait
+    for, nor pay for, a counter round trip), and before statistics are read. An unreachable index
     is a miss, never an error, and is left alone for a while (``INDEX_RETRY_S``) so that an outage
     does not add a timeout to every request."""
 
     def __init__(self, settings: Settings) -> None:
         self.index = open_cache_index(settings)
         self.policy = screening_policy(settings.safety)
-        self.counting: set[asyncio.Task[None]] = set()  # counter updates in flight
+        self.pending: dict[str, float] = {}  # counts not yet sent to the index
+        self.flusher: asyncio.Task[None] | None = None
         self.local_errors = 0  # index failures, also counted here when the index itself is down
         self.unavailable_until = 0.0  # monotonic time before which the index is not tried
 
@@ -287,23 +294,24 @@ class ResultCache:
 
     def count(self, name: str, amount: float = 1) -> None:
         metrics.cache_outcome(name, amount)
-        task = asyncio.get_running_loop().create_task(self._send_count(name, amount))
-        self.counting.add(task)
-        task.add_done_callback(self.counting.discard)
+        self.pending[name] = self.pending.get(name, 0.0) + amount
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
-    async def _send_count(self, name: str, amount: float) -> None:
-        try:
-            await self.index.count(name, amount)
-        except Exception:
-            self.local_errors += 1
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(COUNT_FLUSH_S)
+        await self.flush()
 
-    async def settled(self) -> None:
-        """Wait (briefly) for the counts in flight, so that statistics include them."""
-        if self.counting:
-            await asyncio.wait(list(self.counting), timeout=1.0)
+    async def flush(self) -> None:
+        counts, self.pending = self.pending, {}
+        if counts:
+            try:
+                await self.index.count_many(counts)
+            except Exception:  # the index is down: these counts are lost, and that is counted
+                self.local_errors += 1
 
     async def stats(self) -> dict[str, float]:
-        await self.settled()
+        await self.flush()
         try:
             stats = await self.index.stats()
         except Exception:

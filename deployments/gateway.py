@@ -261,6 +261,7 @@ class Gateway:
             on_created=self.service.experiments.remember_job if self.service.experiments else None,
         )
         await self.access.job_created(job.id)  # owner and concurrency slot of the caller's key
+        self.runner.wake()
         return job
 
     async def _job(self, job_id: str) -> Job:

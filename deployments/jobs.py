@@ -25,6 +25,7 @@ from huabu.sdk.types import ErrorBody, EventType, ImagesResponse, Job, JobEvent,
 
 logger = logging.getLogger("huabu.jobs")
 ACTIVE = "jobs:active"
+IDLE_POLL_MAX_S = 1.0
 
 
 class JobCancelled(Exception):
@@ -204,10 +205,15 @@ class JobRunner:
         self.owner = owner
         self.tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    def wake(self) -> None:
+        """A job was just submitted here: look now, not at the next idle poll."""
+        self._wake.set()
 
     async def stop(self) -> None:
         for task in [self._loop_task, *self.tasks]:
@@ -215,6 +221,10 @@ class JobRunner:
                 task.cancel()
 
     async def _loop(self) -> None:
+        # An idle runner polls less and less often (up to IDLE_POLL_MAX_S): a dozen idle gateways
+        # must not keep the store busy. Jobs submitted to this replica wake it at once; others'
+        # are taken over within IDLE_POLL_MAX_S.
+        idle_wait = self.settings.poll_interval_s
         while True:
             job_id: str | None = None
             try:
@@ -224,11 +234,16 @@ class JobRunner:
                 logger.warning("job store unavailable; retrying", exc_info=True)
                 job_id = None
             if job_id is None:
-                await asyncio.sleep(self.settings.poll_interval_s)
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle_wait)
+                idle_wait = min(IDLE_POLL_MAX_S, idle_wait * 2)
                 continue
+            idle_wait = self.settings.poll_interval_s
             task = asyncio.get_running_loop().create_task(self._run(job_id))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(lambda _: self._wake.set())  # a slot is free again
 
     async def _keep_lease(self, job_id: str) -> None:
         while True:

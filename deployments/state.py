@@ -21,6 +21,10 @@ class KeyValueStore(Protocol):
     async def delete(self, *keys: str) -> int: ...
     async def expire(self, key: str, ttl_s: float) -> bool: ...
     async def incr(self, key: str, amount: int = 1) -> int: ...
+    async def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        """Add to several counters in one round trip; each then expires ``ttl_s`` after this write."""
+        ...
+
     async def rpush(self, key: str, value: bytes) -> int: ...
     async def lrange(self, key: str, start: int, end: int) -> list[bytes]: ...
     async def sadd(self, key: str, member: str) -> int: ...
@@ -80,6 +84,11 @@ class _MemoryState:
         if deadline is not None:
             self.deadlines[key] = deadline
         return current
+
+    def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        for key, amount in amounts.items():
+            self.incr(key, amount)
+            self.deadlines[key] = time.monotonic() + ttl_s
 
     def rpush(self, key: str, value: bytes) -> int:
         if not self._alive(key):
@@ -162,6 +171,9 @@ class EmbeddedStore:
     async def incr(self, key: str, amount: int = 1) -> int:
         return await self.actor.incr.remote(key, amount)
 
+    async def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        await self.actor.incr_many.remote(amounts, ttl_s)
+
     async def rpush(self, key: str, value: bytes) -> int:
         return await self.actor.rpush.remote(key, value)
 
@@ -212,6 +224,13 @@ class RedisStore:
 
     async def incr(self, key: str, amount: int = 1) -> int:
         return int(await self.client.incrby(self._k(key), amount))
+
+    async def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, amount in amounts.items():
+                pipe.incrby(self._k(key), amount)
+                pipe.pexpire(self._k(key), max(1, int(ttl_s * 1000)))
+            await pipe.execute()
 
     async def rpush(self, key: str, value: bytes) -> int:
         return int(await self.client.rpush(self._k(key), value))

@@ -52,13 +52,8 @@ class UsageMeter:
             "generation_ms": round(sum(res.generation_s / max(1, res.batch_size) for _, res in fresh) * 1000),
         }
         day = utc_day()
-
-        async def add(metric: str, amount: int) -> None:
-            key = self._key(key_id, day, metric)
-            if await self.kv.incr(key, amount) == amount:  # first write of the day: set the retention
-                await self.kv.expire(key, RETENTION_S)
-
-        await asyncio.gather(*(add(m, a) for m, a in amounts.items() if a))
+        # One round trip: this runs on every request's path, hits included.
+        await self.kv.incr_many({self._key(key_id, day, m): a for m, a in amounts.items() if a}, RETENTION_S)
 
     async def images_on(self, key_id: str, day: str | None = None) -> int:
         raw = await self.kv.get(self._key(key_id, day or utc_day(), "images"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -66,6 +67,20 @@ def test_store_contract(make_store: Any) -> None:
     assert store.get("huabu:ab:k") is None and store.keys("huabu:ab:k") == []
     with pytest.raises(ValueError):
         store.set("huabu:ab:bad", {"x": float("inf")})
+
+
+def test_counters_add_up_and_expire(make_store: Any) -> None:
+    """incr_many (usage metering's one round trip per request) adds and sets the expiry."""
+    store = make_store()
+
+    def run(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, store.loop).result(30)
+
+    run(store.kv.incr_many({"u:a": 2, "u:b": 5}, 60))
+    run(store.kv.incr_many({"u:a": 3}, 0.3))
+    assert run(store.kv.get("u:a")) == b"5" and run(store.kv.get("u:b")) == b"5"
+    time.sleep(0.5)
+    assert run(store.kv.get("u:a")) is None and run(store.kv.get("u:b")) == b"5"
 
 
 def test_concurrent_replicas_lose_no_metrics_and_state_survives_a_restart(make_store: Any) -> None:
