@@ -1,7 +1,10 @@
 """Serving benchmarks on a real local Ray Serve, each against a baseline in the same run:
 
-1. latency of one uncached generation over HTTP through every deployment vs the same pipeline
-   called in-process (same model, size, steps and torch threads), interleaved; target <= 1.05x;
+1. latency of one uncached generation over HTTP through every deployment (gateway, prompt filter,
+   cache, image filter, router, model, storage) vs the same pipeline called in-process: the same
+   prompt filter, model, PNG encoding, image filter, storage write and base64 answer, with the
+   same settings, model and torch threads; interleaved; target <= 1.05x. The model alone is
+   timed too, so the cost of the filters themselves shows;
 2. throughput of 8 concurrent clients with batching on vs off (max_batch_size 8 vs 1),
    interleaved rounds; target >= 1.5x.
 
@@ -11,26 +14,29 @@ Usage: python bench/bench_serving.py [--rounds N] [--size 64x64] [--steps 30]
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import io
 import os
 import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
+import numpy as np
+from PIL import Image
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def deploy(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> str:
-    from ray import serve
-
-    from huabu.deployments.app import build_app
+def bench_settings(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> Any:
     from huabu.deployments.settings import Settings
 
     base = f"http://127.0.0.1:{port}/{name}"
-    settings = Settings.load(
+    return Settings.load(
         environ={},
         app_name=name,
         state={"namespace": name},
@@ -39,7 +45,16 @@ def deploy(name: str, port: int, telemetry: dict[str, object] | None = None, **m
         telemetry=telemetry or {},
         auth={"enabled": False},  # benchmarks measure serving, not key checks
     )
-    serve.run(build_app(settings), name=name, route_prefix=f"/{name}", blocking=False)
+
+
+def deploy(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> str:
+    from ray import serve
+
+    from huabu.deployments.app import build_app
+
+    base = f"http://127.0.0.1:{port}/{name}"
+    app = build_app(bench_settings(name, port, telemetry, **model))
+    serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -49,6 +64,53 @@ def deploy(name: str, port: int, telemetry: dict[str, object] | None = None, **m
             pass
         time.sleep(0.5)
     raise TimeoutError(name)
+
+
+class InProcess:
+    """The served pipeline's work, called in this process: prompt filter, model, PNG, image
+    filter, storage write and the base64 answer (what the HTTP path does minus Serve)."""
+
+    def __init__(self, settings: Any) -> None:
+        import torch
+
+        from huabu.deployments.mmdit.checkpoint import load_checkpoint
+        from huabu.deployments.mmdit.pipeline import Pipeline
+        from huabu.deployments.storage import open_storage
+        from huabu.filters import ImageFilter, PromptFilter
+
+        torch.set_num_threads(1)  # the replicas run one torch thread too (model.torch_threads)
+        self.model_id = settings.variants["stable"].model
+        self.pipeline = Pipeline(load_checkpoint(self.model_id))
+        self.prompt_filter = PromptFilter(settings.safety.prompt)
+        self.image_filter = ImageFilter(settings.safety.image)
+        self.prompt_filter.warmup()
+        self.image_filter.warmup()
+        self.storage = open_storage(settings.storage)
+
+    def model_only(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> float:
+        from huabu.deployments.mmdit import requests as R
+        from huabu.deployments.mmdit.png import encode_png
+
+        start = time.perf_counter()
+        result = self.pipeline([R.generation(prompt, seed=seed, size=size, steps=steps)])[0]
+        assert result.pixels is not None
+        encode_png(result.pixels, {"prompt": prompt, "seed": seed})
+        return time.perf_counter() - start
+
+    def every_stage(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> float:
+        from huabu.deployments.mmdit import requests as R
+        from huabu.deployments.mmdit.png import encode_png
+
+        start = time.perf_counter()
+        assert not self.prompt_filter.check_request(prompt, "").blocked
+        result = self.pipeline([R.generation(prompt, seed=seed, size=size, steps=steps)])[0]
+        assert result.pixels is not None
+        png = encode_png(result.pixels, {"prompt": prompt, "seed": seed})
+        with Image.open(io.BytesIO(png)) as image:  # the image filter reads the PNG, as served
+            assert not self.image_filter.check(np.asarray(image.convert("RGB"))).blocked
+        asyncio.run(self.storage.put(png))
+        base64.b64encode(png)
+        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -61,12 +123,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    import torch
     from ray import serve
-
-    from huabu.deployments.mmdit import requests as R
-    from huabu.deployments.mmdit.checkpoint import load_checkpoint
-    from huabu.deployments.mmdit.png import encode_png
 
     width, height = (int(v) for v in args.size.split("x"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -74,19 +131,9 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     batched = deploy("batched", port, max_batch_size=8, max_ongoing_requests=16)
     unbatched = deploy("unbatched", port, max_batch_size=1, max_ongoing_requests=16)
-
-    from huabu.deployments.mmdit.pipeline import Pipeline
-
-    torch.set_num_threads(1)  # the replicas run one torch thread too (Ray's OMP_NUM_THREADS=1)
-    pipeline = Pipeline(load_checkpoint("random-init@v0"))
-    body = {"prompt": "a red circle on the left", "size": args.size, "steps": args.steps}
-
-    def in_process(seed: int) -> float:
-        start = time.perf_counter()
-        result = pipeline([R.generation(body["prompt"], seed=seed, size=(height, width), steps=args.steps)])[0]
-        assert result.pixels is not None
-        encode_png(result.pixels, {"prompt": body["prompt"], "seed": seed})
-        return time.perf_counter() - start
+    local = InProcess(bench_settings("batched", port))
+    prompt = "a red circle on the left"
+    body = {"prompt": prompt, "size": args.size, "steps": args.steps}  # a new seed each time: misses
 
     def over_http(client: httpx.Client, base: str, seed: int) -> float:
         start = time.perf_counter()
@@ -94,13 +141,15 @@ def main() -> None:
         r.raise_for_status()
         return time.perf_counter() - start
 
+    timings: dict[str, list[float]] = {"model": [], "stages": [], "http": []}
     with httpx.Client(timeout=300) as client:
         for seed in range(2):  # warm-up
-            in_process(seed), over_http(client, batched, seed), over_http(client, unbatched, seed)
-        local, remote = [], []
+            local.every_stage(prompt, seed, (height, width), args.steps)
+            over_http(client, batched, seed), over_http(client, unbatched, seed)
         for i in range(args.rounds):
-            local.append(in_process(1000 + i))
-            remote.append(over_http(client, batched, 2000 + i))
+            timings["model"].append(local.model_only(prompt, 1000 + i, (height, width), args.steps))
+            timings["stages"].append(local.every_stage(prompt, 1000 + i, (height, width), args.steps))
+            timings["http"].append(over_http(client, batched, 1000 + i))
 
     def throughput(base: str, round_id: int) -> float:
         def client_run(c: int) -> None:
@@ -118,11 +167,12 @@ def main() -> None:
         on.append(throughput(batched, 2 * r))
         off.append(throughput(unbatched, 2 * r + 1))
 
-    ml, mr = statistics.median(local), statistics.median(remote)
-    print(f"settings: size={args.size} steps={args.steps} torch threads=1 model=random-init@v0")
+    model, stages, http = (statistics.median(timings[k]) for k in ("model", "stages", "http"))
+    print(f"settings: size={args.size} steps={args.steps} torch threads=1 model={local.model_id} rounds={args.rounds}")
     print(
-        f"latency  in-process median {ml * 1e3:8.1f} ms | HTTP through gateway->router->model median "
-        f"{mr * 1e3:8.1f} ms | overhead {(mr - ml) * 1e3:6.1f} ms | ratio {mr / ml:.3f} (target <= 1.05)"
+        f"latency  in-process: model {model * 1e3:7.1f} ms, every stage {stages * 1e3:7.1f} ms | HTTP through "
+        f"every deployment {http * 1e3:7.1f} ms | serving overhead {(http - stages) * 1e3:6.1f} ms | ratio "
+        f"{http / stages:.3f} (target <= 1.05); over the model alone {http / model:.3f}"
     )
     print(
         f"throughput {args.clients} clients: batching on {statistics.median(on):.2f} img/s | off "

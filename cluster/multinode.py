@@ -26,7 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huabu.cluster.local import NODES_FILE, ClusterError, ClusterState, LocalCluster, _psutil, free_port
+from huabu.cluster.local import (
+    NODES_FILE,
+    ClusterError,
+    ClusterState,
+    LocalCluster,
+    _psutil,
+    free_port,
+    serve_proxy_env,
+)
 
 HEAD = "head"
 
@@ -132,6 +140,7 @@ class MultiNodeCluster:
     def _env(self, state: ClusterState) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env.update(state.env())
+        env.update(serve_proxy_env(self.local.temp_dir))  # every node: gateways may run on any
         return env
 
     def _start_worker(

@@ -9,9 +9,9 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import fake_client
 from fake_server import FakeServer
 from PIL import Image
+from sdk_fakes import fake_client
 
 from huabu.sdk import cli
 from huabu.sdk._results import ImageResults

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FakeClock, fake_async_client, fake_client
 from fake_server import FakeServer
+from sdk_fakes import FakeClock, fake_async_client, fake_client
 
 import huabu.sdk as hs
 from huabu.sdk import _tracing, masks

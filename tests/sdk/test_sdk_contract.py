@@ -7,7 +7,7 @@ Runs against the in-process fake by default; set ``HUABU_TEST_BASE_URL`` to run 
 from __future__ import annotations
 
 import pytest
-from conftest import Backend
+from sdk_fakes import Backend
 
 import huabu.sdk as hs
 from huabu.sdk import masks

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import fake_client
 from fake_server import FakeServer
+from sdk_fakes import fake_client
 
 import huabu.sdk as hs
 from huabu.sdk import cli

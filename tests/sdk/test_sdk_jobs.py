@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from conftest import FakeClock, fake_async_client
 from fake_server import FakeServer
+from sdk_fakes import FakeClock, fake_async_client
 
 import huabu.sdk as hs
 from huabu.sdk._sse import SSEDecoder

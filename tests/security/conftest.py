@@ -8,10 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from security_helpers import ALLOWED_ORIGIN, bearer
 
 from huabu.deployments.auth import key_hash, new_key
-
-ALLOWED_ORIGIN = "https://playground.example"
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +26,6 @@ def secure_app(deploy_app: Any, admin_key: str) -> Any:
         security={"cors_origins": [ALLOWED_ORIGIN]},
         gateway={"num_replicas": 2, "default_steps": 2},
     )
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="session")

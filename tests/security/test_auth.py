@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import bearer
+from security_helpers import bearer
 
 from huabu.deployments.auth import key_hash
 from huabu.deployments.state import EmbeddedStore

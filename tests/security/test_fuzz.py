@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import bearer
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -17,6 +16,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from security_helpers import bearer
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 MAX_EXAMPLES = 12  # per operation: ~1-2 minutes on two busy cores

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from conftest import ALLOWED_ORIGIN, bearer
 from PIL import Image
+from security_helpers import ALLOWED_ORIGIN, bearer
 
 from huabu.deployments.security import RedactSecrets, redact
 from huabu.deployments.storage import UrlSigner

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 
 import pytest
-from conftest import bearer
+from security_helpers import bearer
 
 from huabu.deployments.ratelimit import EmbeddedLimits, Rate, RedisLimits
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import bearer
+from security_helpers import bearer
 
 from huabu.deployments import keys_cli
 from huabu.sdk import AsyncClient, AuthenticationError, Client, ConflictError, PermissionDeniedError, RateLimitError
