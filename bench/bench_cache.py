@@ -2,14 +2,22 @@
 miss (cache=refresh forces a generation with the same request), interleaved in one run.
 Targets: hit p50 <= 20 ms and <= 5 % of the miss p50.
 
-Usage: python bench/bench_cache.py [--rounds N] [--size 32x32] [--steps 20]
+It runs twice, each in a fresh Ray: behind Serve's own HTTP proxy (the default) and behind
+HAProxy (HUABU_HA_PROXY=1, see cluster/local.py), and prints both.
+
+Usage: python bench/bench_cache.py [--rounds N] [--size 32x32] [--steps 20] [--front-end serve|haproxy]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 from bench_serving import deploy
@@ -20,7 +28,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--size", default="32x32")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--front-end", choices=("serve", "haproxy"), help="one run only (default: both)")
     args = parser.parse_args()
+    if args.front_end is None:
+        for front_end in ("serve", "haproxy"):
+            extra = ["--rounds", str(args.rounds), "--size", args.size, "--steps", str(args.steps)]
+            subprocess.run([sys.executable, __file__, *extra, "--front-end", front_end], check=True)
+        return
+    if args.front_end == "haproxy":
+        from huabu.cluster.local import serve_proxy_env
+
+        os.environ.update(serve_proxy_env(Path(tempfile.mkdtemp()), stop_after_s=5, environ={"HUABU_HA_PROXY": "1"}))
 
     import ray
     from ray import serve
@@ -50,7 +68,7 @@ def main() -> None:
                 assert cached
                 hits[fmt].append(elapsed)
     miss = statistics.median(misses)
-    print(f"settings: size={args.size} steps={args.steps} rounds={args.rounds}")
+    print(f"front end: {args.front_end} | settings: size={args.size} steps={args.steps} rounds={args.rounds}")
     print(f"miss p50 {miss * 1e3:7.1f} ms")
     for fmt, values in hits.items():
         hit = statistics.median(values)

@@ -26,10 +26,15 @@ from huabu.sdk.types import ErrorBody, EventType, ImagesResponse, Job, JobEvent,
 logger = logging.getLogger("huabu.jobs")
 ACTIVE = "jobs:active"
 IDLE_POLL_MAX_S = 1.0
+STALL_POLL_S = 1.0
 
 
 class JobCancelled(Exception):
     """The job was cancelled between denoising steps."""
+
+
+class JobStalled(Exception):
+    """An attempt stopped making progress, or ran out of time: it is abandoned and retried."""
 
 
 def new_job_id() -> str:
@@ -165,6 +170,9 @@ class JobStore:
             return await self.transition(job_id, JobStatus.canceled)
         return job
 
+    async def progress_mark(self, job_id: str) -> bytes | None:
+        return await self.kv.get(self._key(job_id, "progress"))
+
     async def cancel_requested(self, job_id: str) -> bool:
         return await self.kv.get(self._key(job_id, "cancel")) is not None
 
@@ -281,9 +289,7 @@ class JobRunner:
             return
         await store.transition(job_id, JobStatus.running)
         try:
-            result, variant = await asyncio.wait_for(
-                self.execute(job_id, request_json), timeout=self.settings.attempt_timeout_s
-            )
+            result, variant = await self._watched(job_id, request_json)
         except JobCancelled:
             await store.transition(job_id, JobStatus.canceled)
         except APIError as exc:
@@ -296,3 +302,29 @@ class JobRunner:
             await store.release(job_id)
         else:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)
+
+    async def _watched(self, job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+        """Run one attempt, abandoning it when its progress stalls once started (its model replica
+        is gone, and a call to a killed replica may never return) or it outlives
+        ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall."""
+        attempt: asyncio.Future[tuple[ImagesResponse, str | None]] = asyncio.ensure_future(
+            self.execute(job_id, request_json)
+        )
+        started_at = quiet_since = time.monotonic()
+        mark = await self.store.progress_mark(job_id)
+        moving = False
+        try:
+            while True:
+                done, _ = await asyncio.wait({attempt}, timeout=STALL_POLL_S)
+                if done:
+                    return attempt.result()
+                now = time.monotonic()
+                latest = await self.store.progress_mark(job_id)
+                if latest != mark:
+                    mark, quiet_since, moving = latest, now, True
+                elif moving and now - quiet_since > self.settings.stall_timeout_s:
+                    raise JobStalled(f"no progress for {now - quiet_since:.0f} s")
+                if now - started_at > self.settings.attempt_timeout_s:
+                    raise JobStalled(f"attempt still running after {now - started_at:.0f} s")
+        finally:
+            attempt.cancel()

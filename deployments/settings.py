@@ -144,6 +144,9 @@ class JobSettings(_Section):
     # An attempt still waiting after this is abandoned and retried: a call to a replica on a node
     # that died mid-request may never answer, and the runner would renew its lease forever.
     attempt_timeout_s: float = Field(600.0, gt=0)
+    # A started job whose progress stops for this long has lost its model replica (a call to a
+    # killed replica does not always fail): the attempt is abandoned and retried.
+    stall_timeout_s: float = Field(60.0, gt=0)
     poll_interval_s: float = Field(0.1, gt=0)
     result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 

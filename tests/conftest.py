@@ -148,7 +148,7 @@ class AppDeployer:
                 "health_check_timeout_s": 5,
             },
             "gateway": {"default_steps": 4, "health_check_period_s": 1, "health_check_timeout_s": 5},
-            "jobs": {"lease_s": 2.0},
+            "jobs": {"lease_s": 2.0, "stall_timeout_s": 10.0},
             # Production runs with API keys; tests opt in with deploy_app(auth={"enabled": True, ...}).
             "auth": {"enabled": False},
             # Idle gateways would poll the A/B state every 0.5 s; canary tests pass their own intervals.

@@ -1,0 +1,93 @@
+"""The job runner's retry rules, on an in-memory store (no Ray): a started job whose progress
+stalls is abandoned and retried; a job still waiting for its first step is left alone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from huabu.deployments import jobs
+from huabu.deployments.jobs import JobRunner, JobStore
+from huabu.deployments.settings import JobSettings
+from huabu.deployments.state import _MemoryState
+from huabu.sdk.types import ImagesResponse, JobStatus
+
+
+class MemoryKV:
+    """The embedded store's semantics (``_MemoryState``) behind the async interface."""
+
+    def __init__(self) -> None:
+        self.state = _MemoryState()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.state, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return call
+
+
+async def run_one_job(make_execute: Any, **settings: Any) -> tuple[str, JobStore]:
+    """Submit one job, run it with ``make_execute(store)``, return once it is terminal."""
+    config = JobSettings(poll_interval_s=0.01, lease_s=5.0, **settings)
+    store = JobStore(MemoryKV(), config)  # type: ignore[arg-type]
+    job, _ = await store.create("generate", "{}")
+    runner = JobRunner(store, make_execute(store), config, owner="test")
+    runner.start()
+    try:
+        async with asyncio.timeout(20):
+            while not (await store.get(job.id)).status.is_terminal:  # type: ignore[union-attr]
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.stop()
+    return job.id, store
+
+
+async def test_a_started_job_whose_progress_stalls_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
+    attempts: list[int] = []
+
+    def make_execute(store: JobStore) -> Any:
+        async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+            attempts.append(len(attempts) + 1)
+            if len(attempts) == 1:  # a replica that reports two steps, then is gone without a word
+                for step in (1, 2):
+                    await store.record_progress(job_id, step, 10)
+                await asyncio.Event().wait()
+            return ImagesResponse(created=0, data=[]), "stable"
+
+        return execute
+
+    job_id, store = await run_one_job(make_execute, stall_timeout_s=0.3)
+    job = await store.get(job_id)
+    assert job is not None and job.status == JobStatus.succeeded and attempts == [1, 2]
+
+
+async def test_a_job_waiting_for_its_first_step_is_not_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
+    attempts: list[int] = []
+
+    async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+        attempts.append(1)
+        await asyncio.sleep(1.0)  # queued behind other batches: no progress yet
+        return ImagesResponse(created=0, data=[]), "stable"
+
+    job_id, store = await run_one_job(lambda store: execute, stall_timeout_s=0.2)
+    job = await store.get(job_id)
+    assert job is not None and job.status == JobStatus.succeeded and attempts == [1]
+
+
+async def test_an_attempt_past_its_time_limit_is_retried_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
+
+    async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    job_id, store = await run_one_job(lambda store: execute, attempt_timeout_s=0.2, max_attempts=2)
+    job = await store.get(job_id)
+    assert job is not None and job.status == JobStatus.failed
+    assert job.error is not None and "2 attempts" in job.error.message
