@@ -87,25 +87,23 @@ class InProcess:
         self.image_filter.warmup()
         self.storage = open_storage(settings.storage)
 
-    def model_only(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> float:
+    def _png(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> bytes:
         from huabu.deployments.mmdit import requests as R
         from huabu.deployments.mmdit.png import encode_png
 
-        start = time.perf_counter()
         result = self.pipeline([R.generation(prompt, seed=seed, size=size, steps=steps)])[0]
         assert result.pixels is not None
-        encode_png(result.pixels, {"prompt": prompt, "seed": seed})
+        return encode_png(result.pixels, {"prompt": prompt, "seed": seed})
+
+    def model_only(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> float:
+        start = time.perf_counter()
+        self._png(prompt, seed, size, steps)
         return time.perf_counter() - start
 
     def every_stage(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> float:
-        from huabu.deployments.mmdit import requests as R
-        from huabu.deployments.mmdit.png import encode_png
-
         start = time.perf_counter()
         assert not self.prompt_filter.check_request(prompt, "").blocked
-        result = self.pipeline([R.generation(prompt, seed=seed, size=size, steps=steps)])[0]
-        assert result.pixels is not None
-        png = encode_png(result.pixels, {"prompt": prompt, "seed": seed})
+        png = self._png(prompt, seed, size, steps)
         with Image.open(io.BytesIO(png)) as image:  # the image filter reads the PNG, as served
             assert not self.image_filter.check(np.asarray(image.convert("RGB"))).blocked
         asyncio.run(self.storage.put(png))

@@ -239,12 +239,12 @@ class ResultCache:
     def key(self, request: ModelRequest) -> str:
         return cache_key(request, self.policy)
 
-    async def hit(self, request: ModelRequest) -> ModelResult | None:
-        """The stored result of a ``cache=use`` request, counted as a hit; None otherwise (the
-        ``Cache`` stage counts the miss)."""
+    async def hit(self, request: ModelRequest, key: str | None = None) -> ModelResult | None:
+        """The stored result of a ``cache=use`` request (under ``key``, when the caller already has
+        it), counted as a hit; None otherwise (the ``Cache`` stage counts the miss)."""
         if request.cache != "use":
             return None
-        entry = await self.lookup(self.key(request))
+        entry = await self.lookup(key or self.key(request))
         if entry is None:
             return None
         self.count("hits")
@@ -328,7 +328,6 @@ class Cache:
         telemetry.configure(settings, "cache")
         self.next_stage = next_stage  # the image filter, or the router when it is off
         self.results = ResultCache(settings)
-        self.count = self.results.count
         self.storage = open_storage(settings.storage)
         self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
 
@@ -343,23 +342,23 @@ class Cache:
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         if request.cache == "bypass":
-            self.count("bypassed")
+            self.results.count("bypassed")
             return await self._produce(request, None)
         key = self.results.key(request)
         if request.cache == "use":
-            hit = await self.results.hit(request)
+            hit = await self.results.hit(request, key)
             if hit is not None:
                 return hit
         else:
-            self.count("refreshed")
+            self.results.count("refreshed")
         leader = self.inflight.get(key)
         if leader is not None:
-            self.count("coalesced")
+            self.results.count("coalesced")
             shared = await asyncio.shield(leader)
             if not shared.cancelled:
                 return self._shared(shared)
             # The leader's job was cancelled; this request still wants its image.
-        self.count("misses")
+        self.results.count("misses")
         future: asyncio.Future[ModelResult] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
         try:

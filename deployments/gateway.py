@@ -334,10 +334,11 @@ class Gateway:
     async def cache_stats(self) -> dict[str, float]:
         if "cache" not in self.stages:
             raise not_found("the cache is disabled in this deployment")
+        if self.service.cache is not None:  # this gateway's hits reach the index before it is read
+            await self.service.cache.flush()
         stats: dict[str, float] = await self.stages["cache"].stats.remote()
-        if self.service.cache is not None:  # read again once this gateway's own hits are counted
-            own = await self.service.cache.stats()
-            stats = {**own, "local_errors": own["local_errors"] + stats.get("local_errors", 0.0)}
+        if self.service.cache is not None:
+            stats["local_errors"] = stats.get("local_errors", 0.0) + self.service.cache.local_errors
         lookups = stats.get("hits", 0.0) + stats.get("misses", 0.0) + stats.get("coalesced", 0.0)
         return {**stats, "hit_ratio": stats.get("hits", 0.0) / lookups if lookups else 0.0}
 

@@ -204,10 +204,11 @@ class GenerationService:
             raise not_found(f"model {exc} is not served here", "model") from None
         if any(r.cancelled for r in results):
             raise JobCancelled
-        # Usage metering (deployments/access.py) is written while the images are read or stored.
-        metering = self.on_results(requests, results) if self.on_results is not None else asyncio.sleep(0)
-        _, *data = await asyncio.gather(metering, *(self._image_data(r, response_format) for r in results))
-        return ImagesResponse(created=int(time.time()), data=data), results[0].variant
+        images = asyncio.gather(*(self._image_data(r, response_format) for r in results))
+        if self.on_results is not None:  # usage metering (deployments/access.py), while images are read
+            await asyncio.gather(self.on_results(requests, results), images)
+        data = await images
+        return ImagesResponse(created=int(time.time()), data=list(data)), results[0].variant
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         hit = await self.cache.hit(request) if self.cache is not None else None
