@@ -3,12 +3,16 @@
 1. latency of one uncached generation over HTTP through every deployment (gateway, prompt filter,
    cache, image filter, router, model, storage) vs the same pipeline called in-process: the same
    prompt filter, model, PNG encoding, image filter, storage write and base64 answer, with the
-   same settings, model and torch threads; interleaved; target <= 1.05x. The model alone is
-   timed too, so the cost of the filters themselves shows;
+   same settings, model and torch threads; interleaved; target <= 1.05x. Measured for several
+   workloads (size x steps), since the serving overhead is a fixed cost per request and the
+   ratio depends on how long the generation itself takes. The model alone is timed too, so the
+   cost of the filters themselves shows; and an empty chain of the same shape (an HTTP ingress
+   and five pass-through deployments returning a PNG of the same size) shows the part of the
+   overhead that is Serve's own proxy and hops on this machine;
 2. throughput of 8 concurrent clients with batching on vs off (max_batch_size 8 vs 1),
    interleaved rounds; target >= 1.5x.
 
-Usage: python bench/bench_serving.py [--rounds N] [--size 64x64] [--steps 30]
+Usage: python bench/bench_serving.py [--rounds N] [--workloads 32x32:20,64x64:30,128x128:30]
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from PIL import Image
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+from ray import serve  # after the environment it reads
+
 
 def bench_settings(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> Any:
     from huabu.deployments.settings import Settings
@@ -48,8 +54,6 @@ def bench_settings(name: str, port: int, telemetry: dict[str, object] | None = N
 
 
 def deploy(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> str:
-    from ray import serve
-
     from huabu.deployments.app import build_app
 
     base = f"http://127.0.0.1:{port}/{name}"
@@ -111,19 +115,64 @@ class InProcess:
         return time.perf_counter() - start
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+class PassThrough:
+    """One stage of the empty chain: forwards to the next, the last one answers with a PNG."""
+
+    def __init__(self, next_stage: Any = None, png: bytes = b"") -> None:
+        self.next_stage, self.png = next_stage, png
+
+    async def generate(self, request: Any) -> Any:
+        from huabu.deployments.messages import ModelResult
+
+        if self.next_stage is None:
+            return ModelResult(png=self.png, seed=request.seed, model="empty")
+        return await self.next_stage.generate.remote(request)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+class EmptyIngress:
+    def __init__(self, next_stage: Any) -> None:
+        self.next_stage = next_stage
+
+    async def __call__(self, request: Any) -> dict[str, Any]:
+        from huabu.deployments.messages import ModelRequest
+
+        body = await request.json()
+        model_request = ModelRequest("generate", body["prompt"], body["seed"], 64, 64, 30, 1.0)
+        result = await self.next_stage.generate.remote(model_request)
+        return {"data": [{"b64_json": base64.b64encode(result.png).decode()}]}
+
+
+def deploy_empty_chain(port: int, png: bytes, depth: int = 5) -> str:
+    stage: Any = PassThrough.bind(None, png)
+    for _ in range(depth - 1):
+        stage = PassThrough.bind(stage)
+    serve.run(EmptyIngress.bind(stage), name="empty", route_prefix="/empty")
+    return f"http://127.0.0.1:{port}/empty"
+
+
+def parse_workloads(text: str) -> list[tuple[int, int, int]]:
+    """Parse "32x32:20,64x64:30" into [(height, width, steps), ...]."""
+    workloads = []
+    for item in text.split(","):
+        size, steps = item.split(":")
+        width, height = (int(v) for v in size.split("x"))
+        workloads.append((height, width, int(steps)))
+    return workloads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--size", default="64x64")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--workloads", default="32x32:20,64x64:30,128x128:30", help="WxH:steps,...")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--per-client", type=int, default=2)
     args = parser.parse_args()
 
     import ray
-    from ray import serve
 
-    width, height = (int(v) for v in args.size.split("x"))
+    workloads = parse_workloads(args.workloads)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -131,29 +180,49 @@ def main() -> None:
     unbatched = deploy("unbatched", port, max_batch_size=1, max_ongoing_requests=16)
     local = InProcess(bench_settings("batched", port))
     prompt = "a red circle on the left"
-    body = {"prompt": prompt, "size": args.size, "steps": args.steps}  # a new seed each time: misses
 
-    def over_http(client: httpx.Client, base: str, seed: int) -> float:
+    def over_http(client: httpx.Client, base: str, seed: int, height: int, width: int, steps: int) -> float:
+        # A new seed each time: every request is a miss.
+        body = {"prompt": prompt, "size": f"{width}x{height}", "steps": steps, "seed": seed}
         start = time.perf_counter()
-        r = client.post(f"{base}/v1/images/generations", json={**body, "seed": seed})
+        r = client.post(f"{base}/v1/images/generations", json=body)
         r.raise_for_status()
         return time.perf_counter() - start
 
-    timings: dict[str, list[float]] = {"model": [], "stages": [], "http": []}
+    print(f"settings: torch threads=1 model={local.model_id} rounds={args.rounds} (medians)")
     with httpx.Client(timeout=300) as client:
-        for seed in range(2):  # warm-up
-            local.every_stage(prompt, seed, (height, width), args.steps)
-            over_http(client, batched, seed), over_http(client, unbatched, seed)
-        for i in range(args.rounds):
-            timings["model"].append(local.model_only(prompt, 1000 + i, (height, width), args.steps))
-            timings["stages"].append(local.every_stage(prompt, 1000 + i, (height, width), args.steps))
-            timings["http"].append(over_http(client, batched, 1000 + i))
+        for height, width, steps in workloads:
+            empty = deploy_empty_chain(port, local._png(prompt, 0, (height, width), steps))
+            timings: dict[str, list[float]] = {"model": [], "stages": [], "http": [], "empty": []}
+            for seed in range(2):  # warm-up
+                local.every_stage(prompt, seed, (height, width), steps)
+                over_http(client, batched, seed, height, width, steps)
+            for i in range(args.rounds):
+                seed = 1000 * steps + height + i
+                timings["model"].append(local.model_only(prompt, seed, (height, width), steps))
+                timings["stages"].append(local.every_stage(prompt, seed, (height, width), steps))
+                timings["http"].append(over_http(client, batched, seed, height, width, steps))
+                for _ in range(3):
+                    start = time.perf_counter()
+                    client.post(empty, json={"prompt": prompt, "seed": seed}).raise_for_status()
+                    timings["empty"].append(time.perf_counter() - start)
+            serve.delete("empty")
+            model, stages, http, floor = (statistics.median(timings[k]) * 1e3 for k in timings)
+            print(
+                f"latency {width}x{height} {steps} steps | in-process: model {model:7.1f} ms, every stage "
+                f"{stages:7.1f} ms | HTTP through every deployment {http:7.1f} ms | overhead {http - stages:6.1f} ms "
+                f"(Serve's empty chain of the same shape: {floor:5.1f} ms) | ratio {http / stages:.3f} "
+                f"(target <= 1.05); over the model alone {http / model:.3f}",
+                flush=True,
+            )
+
+    height, width, steps = workloads[min(1, len(workloads) - 1)]
 
     def throughput(base: str, round_id: int) -> float:
         def client_run(c: int) -> None:
             with httpx.Client(timeout=600) as client:
                 for k in range(args.per_client):
-                    over_http(client, base, 10_000 * round_id + 100 * c + k)
+                    over_http(client, base, 10_000 * round_id + 100 * c + k, height, width, steps)
 
         start = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
@@ -164,18 +233,10 @@ def main() -> None:
     for r in range(max(3, args.rounds // 3)):
         on.append(throughput(batched, 2 * r))
         off.append(throughput(unbatched, 2 * r + 1))
-
-    model, stages, http = (statistics.median(timings[k]) for k in ("model", "stages", "http"))
-    print(f"settings: size={args.size} steps={args.steps} torch threads=1 model={local.model_id} rounds={args.rounds}")
     print(
-        f"latency  in-process: model {model * 1e3:7.1f} ms, every stage {stages * 1e3:7.1f} ms | HTTP through "
-        f"every deployment {http * 1e3:7.1f} ms | serving overhead {(http - stages) * 1e3:6.1f} ms | ratio "
-        f"{http / stages:.3f} (target <= 1.05); over the model alone {http / model:.3f}"
-    )
-    print(
-        f"throughput {args.clients} clients: batching on {statistics.median(on):.2f} img/s | off "
-        f"{statistics.median(off):.2f} img/s | ratio {statistics.median(on) / statistics.median(off):.2f} "
-        f"(target >= 1.5)"
+        f"throughput {args.clients} clients, {width}x{height} {steps} steps: batching on "
+        f"{statistics.median(on):.2f} img/s | off {statistics.median(off):.2f} img/s | ratio "
+        f"{statistics.median(on) / statistics.median(off):.2f} (target >= 1.5)"
     )
     serve.shutdown()
     ray.shutdown()

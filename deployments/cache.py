@@ -9,7 +9,9 @@ Results are keyed by the screening policy too (``safety.screening_policy``): an 
 for a request whose prompt and image passed the screens of that policy, so a hit needs neither
 screen again. That is what lets the gateway answer hits itself (``ResultCache``), before any other
 deployment; the ``Cache`` stage handles what the gateway could not (misses, single flight,
-``refresh``), and repeats the lookup in case a concurrent request filled the entry meanwhile.
+``refresh``). It does not read the index again for a request the gateway just missed: a result
+that completed after that lookup is still in the stage's short memory of recent results
+(``RECENT_S``), and index writes leave the request path (they run behind the answer).
 
 The index holds references (storage key and metadata); image bytes stay in storage. Backends:
 an embedded LRU index with a byte budget (a detached Ray actor) and Redis (TTL plus a size bound
@@ -44,6 +46,8 @@ logger = logging.getLogger("huabu.cache")
 STAT_NAMES = ("hits", "misses", "coalesced", "bypassed", "refreshed", "errors")
 INDEX_RETRY_S = 2.0
 COUNT_FLUSH_S = 0.5
+RECENT_S = 10.0  # how long the cache stage remembers a result it produced (see the module doc)
+RECENT_MAX = 256
 
 
 def _array_hash(array: np.ndarray | None) -> str:
@@ -330,6 +334,8 @@ class Cache:
         self.results = ResultCache(settings)
         self.storage = open_storage(settings.storage)
         self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
+        self.recent: OrderedDict[str, tuple[float, ModelResult]] = OrderedDict()  # key -> (expiry, result)
+        self.writes: set[asyncio.Task[None]] = set()  # index writes still running
 
     async def stats(self) -> dict[str, float]:
         return await self.results.stats()
@@ -346,7 +352,9 @@ class Cache:
             return await self._produce(request, None)
         key = self.results.key(request)
         if request.cache == "use":
-            hit = await self.results.hit(request, key)
+            hit = self._recent(key)
+            if hit is None and not request.looked_up:
+                hit = await self.results.hit(request, key)
             if hit is not None:
                 return hit
         else:
@@ -388,8 +396,30 @@ class Cache:
                 size_bytes=len(result.png),
                 variant=result.variant,
             )
-            await self.results.store(key, entry)
+            self._remember(key, result)
+            write = asyncio.get_running_loop().create_task(self.results.store(key, entry))
+            self.writes.add(write)
+            write.add_done_callback(self.writes.discard)
         return result
+
+    def _remember(self, key: str, result: ModelResult) -> None:
+        self.recent[key] = (time.monotonic() + RECENT_S, result)
+        self.recent.move_to_end(key)
+        while len(self.recent) > RECENT_MAX:
+            self.recent.popitem(last=False)
+
+    def _recent(self, key: str) -> ModelResult | None:
+        """A result this stage produced moments ago (its index entry may not be readable yet)."""
+        now = time.monotonic()
+        while self.recent and next(iter(self.recent.values()))[0] < now:
+            self.recent.popitem(last=False)
+        remembered = self.recent.get(key)
+        if remembered is None:
+            return None
+        result = remembered[1]
+        self.results.count("hits")
+        self.results.count("saved_s", result.generation_s)
+        return self._shared(result)
 
     @staticmethod
     def _shared(result: ModelResult) -> ModelResult:

@@ -35,8 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.datastructures import Headers
 
 from huabu.ab_testing import Assignment, MetricsBuffer, Rollout, TrafficSplit, UnknownVariantError
 from huabu.ab_testing.store import KEY_PREFIX, JSONValue
@@ -148,13 +147,23 @@ def unit_from_headers(headers: Mapping[str, str], settings: Settings) -> Unit:
     )
 
 
-async def unit_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Makes the request's unit visible to the generation path (a context variable: the endpoint
-    runs in a task copied from this context)."""
-    experiments: Experiments | None = getattr(request.app.state, "experiments", None)
-    if experiments is not None:
-        CURRENT_UNIT.set(unit_from_headers(request.headers, experiments.settings))
-    return await call_next(request)
+class UnitMiddleware:
+    """ASGI middleware that makes the request's unit visible to the generation path (a context
+    variable, set in the task that runs the endpoint)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        experiments: Experiments | None = getattr(getattr(scope.get("app"), "state", None), "experiments", None)
+        if scope["type"] != "http" or experiments is None:
+            await self.app(scope, receive, send)
+            return
+        token = CURRENT_UNIT.set(unit_from_headers(Headers(scope=scope), experiments.settings))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CURRENT_UNIT.reset(token)
 
 
 # --- quality scorers ----------------------------------------------------------------------------

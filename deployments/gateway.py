@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.context import _get_serve_request_context
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
@@ -23,13 +22,13 @@ from huabu.deployments import telemetry
 from huabu.deployments.access import Access
 from huabu.deployments.access import install as install_access
 from huabu.deployments.errors import APIError, invalid, not_found
-from huabu.deployments.experiments import Experiments, unit_middleware
+from huabu.deployments.experiments import Experiments, UnitMiddleware
 from huabu.deployments.generation import GenerationService
 from huabu.deployments.jobs import JobRunner, JobStore
 from huabu.deployments.playground import mount_playground
 from huabu.deployments.rollouts import RolloutService
 from huabu.deployments.rollouts import router as rollouts_router
-from huabu.deployments.settings import GatewaySettings, Settings
+from huabu.deployments.settings import Settings
 from huabu.deployments.state import open_store
 from huabu.deployments.storage import LocalStorage, open_storage, valid_key
 from huabu.sdk.types import (
@@ -47,12 +46,10 @@ from huabu.sdk.types import (
 logger = logging.getLogger("huabu.gateway")
 JOB_KINDS = ("generate", "edit", "outpaint")
 SSE_KEEPALIVE_S = 15.0
-# Used until a Gateway replica sets the configured limit; built once, not per request.
-DEFAULT_MAX_REQUEST_BYTES = GatewaySettings().max_request_bytes
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
 mount_playground(api)  # the web playground at GET / (static files, no build step)
 api.include_router(rollouts_router)  # POST /v1/feedback and /v1/admin/rollouts (canary / A/B)
-api.middleware("http")(unit_middleware)  # the A/B unit (user, key, override header) of each request
+api.add_middleware(UnitMiddleware)  # the A/B unit (user, key, override header) of each request
 install_access(api)  # API keys, scopes, rate limits, usage metering, hardening (deployments/access.py)
 
 
@@ -78,20 +75,8 @@ def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
 # --- cross-cutting: request ids and the OpenAI error body --------------------------------------
 
 
-@api.middleware("http")
-async def request_id_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    # Serve's proxy assigns the request id (echoing a client's x-request-id) and puts it on
-    # every response; reuse it so logs, jobs and traces carry the same id.
-    request.state.request_id = _get_serve_request_context().request_id or request.headers.get("x-request-id", "")
-    limit = getattr(request.app.state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        return _error(APIError(f"request body is larger than {limit} bytes", status=413, code="request_too_large"))
-    return await call_next(request)
-
-
-# Registered last, so outermost: the server span and request metrics cover every other layer.
-api.middleware("http")(telemetry.http_middleware)
+# Added last, so outermost: the request id, server span and request metrics cover every other layer.
+api.add_middleware(telemetry.HttpTelemetry)
 
 
 def _error(exc: APIError) -> JSONResponse:
@@ -141,7 +126,6 @@ class Gateway:
     ) -> None:
         telemetry.configure(settings, "gateway")
         self.settings = settings
-        api.state.max_request_bytes = settings.gateway.max_request_bytes
         self.storage = open_storage(settings.storage)
         self.entry = entry
         self.stages = stages  # optional stages by name, for their admin statistics

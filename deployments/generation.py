@@ -211,9 +211,11 @@ class GenerationService:
         return ImagesResponse(created=int(time.time()), data=list(data)), results[0].variant
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
-        hit = await self.cache.hit(request) if self.cache is not None else None
-        if hit is not None:
-            return hit
+        if self.cache is not None and request.cache == "use":
+            hit = await self.cache.hit(request)
+            if hit is not None:
+                return hit
+            request = replace(request, looked_up=True)
         result: ModelResult = await self.entry.generate.remote(request)
         return result
 

@@ -27,6 +27,7 @@ logger = logging.getLogger("huabu.jobs")
 ACTIVE = "jobs:active"
 IDLE_POLL_MAX_S = 1.0
 STALL_POLL_S = 1.0
+TRANSITION_TRIES = 8  # compare-and-set attempts before a status change gives up (and the job is retried)
 
 
 class JobCancelled(Exception):
@@ -84,6 +85,11 @@ class JobStore:
         return job, True
 
     async def get(self, job_id: str) -> Job | None:
+        loaded = await self._load(job_id)
+        return None if loaded is None else loaded[1]
+
+    async def _load(self, job_id: str) -> tuple[bytes, Job] | None:
+        """-> (the stored record, the job with its latest progress)."""
         raw = await self.kv.get(self._key(job_id))
         if raw is None:
             return None
@@ -92,7 +98,7 @@ class JobStore:
         if progress and not job.status.is_terminal:
             step, total = (int(x) for x in progress.decode().split("/"))
             job.progress = JobProgress(step=step, total=total)
-        return job
+        return raw, job
 
     async def submitted_by(self, job_id: str) -> str | None:
         """The traceparent of the request that submitted the job, when it was traced."""
@@ -123,16 +129,24 @@ class JobStore:
         error: ErrorBody | None = None,
         variant: str | None = None,
     ) -> Job | None:
-        job = await self.get(job_id)
-        if job is None or job.status.is_terminal:
-            return job
-        job.status, job.updated_at = status, time.time()
-        job.result, job.error = result, error
-        if variant is not None:
-            job.variant = variant
-        if status == JobStatus.succeeded:
-            job.progress = JobProgress(step=job.progress.total, total=job.progress.total)
-        await self._save(job)
+        # Compare-and-set: two runners may briefly hold one job (a lease that lapsed while its
+        # runner stalled), and a stale "running" must never overwrite a finished job.
+        for _ in range(TRANSITION_TRIES):
+            loaded = await self._load(job_id)
+            if loaded is None or loaded[1].status.is_terminal:
+                return None if loaded is None else loaded[1]
+            raw, job = loaded
+            job.status, job.updated_at = status, time.time()
+            job.result, job.error = result, error
+            if variant is not None:
+                job.variant = variant
+            if status == JobStatus.succeeded:
+                job.progress = JobProgress(step=job.progress.total, total=job.progress.total)
+            if await self.kv.compare_and_set(self._key(job_id), raw, job.model_dump_json().encode()):
+                await self.kv.expire(self._key(job_id), self.settings.result_ttl_s)
+                break
+        else:
+            raise RuntimeError(f"job {job_id} kept changing while it moved to {status.value}")
         kinds: dict[JobStatus, EventType] = {JobStatus.succeeded: "result", JobStatus.failed: "error"}
         kind = kinds.get(status, "status")
         await self._event(
@@ -191,8 +205,11 @@ class JobStore:
         await self.kv.put(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s)
         return True
 
-    async def release(self, job_id: str) -> None:
-        await self.kv.delete(self._key(job_id, "lease"))
+    async def release(self, job_id: str, owner: str) -> None:
+        """Give the job back for a retry, unless another runner holds it by now."""
+        holder = await self.kv.get(self._key(job_id, "lease"))
+        if holder is not None and holder.decode() == owner:
+            await self.kv.delete(self._key(job_id, "lease"))
 
     async def next_attempt(self, job_id: str) -> int:
         attempt = await self.kv.incr(self._key(job_id, "attempts"))
@@ -254,20 +271,33 @@ class JobRunner:
             task.add_done_callback(lambda _: self._wake.set())  # a slot is free again
 
     async def _keep_lease(self, job_id: str) -> None:
+        """Renew the lease until another runner turns out to hold it (this one stalled past the
+        lease), then return: the job is theirs now."""
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
-            await self.store.renew(job_id, self.owner)
+            try:
+                if not await self.store.renew(job_id, self.owner):
+                    logger.warning("job %s: lease taken over by another runner; stopping here", job_id)
+                    return
+            except Exception:  # store briefly unavailable: try again at the next renewal
+                logger.warning("job %s: could not renew the lease", job_id, exc_info=True)
 
     async def _run(self, job_id: str) -> None:
-        keeper = asyncio.get_running_loop().create_task(self._keep_lease(job_id))
+        loop = asyncio.get_running_loop()
+        keeper = loop.create_task(self._keep_lease(job_id))
+        run = loop.create_task(self._traced_attempt(job_id))
         try:
-            submitted_by = await self.store.submitted_by(job_id) if telemetry.tracing_enabled() else None
-            with telemetry.job(job_id, submitted_by):
-                await self._attempt(job_id)
+            await asyncio.wait({keeper, run}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            for task in (run, keeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _traced_attempt(self, job_id: str) -> None:
+        submitted_by = await self.store.submitted_by(job_id) if telemetry.tracing_enabled() else None
+        with telemetry.job(job_id, submitted_by):
+            await self._attempt(job_id)
 
     async def _attempt(self, job_id: str) -> None:
         store = self.store
@@ -299,7 +329,7 @@ class JobRunner:
         except Exception:
             # A model replica died or the cluster hiccuped: let a runner (maybe this one) retry.
             logger.warning("job %s attempt %d failed; will retry", job_id, attempt, exc_info=True)
-            await store.release(job_id)
+            await store.release(job_id, self.owner)
         else:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)
 

@@ -30,6 +30,9 @@ class ModelRequest:
     strength: float = 1.0
     model: str | None = None  # the name@version that must serve it; None = the router's choice
     cache: CacheMode = "use"
+    # The gateway looked this request up in the cache just before and missed: the cache stage
+    # need not read the index again.
+    looked_up: bool = False
     job_id: str | None = None  # progress and cancellation go to this job
     request_id: str = ""
     # W3C traceparent of the calling stage's span: each deployment's span is its child (telemetry.hop).

@@ -349,48 +349,72 @@ def model_done(stage: Stage, request: Any, result: Any, variant: str, enqueued_n
 # --- the gateway ----------------------------------------------------------------------------------
 
 
-async def http_middleware(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-    """The gateway's server span (a child of the caller's ``traceparent``), the request counter
-    and latency histogram; a traced request's response carries its ``traceparent``."""
-    from ray.serve.context import _get_serve_request_context
+class HttpTelemetry:
+    """ASGI middleware (plain ASGI: no extra task or stream per request, unlike FastAPI's
+    ``@app.middleware``): the request id on ``request.state`` and in log lines, the gateway's
+    server span (a child of the caller's ``traceparent``), the request counter and latency
+    histogram; a traced request's response carries its ``traceparent``. A streamed response is
+    timed to its last byte."""
 
-    start = time.perf_counter()
-    request_id = _get_serve_request_context().request_id or request.headers.get("x-request-id", "")
-    token = request_id_var.set(request_id)
-    status = 500
-    try:
-        if _tracer is None:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        with _tracer.start_as_current_span(
-            f"{request.method} {request.url.path}",
-            context=W3C.extract(request.headers),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": request.method, "huabu.request_id": request_id},
-        ) as span:
-            response = await call_next(request)
-            status = response.status_code
-            route = _route(request)
-            span.update_name(f"{request.method} {route}")
-            span.set_attributes({"http.route": route, "http.response.status_code": status})
-            if status >= 500:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {status}"))
-            if span.get_span_context().trace_flags.sampled:
-                response.headers["traceparent"] = traceparent_of(span)
-            return response
-    finally:
-        metrics.http_request(_route(request), request.method, status, time.perf_counter() - start)
-        request_id_var.reset(token)
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from ray.serve.context import _get_serve_request_context
+        from starlette.datastructures import Headers, MutableHeaders
+
+        start = time.perf_counter()
+        headers = Headers(scope=scope)
+        # Serve's proxy assigns the request id (echoing a client's x-request-id) and puts it on
+        # every response; logs, jobs and traces carry the same id.
+        request_id = _get_serve_request_context().request_id or headers.get("x-request-id", "")
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        method, status = scope["method"], 500
+        span: Span | None = None
+
+        async def send_observed(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                parent = (
+                    traceparent_of(span) if span is not None and span.get_span_context().trace_flags.sampled else None
+                )
+                if parent is not None:
+                    MutableHeaders(scope=message)["traceparent"] = parent
+            await send(message)
+
+        try:
+            if _tracer is None:
+                await self.app(scope, receive, send_observed)
+                return
+            with _tracer.start_as_current_span(
+                f"{method} {scope['path']}",
+                context=W3C.extract(headers),
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "huabu.request_id": request_id},
+            ) as span:
+                await self.app(scope, receive, send_observed)
+                route = _route(scope)
+                span.update_name(f"{method} {route}")
+                span.set_attributes({"http.route": route, "http.response.status_code": status})
+                if status >= 500:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {status}"))
+        finally:
+            metrics.http_request(_route(scope), method, status, time.perf_counter() - start)
+            request_id_var.reset(token)
 
 
-def _route(request: Any) -> str:
+def _route(scope: dict[str, Any]) -> str:
     """The route template, not the path: bounded label values and span names. A request refused
     before routing (access control, size limits) is matched against the routes here."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     if route is None:
         from starlette.routing import Match
 
-        app = request.scope.get("app")
-        route = next((r for r in getattr(app, "routes", ()) if r.matches(request.scope)[0] == Match.FULL), None)
+        app = scope.get("app")
+        route = next((r for r in getattr(app, "routes", ()) if r.matches(scope)[0] == Match.FULL), None)
     return getattr(route, "path", None) or "unmatched"

@@ -282,6 +282,17 @@ def test_autoscaling_spreads_replicas_over_gpu_nodes_and_scales_back(deployed: D
     assert len(model_replicas(one)) <= 1
 
 
+def job_diagnostics(deployed: Deployed, handles: list[Any]) -> str:
+    """What the store and the gateways' logs say about jobs that never finished (for a failure report)."""
+    ids = [h.id for h in handles]
+    lines = [f"job {h.id}: {h.status().model_dump_json()}" for h in handles]
+    temp_dir = LocalCluster(deployed.home).temp_dir
+    for log in sorted(temp_dir.glob("session_*/logs/serve/replica_*Gateway*.log")):
+        mentions = [line for line in log.read_text(errors="replace").splitlines() if any(i in line for i in ids)]
+        lines += [f"{log.name}: {line[:400]}" for line in mentions[-20:]]
+    return "\n".join(lines)
+
+
 def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
     watch = deployed.watch
     with deployed.client() as client:
@@ -334,6 +345,8 @@ def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
     statuses = {s: list(final.values()).count(s) for s in set(final.values())}
     print(f"jobs accepted {len(jobs)}, finished {statuses}; sync requests ok {load.ok}, failed {len(load.failed)}")
     unfinished = {job_id: status for job_id, status in last.items() if job_id not in final}
+    if unfinished:
+        print(job_diagnostics(deployed, [h for h in jobs if h.id in unfinished]))
     assert not unfinished, f"jobs never finished: {unfinished}"
     assert statuses == {"succeeded": len(jobs)}
     assert load.failed == [], load.failed[:5]  # in flight on the lost node: retried by the SDK

@@ -143,7 +143,11 @@ def test_redis_outage_bypasses_the_cache_and_recovers(deploy_app, redis_launcher
             assert generate(c, prompt="outage")["cached"]
             redis_proc.terminate()
             redis_proc.wait(10)
-            during = [c.post("/v1/images/generations", json={"prompt": "outage", "steps": 3}) for _ in range(3)]
+            # New seeds: the cache stage still remembers the image it made moments ago for "outage".
+            during = [
+                c.post("/v1/images/generations", json={"prompt": "outage", "steps": 3, "seed": seed})
+                for seed in range(3)
+            ]
             assert [r.status_code for r in during] == [200, 200, 200]
             assert not any(r.json()["data"][0]["cached"] for r in during)
             assert stats(c)["local_errors"] >= 3
@@ -155,3 +159,24 @@ def test_redis_outage_bypasses_the_cache_and_recovers(deploy_app, redis_launcher
                 time.sleep(0.5)
     finally:
         redis_proc.terminate()
+
+
+def test_the_cache_stage_answers_a_result_it_just_made_without_the_index(app) -> None:
+    """The gateway looked the request up and missed (``looked_up``); the cache stage does not read
+    the index again, yet a result it finished after that lookup is not generated twice."""
+    from ray import serve
+
+    from huabu.deployments.messages import ModelRequest
+
+    stage = serve.get_deployment_handle("Cache", app.name)
+    request = ModelRequest(
+        "generate", "made moments ago", seed=7, height=32, width=32, steps=3, guidance=1.0, looked_up=True
+    )
+    with app.client() as c:
+        before = stats(c)
+        first = stage.generate.remote(request).result(timeout_s=120)
+        again = stage.generate.remote(request).result(timeout_s=120)
+        after = stats(c)
+    assert not first.cached and again.cached
+    assert again.png == first.png and again.storage_key == first.storage_key
+    assert after["misses"] - before["misses"] == 1 and after["hits"] - before["hits"] == 1

@@ -91,3 +91,59 @@ async def test_an_attempt_past_its_time_limit_is_retried_then_fails(monkeypatch:
     job = await store.get(job_id)
     assert job is not None and job.status == JobStatus.failed
     assert job.error is not None and "2 attempts" in job.error.message
+
+
+async def test_a_stale_runner_never_reopens_a_finished_job() -> None:
+    """Runner A finishes the job between runner B's read and B's write of "running" (two runners
+    can hold one job when a lease lapses while its runner stalls): the job stays finished."""
+    config = JobSettings()
+    kv = MemoryKV()
+    store = JobStore(kv, config)  # type: ignore[arg-type]
+    job, _ = await store.create("generate", "{}")
+    await store.transition(job.id, JobStatus.running)
+    read = kv.state.get
+    raced = False
+
+    async def read_then_race(key: str) -> bytes | None:
+        nonlocal raced
+        value = read(key)
+        if key == store._key(job.id) and not raced:
+            raced = True
+            await store.transition(job.id, JobStatus.succeeded, result=ImagesResponse(created=0, data=[]))
+        return value
+
+    kv.get = read_then_race  # type: ignore[method-assign]
+    await store.transition(job.id, JobStatus.running)  # runner B, on what it read before A finished
+    final = await store.get(job.id)
+    assert raced and final is not None and final.status == JobStatus.succeeded
+    assert job.id not in await store.kv.smembers(jobs.ACTIVE)
+
+
+async def test_a_runner_whose_lease_was_taken_over_stops_and_writes_nothing() -> None:
+    config = JobSettings(poll_interval_s=0.01, lease_s=0.3)
+    store = JobStore(MemoryKV(), config)  # type: ignore[arg-type]
+    job, _ = await store.create("generate", "{}")
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    runner = JobRunner(store, execute, config, owner="stalled")
+    runner.start()
+    try:
+        async with asyncio.timeout(10):
+            await started.wait()
+            await store.kv.put(store._key(job.id, "lease"), b"other", ttl_s=60)  # another runner holds it now
+            await cancelled.wait()
+            await asyncio.sleep(0.1)
+    finally:
+        await runner.stop()
+    assert await store.kv.get(store._key(job.id, "lease")) == b"other"  # not released by the stale runner
+    current = await store.get(job.id)
+    assert current is not None and current.status == JobStatus.running
