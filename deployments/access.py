@@ -62,7 +62,7 @@ def rate_limited(message: str, code: str, retry_after_s: float, headers: dict[st
 
 def store_unavailable() -> APIError:
     return APIError(
-        "the API key and limits store is unavailable; retry shortly",
+        "the state store (API keys, limits, jobs, usage) is unavailable; retry shortly",
         "service_unavailable",
         code="store_unavailable",
         status=503,

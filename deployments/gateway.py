@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
 from huabu.deployments import telemetry
-from huabu.deployments.access import Access
+from huabu.deployments.access import Access, store_unavailable
 from huabu.deployments.access import install as install_access
 from huabu.deployments.errors import APIError, invalid, not_found
 from huabu.deployments.experiments import Experiments, UnitMiddleware
@@ -29,7 +29,7 @@ from huabu.deployments.playground import mount_playground
 from huabu.deployments.rollouts import RolloutService
 from huabu.deployments.rollouts import router as rollouts_router
 from huabu.deployments.settings import Settings
-from huabu.deployments.state import open_store
+from huabu.deployments.state import is_outage, open_store
 from huabu.deployments.storage import LocalStorage, open_storage, valid_key
 from huabu.sdk.types import (
     ImageEditRequest,
@@ -110,6 +110,9 @@ async def method_handler(request: Request, exc: Exception) -> JSONResponse:
 
 @api.exception_handler(Exception)
 async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    if is_outage(exc):  # the state store is down or slow: a retry will do, nothing is broken here
+        logger.warning("state store unavailable on %s: %r", request.url.path, exc)
+        return _error(store_unavailable())
     logger.exception("unexpected error on %s", request.url.path)
     return _error(APIError("internal error; the request id identifies it in the logs", "server_error", status=500))
 

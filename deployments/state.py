@@ -15,6 +15,16 @@ import ray
 from huabu.deployments.settings import StateSettings
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store cannot be reached: Redis down or slower than its socket
+    timeout, or the embedded store's actor gone. Callers answer these 503 (retry), never 500."""
+    import redis.exceptions
+    from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+    outages = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)
+    return isinstance(exc, (*outages, RayActorError, ActorUnavailableError, GetTimeoutError))
+
+
 class KeyValueStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
     async def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool: ...

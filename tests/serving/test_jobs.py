@@ -164,3 +164,32 @@ def test_overload_answers_503_with_retry_after_never_a_hang(deploy_app) -> None:
     assert len(statuses) == 8 and set(statuses) <= {200, 503}, statuses
     assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
     assert all(v.isdigit() for v in retry_after)
+
+
+def test_a_state_store_outage_answers_503_never_500(deploy_app, redis_launcher, free_tcp_port, tmp_path) -> None:
+    """With Redis down, routes that read or write the store answer 503 store_unavailable with
+    Retry-After (the client retries), not a 500; they work again once Redis is back."""
+    port = free_tcp_port()
+    redis_proc = redis_launcher(port, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    app = deploy_app(lifetime="test", state={"backend": "redis", "redis_url": url}, cache={"enabled": False})
+    try:
+        with app.client(timeout=60) as c:
+            job_id = c.post("/v1/jobs", json={"kind": "generate", "prompt": "outage", "steps": 2}).json()["id"]
+            redis_proc.terminate()
+            redis_proc.wait(10)
+            answers = [
+                c.get(f"/v1/jobs/{job_id}"),
+                c.post("/v1/jobs", json={"kind": "generate", "prompt": "during the outage", "steps": 2}),
+                c.get("/v1/usage"),
+            ]
+            for r in answers:
+                assert r.status_code == 503, (r.request.url, r.status_code, r.text)
+                assert r.json()["error"]["code"] == "store_unavailable" and r.headers["retry-after"] == "1"
+            redis_proc = redis_launcher(port, tmp_path)
+            deadline = time.monotonic() + 30
+            while c.get(f"/v1/jobs/{job_id}").status_code != 404:  # Redis restarted empty: the job is gone
+                assert time.monotonic() < deadline, "the gateway did not recover after Redis came back"
+                time.sleep(0.5)
+    finally:
+        redis_proc.terminate()
