@@ -35,6 +35,7 @@ from huabu.deployments.security import (
     Scope,
     SecurityHeaders,
     Send,
+    app_state,
     install_log_redaction,
     route_path,
     send_error,
@@ -221,7 +222,7 @@ class AccessMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        access: Access | None = getattr(getattr(scope.get("app"), "state", None), "access", None)
+        access: Access | None = app_state(scope, "access")
         path = route_path(scope) if scope["type"] in ("http", "websocket") else ""
         needed = auth.required_scope(path) if path else None
         if access is None or needed is None or scope.get("method") == "OPTIONS":
@@ -247,7 +248,7 @@ class AccessMiddleware:
                         principal, idem, scope.get(BODY_SCOPE_KEY, b"")
                     )
                     MutableHeaders(scope=scope)["idempotency-key"] = scoped
-                admission = await access.admit(principal, _request_id(scope, headers))
+                admission = await access.admit(principal, scope.get("state", {}).get("request_id", ""))
         except APIError as exc:
             await send_error(scope, receive, send, exc)
             return
@@ -289,12 +290,6 @@ def websocket_key_protocol(scope: Scope) -> str | None:
     if scope["type"] != "websocket":
         return None
     return next((p for p in scope.get("subprotocols", []) if p.startswith(WS_KEY_PROTOCOL)), None)
-
-
-def _request_id(scope: Scope, headers: Headers) -> str:
-    from ray.serve.context import _get_serve_request_context
-
-    return _get_serve_request_context().request_id or headers.get("x-request-id", "")
 
 
 def install(api: FastAPI) -> None:

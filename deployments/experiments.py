@@ -43,6 +43,7 @@ from huabu.deployments.auth import ANONYMOUS_KEY_ID, current_principal
 from huabu.deployments.errors import invalid, not_found
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.safety import ContentBlocked
+from huabu.deployments.security import app_state
 from huabu.deployments.settings import Settings
 from huabu.deployments.state import KeyValueStore
 from huabu.deployments.storage import content_key
@@ -155,7 +156,7 @@ class UnitMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        experiments: Experiments | None = getattr(getattr(scope.get("app"), "state", None), "experiments", None)
+        experiments: Experiments | None = app_state(scope, "experiments")
         if scope["type"] != "http" or experiments is None:
             await self.app(scope, receive, send)
             return

@@ -52,10 +52,13 @@ def route_path(scope: Scope) -> str:
     return path[len(root) :] or "/" if root and path.startswith(root) else path
 
 
+def app_state(scope: Scope, name: str) -> Any:
+    """``app.state.<name>`` of the application serving ``scope`` (None until a replica sets it)."""
+    return getattr(getattr(scope.get("app"), "state", None), name, None)
+
+
 def _settings(scope: Scope) -> Any:
-    app = scope.get("app")
-    access = getattr(getattr(app, "state", None), "access", None)
-    return getattr(access, "settings", None)
+    return getattr(app_state(scope, "access"), "settings", None)
 
 
 async def send_error(scope: Scope, receive: Receive, send: Send, exc: APIError) -> None:
