@@ -15,6 +15,7 @@ from ray.serve import Application, Deployment
 
 from huabu.deployments.cache import Cache
 from huabu.deployments.gateway import Gateway
+from huabu.deployments.handles import replica_actor_options
 from huabu.deployments.model_server import MMDiTModel
 from huabu.deployments.router import Router
 from huabu.deployments.safety import ImageScreen, PromptScreen
@@ -25,7 +26,7 @@ def model_options(settings: Settings, variant: str) -> dict[str, Any]:
     m = settings.model
     return {
         "name": f"MMDiT-{variant}",
-        "ray_actor_options": {"num_gpus": m.num_gpus, "num_cpus": m.num_cpus},
+        "ray_actor_options": replica_actor_options(settings, num_gpus=m.num_gpus, num_cpus=m.num_cpus),
         "autoscaling_config": m.autoscaling.to_serve(),
         "max_ongoing_requests": m.max_ongoing_requests,
         "max_queued_requests": m.max_queued_requests,
@@ -37,7 +38,10 @@ def model_options(settings: Settings, variant: str) -> dict[str, Any]:
 
 def build_app(settings: Settings) -> Application:
     gw = settings.gateway
-    small: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": 1000}
+    small: dict[str, Any] = {
+        "ray_actor_options": replica_actor_options(settings, num_cpus=0),
+        "max_ongoing_requests": 1000,
+    }
     # The Serve decorators hide .options() from type checkers; the casts restore it.
     model, router_cls, gateway = cast(Deployment, MMDiTModel), cast(Deployment, Router), cast(Deployment, Gateway)
     # 1. One autoscaled, batched model deployment per variant (stable; canary with A/B).
@@ -61,7 +65,7 @@ def build_app(settings: Settings) -> Application:
     # 6. The gateway validates, runs jobs and answers HTTP.
     return gateway.options(
         num_replicas=gw.num_replicas,
-        ray_actor_options={"num_cpus": gw.num_cpus},
+        ray_actor_options=replica_actor_options(settings, num_cpus=gw.num_cpus),
         max_ongoing_requests=gw.max_ongoing_requests,
         health_check_period_s=gw.health_check_period_s,
         health_check_timeout_s=gw.health_check_timeout_s,

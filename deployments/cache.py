@@ -36,6 +36,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import metrics, telemetry
+from huabu.deployments.handles import connect
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.safety import screening_policy
 from huabu.deployments.settings import CacheSettings, Settings
@@ -334,7 +335,7 @@ class Cache:
 
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
         telemetry.configure(settings, "cache")
-        self.next_stage = next_stage  # the image filter, or the router when it is off
+        self.next_stage = connect(next_stage, settings)  # the image filter, or the router when it is off
         self.results = ResultCache(settings)
         self.storage = open_storage(settings.storage)
         self.inflight: dict[str, asyncio.Future[ModelResult]] = {}

@@ -24,6 +24,7 @@ from huabu.deployments.access import install as install_access
 from huabu.deployments.errors import APIError, invalid, not_found
 from huabu.deployments.experiments import Experiments, UnitMiddleware
 from huabu.deployments.generation import GenerationService
+from huabu.deployments.handles import connect
 from huabu.deployments.jobs import JobRunner, JobStore
 from huabu.deployments.playground import mount_playground
 from huabu.deployments.rollouts import RolloutService
@@ -130,9 +131,10 @@ class Gateway:
         telemetry.configure(settings, "gateway")
         self.settings = settings
         self.storage = open_storage(settings.storage)
-        self.entry = entry
-        self.stages = stages  # optional stages by name, for their admin statistics
-        self.service = GenerationService(entry, router, self.storage, settings)
+        self.entry = connect(entry, settings)
+        # optional stages by name, for their admin statistics
+        self.stages = {name: connect(handle, settings) for name, handle in stages.items()}
+        self.service = GenerationService(self.entry, connect(router, settings), self.storage, settings)
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         self.runner = JobRunner(self.jobs, self.service.run_job, settings.jobs, owner=f"gateway-{uuid.uuid4().hex}")
         self.access = api.state.access = Access(settings, self.jobs.kv, self.jobs)

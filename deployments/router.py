@@ -23,6 +23,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import telemetry
+from huabu.deployments.handles import connect
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.settings import Settings
 
@@ -43,7 +44,7 @@ class InjectedFault(RuntimeError):
 class Router:
     def __init__(self, variants: dict[str, DeploymentHandle], settings: Settings) -> None:
         telemetry.configure(settings, "router")
-        self.variants = variants
+        self.variants = {name: connect(handle, settings) for name, handle in variants.items()}
         self.models = {name: v.model for name, v in settings.variants.items()}
         self.faults = {
             name: (v.inject_error_rate, v.inject_latency_s)

@@ -23,6 +23,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import telemetry
+from huabu.deployments.handles import connect
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.settings import SafetySettings, Settings
 from huabu.filters import Decision, ImageFilter, PromptFilter
@@ -77,7 +78,7 @@ class ContentBlocked(Exception):
 class PromptScreen:
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
         telemetry.configure(settings, "prompt_filter")
-        self.next_stage = next_stage
+        self.next_stage = connect(next_stage, settings)
         self.filter = PromptFilter(settings.safety.prompt)
         self.filter.warmup()
 
@@ -110,7 +111,7 @@ class PromptScreen:
 class ImageScreen:
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
         telemetry.configure(settings, "image_filter")
-        self.next_stage = next_stage
+        self.next_stage = connect(next_stage, settings)
         self.filter = ImageFilter(settings.safety.image)
         self.filter.warmup()
 

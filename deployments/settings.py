@@ -218,6 +218,9 @@ class Settings(_Section):
     ab: ExperimentSettings = ExperimentSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     graceful_shutdown_timeout_s: float = 5.0
+    # How stages call each other (deployments/handles.py): "grpc" straight to the replica, or
+    # "actor" for Ray actor tasks (Serve's default).
+    handle_transport: Literal["grpc", "actor"] = "grpc"
 
     @model_validator(mode="after")
     def _has_stable(self) -> Settings:

@@ -1,0 +1,71 @@
+"""Stages call each other over Serve's gRPC transport (deployments/handles.py): an edit's canvas
+and a large PNG must pass between them, which Serve's default 4 MiB gRPC message limit refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from huabu.deployments.handles import connect, replica_actor_options
+from huabu.deployments.messages import ModelRequest, ModelResult
+from huabu.deployments.settings import Settings
+
+SIDE = 1536  # a 1536x1536 canvas: 7 MB of pixels and 2.4 MB of mask
+
+
+@serve.deployment(max_ongoing_requests=4)
+class Back:
+    async def generate(self, request: ModelRequest) -> ModelResult:
+        assert request.image is not None and request.mask is not None
+        png = request.image.tobytes()[: 6 * 1024 * 1024]  # an answer above 4 MiB too
+        return ModelResult(png=png, seed=int(request.image.sum() % 1000), model="echo", prompt_truncated=False)
+
+
+@serve.deployment(max_ongoing_requests=4)
+class Front:
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        self.next_stage = connect(next_stage, settings)
+
+    async def generate(self, request: ModelRequest) -> ModelResult:
+        result: ModelResult = await self.next_stage.generate.remote(request)
+        return result
+
+
+def big_request() -> ModelRequest:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)
+    mask = rng.random((SIDE, SIDE)) < 0.5
+    return ModelRequest("edit", "a cat", 1, SIDE, SIDE, 20, 1.0, image=image, mask=mask)
+
+
+def deploy_pair(name: str, settings: Settings, options: dict[str, Any]) -> DeploymentHandle:
+    app = Front.options(ray_actor_options=options).bind(Back.options(ray_actor_options=options).bind(), settings)
+    return serve.run(app, name=name, route_prefix=None)
+
+
+def test_an_edit_canvas_and_a_large_png_pass_between_stages(serve_port: int) -> None:
+    settings = Settings.load(environ={})
+    request = big_request()
+    handle = deploy_pair("handles-big", settings, replica_actor_options(settings, num_cpus=0))
+    try:
+        result: ModelResult = handle.generate.remote(request).result(timeout_s=120)
+        assert len(result.png) == 6 * 1024 * 1024
+        assert result.png == request.image.tobytes()[: len(result.png)]  # type: ignore[union-attr]
+        assert result.seed == int(request.image.sum() % 1000)  # type: ignore[union-attr]
+    finally:
+        serve.delete("handles-big")
+
+
+def test_without_the_raised_limit_serve_refuses_the_same_request(serve_port: int) -> None:
+    """Why replica_actor_options sets the limit: the same pair on Serve's default fails."""
+    settings = Settings.load(environ={})
+    handle = deploy_pair("handles-default", settings, {"num_cpus": 0})
+    try:
+        with pytest.raises(Exception, match="(?i)message|RESOURCE_EXHAUSTED|larger than max"):
+            handle.generate.remote(big_request()).result(timeout_s=120)
+    finally:
+        serve.delete("handles-default")
