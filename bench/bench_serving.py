@@ -6,9 +6,11 @@
    same settings, model and torch threads; interleaved; target <= 1.05x. Measured for several
    workloads (size x steps), since the serving overhead is a fixed cost per request and the
    ratio depends on how long the generation itself takes. The model alone is timed too, so the
-   cost of the filters themselves shows; and an empty chain of the same shape (an HTTP ingress
-   and five pass-through deployments returning a PNG of the same size) shows the part of the
-   overhead that is Serve's own proxy and hops on this machine;
+   cost of the filters themselves shows, and so is the generation time the model replica reports
+   (compute in a replica vs in-process); an empty chain of the same shape and transport (an HTTP
+   ingress and five pass-through deployments returning a PNG of the same size) shows the part of
+   the overhead that is Serve's own proxy and hops on this machine. The three kinds of run take
+   turns at going first in each round, and only the application under test is deployed;
 2. throughput of 8 concurrent clients with batching on vs off (max_batch_size 8 vs 1),
    interleaved rounds, for the API's default request (32x32, 20 steps with the bundled model)
    and a larger one; target >= 1.5x.
@@ -121,7 +123,12 @@ class PassThrough:
     """One stage of the empty chain: forwards to the next, the last one answers with a PNG."""
 
     def __init__(self, next_stage: Any = None, png: bytes = b"") -> None:
-        self.next_stage, self.png = next_stage, png
+        from huabu.deployments.handles import connect
+        from huabu.deployments.settings import Settings
+
+        # The app's transport between stages (deployments/handles.py).
+        self.next_stage = None if next_stage is None else connect(next_stage, Settings.load(environ={}))
+        self.png = png
 
     async def generate(self, request: Any) -> Any:
         from huabu.deployments.messages import ModelResult
@@ -134,7 +141,10 @@ class PassThrough:
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 class EmptyIngress:
     def __init__(self, next_stage: Any) -> None:
-        self.next_stage = next_stage
+        from huabu.deployments.handles import connect
+        from huabu.deployments.settings import Settings
+
+        self.next_stage = connect(next_stage, Settings.load(environ={}))
 
     async def __call__(self, request: Any) -> dict[str, Any]:
         from huabu.deployments.messages import ModelRequest
@@ -180,44 +190,60 @@ def main() -> None:
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     batched = deploy("batched", port, max_batch_size=8, max_ongoing_requests=16)
-    unbatched = deploy("unbatched", port, max_batch_size=1, max_ongoing_requests=16)
     local = InProcess(bench_settings("batched", port))
     prompt = "a red circle on the left"
 
     def over_http(client: httpx.Client, base: str, seed: int, height: int, width: int, steps: int) -> float:
+        return timed_request(client, base, seed, height, width, steps)[0]
+
+    def timed_request(
+        client: httpx.Client, base: str, seed: int, height: int, width: int, steps: int
+    ) -> tuple[float, float]:
+        """-> (seconds over HTTP, seconds the model replica reports it generated)."""
         # A new seed each time: every request is a miss.
         body = {"prompt": prompt, "size": f"{width}x{height}", "steps": steps, "seed": seed}
         start = time.perf_counter()
         r = client.post(f"{base}/v1/images/generations", json=body)
         r.raise_for_status()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, float(r.json()["data"][0]["metadata"]["generation_s"])
 
     print(f"settings: torch threads=1 model={local.model_id} rounds={args.rounds} (medians)")
     with httpx.Client(timeout=300) as client:
         for height, width, steps in workloads:
             empty = deploy_empty_chain(port, local._png(prompt, 0, (height, width), steps))
-            timings: dict[str, list[float]] = {"model": [], "stages": [], "http": [], "empty": []}
+            timings: dict[str, list[float]] = {"model": [], "stages": [], "http": [], "empty": [], "served": []}
             for seed in range(2):  # warm-up
                 local.every_stage(prompt, seed, (height, width), steps)
                 over_http(client, batched, seed, height, width, steps)
             for i in range(args.rounds):
                 seed = 1000 * steps + height + i
-                timings["model"].append(local.model_only(prompt, seed, (height, width), steps))
-                timings["stages"].append(local.every_stage(prompt, seed, (height, width), steps))
-                timings["http"].append(over_http(client, batched, seed, height, width, steps))
+
+                # Each kind of run takes each position in turn: whatever the previous run leaves
+                # behind (background work in the replicas, a cold CPU cache) falls on all alike.
+                kinds = ["model", "stages", "http"]
+                for kind in kinds[i % 3 :] + kinds[: i % 3]:
+                    if kind == "model":
+                        timings["model"].append(local.model_only(prompt, seed, (height, width), steps))
+                    elif kind == "stages":
+                        timings["stages"].append(local.every_stage(prompt, seed, (height, width), steps))
+                    else:
+                        http_s, served_s = timed_request(client, batched, seed, height, width, steps)
+                        timings["http"].append(http_s)
+                        timings["served"].append(served_s)
                 for _ in range(3):
                     start = time.perf_counter()
                     client.post(empty, json={"prompt": prompt, "seed": seed}).raise_for_status()
                     timings["empty"].append(time.perf_counter() - start)
             serve.delete("empty")
-            model, stages, http, floor = (statistics.median(timings[k]) * 1e3 for k in timings)
-            # Paired: each HTTP request against the in-process run just before it (drift cancels).
+            model, stages, http, floor, served = (statistics.median(timings[k]) * 1e3 for k in timings)
+            # Paired: each HTTP request against the in-process run of the same round (drift cancels).
             paired = statistics.median(h / s for h, s in zip(timings["http"], timings["stages"], strict=True))
             print(
                 f"latency {width}x{height} {steps} steps | in-process: model {model:7.1f} ms, every stage "
                 f"{stages:7.1f} ms | HTTP through every deployment {http:7.1f} ms | overhead {http - stages:6.1f} ms "
                 f"(Serve's empty chain of the same shape: {floor:5.1f} ms) | ratio {http / stages:.3f}, paired "
-                f"{paired:.3f} (target <= 1.05); over the model alone {http / model:.3f}",
+                f"{paired:.3f} (target <= 1.05); over the model alone {http / model:.3f}; the replica's own "
+                f"generation {served:7.1f} ms",
                 flush=True,
             )
 
@@ -232,6 +258,8 @@ def main() -> None:
             list(pool.map(client_run, range(args.clients)))
         return args.clients * args.per_client / (time.perf_counter() - start)
 
+    # Deployed only now: during the latency runs the machine carries one application, as served.
+    unbatched = deploy("unbatched", port, max_batch_size=1, max_ongoing_requests=16)
     for w, (height, width, steps) in enumerate(parse_workloads(args.throughput_workloads)):
         on, off = [], []
         for r in range(max(3, args.rounds // 3)):
