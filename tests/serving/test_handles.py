@@ -69,3 +69,15 @@ def test_without_the_raised_limit_serve_refuses_the_same_request(serve_port: int
             handle.generate.remote(big_request()).result(timeout_s=120)
     finally:
         serve.delete("handles-default")
+
+
+def test_the_actor_transport_carries_the_same_request_without_a_raised_limit(serve_port: int) -> None:
+    """``handle_transport: actor`` (Serve's default transport) goes through Ray's object store."""
+    settings = Settings.load(environ={}, handle_transport="actor")
+    request = big_request()
+    handle = deploy_pair("handles-actor", settings, {"num_cpus": 0})
+    try:
+        result: ModelResult = handle.generate.remote(request).result(timeout_s=120)
+        assert result.png == request.image.tobytes()[: 6 * 1024 * 1024]  # type: ignore[union-attr]
+    finally:
+        serve.delete("handles-actor")
