@@ -10,19 +10,17 @@ carries them; nothing passes object references between stages, which gRPC cannot
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.settings import Settings
 
-H = TypeVar("H", bound=DeploymentHandle)
-
 # gRPC's own limit; Serve's default (4 MiB) is below an edit request's canvas at ~1200x1200.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 
 
-def connect(handle: H, settings: Settings) -> H:
+def connect(handle: DeploymentHandle, settings: Settings) -> DeploymentHandle:
     """The handle a stage keeps for its next stage, on the transport the settings choose."""
     if settings.handle_transport == "actor":
         return handle
