@@ -131,10 +131,9 @@ class Gateway:
         telemetry.configure(settings, "gateway")
         self.settings = settings
         self.storage = open_storage(settings.storage)
-        self.entry = connect(entry, settings)
         # optional stages by name, for their admin statistics
         self.stages = {name: connect(handle, settings) for name, handle in stages.items()}
-        self.service = GenerationService(self.entry, connect(router, settings), self.storage, settings)
+        self.service = GenerationService(connect(entry, settings), connect(router, settings), self.storage, settings)
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         self.runner = JobRunner(self.jobs, self.service.run_job, settings.jobs, owner=f"gateway-{uuid.uuid4().hex}")
         self.access = api.state.access = Access(settings, self.jobs.kv, self.jobs)

@@ -133,9 +133,11 @@ class JobStore:
         # runner stalled), and a stale "running" must never overwrite a finished job.
         for _ in range(TRANSITION_TRIES):
             loaded = await self._load(job_id)
-            if loaded is None or loaded[1].status.is_terminal:
-                return None if loaded is None else loaded[1]
+            if loaded is None:
+                return None
             raw, job = loaded
+            if job.status.is_terminal:
+                return job
             job.status, job.updated_at = status, time.time()
             job.result, job.error = result, error
             if variant is not None:

@@ -375,6 +375,7 @@ class HttpTelemetry:
         token = request_id_var.set(request_id)
         method, status = scope["method"], 500
         span: Span | None = None
+        route: str | None = None  # the route template, once the app has answered
 
         async def send_observed(message: Any) -> None:
             nonlocal status
@@ -398,13 +399,13 @@ class HttpTelemetry:
                 attributes={"http.request.method": method, "huabu.request_id": request_id},
             ) as span:
                 await self.app(scope, receive, send_observed)
-                route = _route(scope)
+                route = _route(scope)  # the span needs it before it ends; the metrics reuse it
                 span.update_name(f"{method} {route}")
                 span.set_attributes({"http.route": route, "http.response.status_code": status})
                 if status >= 500:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, f"HTTP {status}"))
         finally:
-            metrics.http_request(_route(scope), method, status, time.perf_counter() - start)
+            metrics.http_request(route or _route(scope), method, status, time.perf_counter() - start)
             request_id_var.reset(token)
 
 
