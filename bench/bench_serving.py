@@ -15,7 +15,13 @@
    interleaved rounds, for the API's default request (32x32, 20 steps with the bundled model)
    and a larger one; target >= 1.5x.
 
+On a GPU (``--device cuda``) the same comparison runs with the model on the GPU on both sides;
+``--synthetic DEPTHxWIDTH`` serves a randomly initialised model of Qwen-Image's shape (head dim 128,
+16 latent channels, 8x downsampling codec, patch 2) at that depth and width, so that a generation
+costs what a production MMDiT's does rather than the bundled model's few milliseconds.
+
 Usage: python bench/bench_serving.py [--rounds N] [--workloads 32x32:20,64x64:30,128x128:30,256x256:30]
+       python bench/bench_serving.py --device cuda --dtype bfloat16 --synthetic 24x1536 --workloads 1024x1024:30
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import io
 import os
 import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,26 +49,50 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from ray import serve  # after the environment it reads
 
 
-def bench_settings(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """The checkpoint and where it runs: the same in the replica and in-process."""
+
+    model: str | None = None  # None: the settings' default (the bundled model)
+    model_dirs: tuple[str, ...] = ()
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+def bench_settings(
+    name: str, port: int, telemetry: dict[str, object] | None = None, served: Served = Served(), **model: object
+) -> Any:
     from huabu.deployments.settings import Settings
 
     base = f"http://127.0.0.1:{port}/{name}"
+    # A fraction of the GPU, so that the batched and the unbatched app fit on one.
+    gpus = 0.25 if served.device == "cuda" else 0.0
     return Settings.load(
         environ={},
         app_name=name,
         state={"namespace": name},
         storage={"local_dir": tempfile.mkdtemp(), "public_base_url": base},
-        model={"torch_threads": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 1}, **model},
+        model={
+            "torch_threads": 1,
+            "num_gpus": gpus,
+            "dtype": served.dtype,
+            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+            **model,
+        },
+        model_dirs=list(served.model_dirs),
+        **({"variants": {"stable": {"model": served.model}}} if served.model else {}),
         telemetry=telemetry or {},
         auth={"enabled": False},  # benchmarks measure serving, not key checks
     )
 
 
-def deploy(name: str, port: int, telemetry: dict[str, object] | None = None, **model: object) -> str:
+def deploy(
+    name: str, port: int, telemetry: dict[str, object] | None = None, served: Served = Served(), **model: object
+) -> str:
     from huabu.deployments.app import build_app
 
     base = f"http://127.0.0.1:{port}/{name}"
-    app = build_app(bench_settings(name, port, telemetry, **model))
+    app = build_app(bench_settings(name, port, telemetry, served, **model))
     serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -77,7 +109,7 @@ class InProcess:
     """The served pipeline's work, called in this process: prompt filter, model, PNG, image
     filter, storage write and the base64 answer (what the HTTP path does minus Serve)."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, served: Served) -> None:
         import torch
 
         from huabu.deployments.mmdit.checkpoint import load_checkpoint
@@ -87,12 +119,14 @@ class InProcess:
 
         torch.set_num_threads(1)  # the replicas run one torch thread too (model.torch_threads)
         self.model_id = settings.variants["stable"].model
-        self.pipeline = Pipeline(load_checkpoint(self.model_id))
+        bundle = load_checkpoint(self.model_id, [Path(d) for d in served.model_dirs])
+        self.pipeline = Pipeline(bundle, device=served.device, dtype=getattr(torch, served.dtype))
         self.prompt_filter = PromptFilter(settings.safety.prompt)
         self.image_filter = ImageFilter(settings.safety.image)
         self.prompt_filter.warmup()
         self.image_filter.warmup()
         self.storage = open_storage(settings.storage)
+        self.png_compress_level = settings.model.png_compress_level
 
     def _png(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> bytes:
         from huabu.deployments.mmdit import requests as R
@@ -100,7 +134,7 @@ class InProcess:
 
         result = self.pipeline([R.generation(prompt, seed=seed, size=size, steps=steps)])[0]
         assert result.pixels is not None
-        return encode_png(result.pixels, {"prompt": prompt, "seed": seed})
+        return encode_png(result.pixels, {"prompt": prompt, "seed": seed}, self.png_compress_level)
 
     def model_only(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> float:
         start = time.perf_counter()
@@ -163,10 +197,40 @@ def deploy_empty_chain(port: int, png: bytes, depth: int = 5) -> str:
     return f"http://127.0.0.1:{port}/empty"
 
 
+def synthetic_checkpoint(shape: str, root: Path) -> str:
+    """Save a random model of Qwen-Image's shape, DEPTHxWIDTH (bfloat16 weights), under ``root``."""
+    import torch
+
+    from huabu.deployments.mmdit.checkpoint import random_init, save_checkpoint
+    from huabu.deployments.mmdit.config import CodecConfig, MMDiTConfig, TextEncoderConfig
+
+    depth, width = (int(v) for v in shape.split("x"))
+    heads = width // 128
+    config = MMDiTConfig(
+        depth=depth,
+        width=width,
+        num_heads=heads,
+        patch_size=2,
+        text_width=width,
+        rope_axes=(16, 56, 56),
+        pooled_text=False,
+        prediction="velocity",
+        base_tokens=256,
+        max_tokens=8192,
+        text=TextEncoderConfig(width=width, depth=1, num_heads=heads),
+        codec=CodecConfig(kind="autoencoder", latent_channels=16, downsample=8),
+        default_size=(1024, 1024),
+    )
+    bundle = random_init(seed=0, config=config)
+    bundle.model_id = f"synthetic-d{depth}w{width}@v0"
+    save_checkpoint(bundle, root, {"note": "random weights, for serving benchmarks"}, dtype=torch.bfloat16)
+    return bundle.model_id
+
+
 def parse_workloads(text: str) -> list[tuple[int, int, int]]:
     """Parse "32x32:20,64x64:30" into [(height, width, steps), ...]."""
     workloads = []
-    for item in text.split(","):
+    for item in filter(None, text.split(",")):
         size, steps = item.split(":")
         width, height = (int(v) for v in size.split("x"))
         workloads.append((height, width, int(steps)))
@@ -180,17 +244,28 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--per-client", type=int, default=3)
     # The API's default request (the bundled model's 32x32, 20 steps), then a larger one.
-    parser.add_argument("--throughput-workloads", default="32x32:20,64x64:30", help="WxH:steps,...")
+    parser.add_argument("--throughput-workloads", default="32x32:20,64x64:30", help="WxH:steps,... ('' skips)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--model", help="name@version to serve (default: the bundled model)")
+    parser.add_argument("--model-dir", action="append", default=[], help="where checkpoints are looked up")
+    parser.add_argument("--synthetic", metavar="DEPTHxWIDTH", help="serve random weights of Qwen-Image's shape")
+    parser.add_argument("--num-cpus", type=int, default=2, help="the local Ray's CPUs")
     args = parser.parse_args()
 
     import ray
 
     workloads = parse_workloads(args.workloads)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    served = Served(args.model, tuple(args.model_dir), args.device, args.dtype)
+    if args.synthetic:
+        root = tempfile.mkdtemp()
+        model = synthetic_checkpoint(args.synthetic, Path(root))
+        served = dataclasses.replace(served, model=model, model_dirs=(*served.model_dirs, root))
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    batched = deploy("batched", port, max_batch_size=8, max_ongoing_requests=16)
-    local = InProcess(bench_settings("batched", port))
+    batched = deploy("batched", port, served=served, max_batch_size=8, max_ongoing_requests=16)
+    local = InProcess(bench_settings("batched", port, served=served), served)
     prompt = "a red circle on the left"
 
     def over_http(client: httpx.Client, base: str, seed: int, height: int, width: int, steps: int) -> float:
@@ -207,7 +282,10 @@ def main() -> None:
         r.raise_for_status()
         return time.perf_counter() - start, float(r.json()["data"][0]["metadata"]["generation_s"])
 
-    print(f"settings: torch threads=1 model={local.model_id} rounds={args.rounds} (medians)")
+    print(
+        f"settings: torch threads=1 model={local.model_id} device={served.device} dtype={served.dtype} "
+        f"rounds={args.rounds} (medians)"
+    )
     with httpx.Client(timeout=300) as client:
         for height, width, steps in workloads:
             empty = deploy_empty_chain(port, local._png(prompt, 0, (height, width), steps))
@@ -259,8 +337,10 @@ def main() -> None:
         return args.clients * args.per_client / (time.perf_counter() - start)
 
     # Deployed only now: during the latency runs the machine carries one application, as served.
-    unbatched = deploy("unbatched", port, max_batch_size=1, max_ongoing_requests=16)
-    for w, (height, width, steps) in enumerate(parse_workloads(args.throughput_workloads)):
+    throughput_workloads = parse_workloads(args.throughput_workloads)
+    if throughput_workloads:
+        unbatched = deploy("unbatched", port, served=served, max_batch_size=1, max_ongoing_requests=16)
+    for w, (height, width, steps) in enumerate(throughput_workloads):
         on, off = [], []
         for r in range(max(3, args.rounds // 3)):
             on.append(throughput(batched, 10 * w + 2 * r, height, width, steps))

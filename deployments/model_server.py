@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from ray import serve
 
@@ -25,6 +27,18 @@ from huabu.deployments.state import open_store
 
 logger = logging.getLogger("huabu.model")
 MAX_COLLECT_S = 2.0  # never hold a request longer than this to grow a batch
+
+
+def compute_thread(torch_threads: int | None) -> ThreadPoolExecutor:
+    """The one thread that runs the pipeline (batches run one at a time). OpenMP keeps its thread
+    count per OS thread, so ``torch.set_num_threads`` must run in the thread that computes: called
+    anywhere else, a new thread takes ``OMP_NUM_THREADS`` (Ray's) and ``torch_threads`` is lost."""
+
+    def start() -> None:
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmdit-compute", initializer=start)
 
 
 def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
@@ -70,10 +84,10 @@ class MMDiTModel:
         self.variant = telemetry.replica_variant()
         self.queue = metrics.ModelQueue(self.variant)
         self.job_stages: dict[str, telemetry.Stage] = {}  # job id -> its model span, for progress events
-        if settings.model.torch_threads:
-            torch.set_num_threads(settings.model.torch_threads)
+        self.compute = compute_thread(settings.model.torch_threads)
         device = "cuda" if settings.model.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.pipeline = Pipeline(load_checkpoint(model_id, [Path(p) for p in settings.model_dirs]), device=device)
+        bundle = load_checkpoint(model_id, [Path(p) for p in settings.model_dirs])
+        self.pipeline = Pipeline(bundle, device=device, dtype=getattr(torch, settings.model.dtype))
         self.model_id = self.pipeline.model_id
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         batch: Any = self.generate_batch  # type: ignore[misc]  # serve.batch's typing misses methods
@@ -84,7 +98,8 @@ class MMDiTModel:
         self.busy_until = 0.0  # estimated end of the running batch (perf_counter seconds)
         self.seconds_per_step = 0.0  # moving average over recent batches
         self.fixed_latency = settings.model.fixed_latency
-        logger.info("loaded %s on %s", self.model_id, device)
+        self.png_compress_level = settings.model.png_compress_level
+        logger.info("loaded %s on %s (%s)", self.model_id, device, settings.model.dtype)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_id, "config": self.pipeline.config.to_dict()}
@@ -139,7 +154,7 @@ class MMDiTModel:
         reporter = loop.create_task(self._report(reports, set(job_ids.values())))
         try:
             samples = [r.to_sample() for r in requests]
-            results = await asyncio.to_thread(self.pipeline, samples, on_step, is_cancelled)
+            results = await loop.run_in_executor(self.compute, self.pipeline, samples, on_step, is_cancelled)
             await self._hold_fixed_latency(started, len(requests))
         finally:
             await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks land
@@ -150,9 +165,12 @@ class MMDiTModel:
         per_step = elapsed / steps
         self.seconds_per_step = per_step if not self.seconds_per_step else 0.7 * self.seconds_per_step + 0.3 * per_step
         self.busy_until = 0.0
+        pngs = await asyncio.gather(
+            *(self._png(request, result.pixels) for request, result in zip(requests, results, strict=True))
+        )
         return [
             ModelResult(
-                png=b"" if result.pixels is None else encode_png(result.pixels, png_parameters(request, self.model_id)),
+                png=png,
                 seed=request.seed,
                 model=self.model_id,
                 prompt_truncated=result.prompt_truncated,
@@ -161,8 +179,17 @@ class MMDiTModel:
                 queue_wait_s=started - queued,
                 generation_s=elapsed,
             )
-            for request, result, queued in zip(requests, results, enqueued, strict=True)
+            for request, result, png, queued in zip(requests, results, pngs, enqueued, strict=True)
         ]
+
+    async def _png(self, request: ModelRequest, pixels: np.ndarray | None) -> bytes:
+        if pixels is None:  # cancelled
+            return b""
+        # In worker threads, the batch's images at once: a 1024x1024 PNG takes ~0.2 s, which the
+        # event loop (progress, cancellations, the next requests) should not wait for.
+        parameters = png_parameters(request, self.model_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, encode_png, pixels, parameters, self.png_compress_level)
 
     async def _hold_fixed_latency(self, started: float, batch_size: int) -> None:
         """With ``model.fixed_latency`` set, a batch lasts as the capacity model says (capacity checks)."""

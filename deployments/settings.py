@@ -56,6 +56,11 @@ class ModelDeploymentSettings(_Section):
     # schedule. Serving the tiny model needs no reservation.
     num_cpus: float = Field(0.0, ge=0)
     torch_threads: int | None = Field(None, ge=1)
+    # Weights and activations; bfloat16 halves memory and is what GPUs serve big MMDiTs in.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # zlib level of the PNGs served. 1 encodes a 1024x1024 image in ~175 ms against ~310 ms at 6,
+    # for files ~14% larger: at GPU speeds the encoding is a tenth of the request.
+    png_compress_level: int = Field(1, ge=0, le=9)
     max_batch_size: int = Field(8, ge=1)
     # Batches form while the previous one runs; a long wait would only add latency to lone requests.
     batch_wait_timeout_s: float = Field(0.002, ge=0)

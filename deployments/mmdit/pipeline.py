@@ -46,6 +46,9 @@ def to_uint8(pixels: Tensor) -> np.ndarray:
 
 
 class Pipeline:
+    """Text (and an image to edit) -> pixels. The networks run in ``dtype``; the sampler's state
+    (latents, timesteps, guidance) stays float32, so that half-precision steps still add up."""
+
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.bundle = bundle.to(device=device, dtype=dtype).eval()
         self.config = bundle.config
@@ -93,7 +96,7 @@ class Pipeline:
         b = len(requests)
 
         text, text_mask, truncated = bundle.text_encoder.encode([r.prompt for r in requests])
-        guidance = torch.tensor([r.guidance for r in requests], device=self.device, dtype=self.dtype)
+        guidance = torch.tensor([r.guidance for r in requests], device=self.device)
         use_cfg = bool((guidance != 1.0).any())
         if use_cfg:
             negative, negative_mask, _ = bundle.text_encoder.encode([r.negative_prompt for r in requests])
@@ -104,26 +107,26 @@ class Pipeline:
                 torch.randn(cfg.latent_channels, lat_h, lat_w, generator=torch.Generator().manual_seed(r.seed))
                 for r in requests
             ]
-        ).to(self.device, self.dtype)  # (B, C, h, w)
+        ).to(self.device)  # (B, C, h, w)
 
         known, latent_mask = self._edit_inputs(requests, lat_h, lat_w)
         times = timesteps(steps, shift_mu(cfg, grid[0] * grid[1])).to(self.device)[start:]
         x = noise if known is None else (1 - times[0]) * known + times[0] * noise
 
+        def transformer(tokens: Tensor, t: Tensor) -> Tensor:
+            return bundle.transformer(tokens.to(self.dtype), text, text_mask, t, grid).float()
+
         def velocity(x_t: Tensor, t: Tensor) -> Tensor:
             tokens = patchify(x_t, p)
             if use_cfg:
-                out = bundle.transformer(torch.cat([tokens, tokens]), text, text_mask, torch.cat([t, t]), grid)
-                out_c, out_u = out.chunk(2)
+                out_c, out_u = transformer(torch.cat([tokens, tokens]), torch.cat([t, t])).chunk(2)
                 v = guided(
                     velocity_from_output(out_c, tokens, t, cfg.prediction),
                     velocity_from_output(out_u, tokens, t, cfg.prediction),
                     guidance,
                 )
             else:
-                v = velocity_from_output(
-                    bundle.transformer(tokens, text, text_mask, t, grid), tokens, t, cfg.prediction
-                )
+                v = velocity_from_output(transformer(tokens, t), tokens, t, cfg.prediction)
             return unpatchify(v, p, cfg.latent_channels, *grid)
 
         def after_step(step: int, total: int, x_next: Tensor, t_next: Tensor) -> Tensor:
@@ -140,7 +143,7 @@ class Pipeline:
             latents = euler_sample(velocity, x, times, after_step)
         except _AllCancelled:
             return [SampleResult(pixels=None, prompt_truncated=t, cancelled=True) for t in truncated]
-        images = to_uint8(bundle.codec.decode(latents))
+        images = to_uint8(bundle.codec.decode(latents.to(self.dtype)))
         results = []
         for i, request in enumerate(requests):
             image = images[i]
@@ -163,7 +166,7 @@ class Pipeline:
         images = np.stack(
             [r.init_image if r.init_image is not None else np.zeros((h, w, 3), np.uint8) for r in requests]
         )
-        known = self.bundle.codec.encode(to_unit_range(images).to(self.device, self.dtype))
+        known = self.bundle.codec.encode(to_unit_range(images).to(self.device, self.dtype)).float()
         # A request without a mask (generation or img2img) repaints everything.
         masks = np.stack([r.mask if r.mask is not None else np.ones((h, w), bool) for r in requests])
         mask = torch.from_numpy(masks).to(self.device, torch.float32)[:, None]

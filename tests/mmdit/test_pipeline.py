@@ -1,9 +1,13 @@
+import io
 import math
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from huabu.deployments.mmdit import requests as R
+from huabu.deployments.mmdit.checkpoint import load_checkpoint
 from huabu.deployments.mmdit.pipeline import Pipeline
 from huabu.deployments.mmdit.png import encode_png, read_png_parameters
 from huabu.deployments.mmdit.requests import InvalidRequest
@@ -133,3 +137,31 @@ def test_png_carries_generation_parameters(pipeline: Pipeline) -> None:
     assert pixels is not None
     data = encode_png(pixels, {"prompt": "红色圆形", "seed": 7, "steps": 4, "model": "random-init@v0"})
     assert read_png_parameters(data) == {"prompt": "红色圆形", "seed": "7", "steps": "4", "model": "random-init@v0"}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_serves_what_float32_serves(dtype: torch.dtype) -> None:
+    # The networks run in half precision; the sampler's state stays float32, so the steps still
+    # add up and the images stay within a level or two of float32's.
+    full, half = Pipeline(load_checkpoint("tiny-mmdit@v1")), Pipeline(load_checkpoint("tiny-mmdit@v1"), dtype=dtype)
+    square = np.zeros((32, 32), bool)
+    square[8:24, 8:24] = True
+    first = full([gen("a blue square", guidance=3.0)])[0].pixels
+    assert first is not None
+    requests = [gen("a red circle on the left", guidance=3.0), R.inpainting("a green circle", first, square, seed=2)]
+    for request in requests:
+        expected, got = full([request])[0].pixels, half([request])[0].pixels
+        assert expected is not None and got is not None and got.dtype == np.uint8
+        difference = np.abs(got.astype(int) - expected.astype(int))
+        assert difference.mean() < 1.5, (request.prompt, difference.mean())
+        assert (difference > 32).mean() < 0.01
+
+
+def test_png_compress_level_trades_size_only(pipeline: Pipeline) -> None:
+    pixels = pipeline([R.generation("a blue sky over a green field", seed=1, size=(64, 64), steps=4)])[0].pixels
+    assert pixels is not None
+    fast, small = encode_png(pixels, {"seed": 1}, 1), encode_png(pixels, {"seed": 1}, 9)
+    assert fast != small and len(small) <= len(fast)
+    for png in (fast, small):
+        with Image.open(io.BytesIO(png)) as image:
+            assert np.array_equal(np.asarray(image.convert("RGB")), pixels)
