@@ -313,7 +313,7 @@ def main() -> None:
                     client.post(empty, json={"prompt": prompt, "seed": seed}).raise_for_status()
                     timings["empty"].append(time.perf_counter() - start)
             serve.delete("empty")
-            model, stages, http, floor, served = (statistics.median(timings[k]) * 1e3 for k in timings)
+            model, stages, http, floor, replica = (statistics.median(timings[k]) * 1e3 for k in timings)
             # Paired: each HTTP request against the in-process run of the same round (drift cancels).
             paired = statistics.median(h / s for h, s in zip(timings["http"], timings["stages"], strict=True))
             print(
@@ -321,7 +321,7 @@ def main() -> None:
                 f"{stages:7.1f} ms | HTTP through every deployment {http:7.1f} ms | overhead {http - stages:6.1f} ms "
                 f"(Serve's empty chain of the same shape: {floor:5.1f} ms) | ratio {http / stages:.3f}, paired "
                 f"{paired:.3f} (target <= 1.05); over the model alone {http / model:.3f}; the replica's own "
-                f"generation {served:7.1f} ms",
+                f"generation {replica:7.1f} ms",
                 flush=True,
             )
 
