@@ -364,7 +364,7 @@ class Cache:
                 return hit
         else:
             self.results.count("refreshed")
-        leader = self.inflight.get(key)
+        leader = None if request.retry else self.inflight.get(key)
         if leader is not None:
             self.results.count("coalesced")
             shared = await asyncio.shield(leader)
@@ -383,7 +383,8 @@ class Cache:
         else:
             future.set_result(result)
         finally:
-            self.inflight.pop(key, None)
+            if self.inflight.get(key) is future:  # a retry may have taken the key over meanwhile
+                del self.inflight[key]
         return result
 
     async def _produce(self, request: ModelRequest, key: str | None) -> ModelResult:

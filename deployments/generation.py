@@ -247,6 +247,9 @@ class GenerationService:
             return await self.edit_requests(req, req.image_bytes(), req.mask_bytes(), request_id, job_id)
         return await self.outpaint_requests(req, request_id, job_id)
 
-    async def run_job(self, job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+    async def run_job(self, job_id: str, request_json: str, attempt: int = 1) -> tuple[ImagesResponse, str | None]:
         req = job_request_adapter.validate_json(request_json)
-        return await self.run(await self.job_requests(req, job_id, job_id), req.response_format)
+        requests = await self.job_requests(req, job_id, job_id)
+        if attempt > 1:
+            requests = [replace(r, retry=True) for r in requests]
+        return await self.run(requests, req.response_format)

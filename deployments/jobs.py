@@ -219,7 +219,8 @@ class JobStore:
         return attempt
 
 
-Execute = Callable[[str, str], Awaitable[tuple[ImagesResponse, str | None]]]  # (job id, request json) -> result
+# (job id, request json, attempt number from 1) -> result
+Execute = Callable[[str, str, int], Awaitable[tuple[ImagesResponse, str | None]]]
 
 
 class JobRunner:
@@ -321,7 +322,7 @@ class JobRunner:
             return
         await store.transition(job_id, JobStatus.running)
         try:
-            result, variant = await self._watched(job_id, request_json)
+            result, variant = await self._watched(job_id, request_json, attempt)
         except JobCancelled:
             await store.transition(job_id, JobStatus.canceled)
         except APIError as exc:
@@ -335,12 +336,12 @@ class JobRunner:
         else:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)
 
-    async def _watched(self, job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+    async def _watched(self, job_id: str, request_json: str, attempt_number: int) -> tuple[ImagesResponse, str | None]:
         """Run one attempt, abandoning it when its progress stalls once started (its model replica
         is gone, and a call to a killed replica may never return) or it outlives
         ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall."""
         attempt: asyncio.Future[tuple[ImagesResponse, str | None]] = asyncio.ensure_future(
-            self.execute(job_id, request_json)
+            self.execute(job_id, request_json, attempt_number)
         )
         started_at = quiet_since = time.monotonic()
         mark = await self.store.progress_mark(job_id)

@@ -34,6 +34,9 @@ class ModelRequest:
     # need not read the index again.
     looked_up: bool = False
     job_id: str | None = None  # progress and cancellation go to this job
+    # A job's second or later attempt: the cache stage never has it wait on a call already in
+    # flight for the same image, which may be the very call that was lost.
+    retry: bool = False
     request_id: str = ""
     # W3C traceparent of the calling stage's span: each deployment's span is its child (telemetry.hop).
     traceparent: str | None = None

@@ -3,12 +3,26 @@ single flight, metering, and a Redis that goes away and comes back."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import cast
 
 import httpx
+import numpy as np
 import pytest
+from ray import serve
+from ray.serve import Deployment
+
+from huabu.deployments.cache import Cache
+from huabu.deployments.handles import replica_actor_options
+from huabu.deployments.messages import ModelRequest, ModelResult
+from huabu.deployments.mmdit.png import encode_png
+from huabu.deployments.settings import Settings
 
 pytestmark = pytest.mark.serve
 
@@ -180,3 +194,58 @@ def test_the_cache_stage_answers_a_result_it_just_made_without_the_index(app) ->
     assert not first.cached and again.cached
     assert again.png == first.png and again.storage_key == first.storage_key
     assert after["misses"] - before["misses"] == 1 and after["hits"] - before["hits"] == 1
+
+
+@serve.deployment(max_ongoing_requests=16)
+class LosesItsFirstCall:
+    """The cache's next stage, whose first call never answers: a replica on a node that died."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def received(self) -> int:
+        return self.calls
+
+    async def generate(self, request: ModelRequest) -> ModelResult:
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.Event().wait()
+        return ModelResult(
+            png=encode_png(np.zeros((8, 8, 3), np.uint8), {}),
+            seed=request.seed,
+            model=request.model or "",
+            prompt_truncated=False,
+        )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_job_retry_never_waits_on_the_lost_call_it_retries(serve_port: int, tmp_path: Path) -> None:
+    settings = Settings.load(
+        environ={}, state={"namespace": "lostcall"}, storage={"local_dir": str(tmp_path), "public_base_url": "/"}
+    )
+    options = replica_actor_options(settings, num_cpus=0)
+    stage = cast(Deployment, Cache).options(ray_actor_options=options)
+    handle = serve.run(stage.bind(LosesItsFirstCall.options(ray_actor_options=options).bind(), settings), name="lost")
+    try:
+        request = ModelRequest("generate", "a lost call", 7, 32, 32, 4, 1.0, model="lost@v0")
+        coalesced = handle.stats.remote().result(timeout_s=30).get("coalesced", 0)
+        lost = handle.generate.remote(request)  # the first attempt: its call never comes back
+        next_stage = serve.get_deployment_handle("LosesItsFirstCall", app_name="lost")
+        wait_until(lambda: next_stage.received.remote().result(timeout_s=10) == 1)
+        waiting = handle.generate.remote(request)  # the same image, not a retry: shares the lost call
+        wait_until(lambda: handle.stats.remote().result(timeout_s=10).get("coalesced", 0) > coalesced)
+        retried: ModelResult = handle.generate.remote(replace(request, retry=True)).result(timeout_s=60)
+        assert retried.seed == 7 and not retried.cached
+        later: ModelResult = handle.generate.remote(request).result(timeout_s=60)  # the retry's image
+        assert later.cached and later.storage_key == retried.storage_key
+        for stuck in (lost, waiting):
+            with pytest.raises(TimeoutError):
+                stuck.result(timeout_s=1)
+    finally:
+        serve.delete("lost")

@@ -51,8 +51,8 @@ async def test_a_started_job_whose_progress_stalls_is_retried(monkeypatch: pytes
     attempts: list[int] = []
 
     def make_execute(store: JobStore) -> Any:
-        async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
-            attempts.append(len(attempts) + 1)
+        async def execute(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
+            attempts.append(attempt)  # the runner numbers its attempts
             if len(attempts) == 1:  # a replica that reports two steps, then is gone without a word
                 for step in (1, 2):
                     await store.record_progress(job_id, step, 10)
@@ -70,7 +70,7 @@ async def test_a_job_waiting_for_its_first_step_is_not_a_stall(monkeypatch: pyte
     monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
     attempts: list[int] = []
 
-    async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+    async def execute(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
         attempts.append(1)
         await asyncio.sleep(1.0)  # queued behind other batches: no progress yet
         return ImagesResponse(created=0, data=[]), "stable"
@@ -83,7 +83,7 @@ async def test_a_job_waiting_for_its_first_step_is_not_a_stall(monkeypatch: pyte
 async def test_an_attempt_past_its_time_limit_is_retried_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
 
-    async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+    async def execute(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -125,7 +125,7 @@ async def test_a_runner_whose_lease_was_taken_over_stops_and_writes_nothing() ->
     job, _ = await store.create("generate", "{}")
     started, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def execute(job_id: str, request_json: str) -> tuple[ImagesResponse, str | None]:
+    async def execute(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
         started.set()
         try:
             await asyncio.Event().wait()
