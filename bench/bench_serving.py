@@ -109,18 +109,16 @@ class InProcess:
     """The served pipeline's work, called in this process: prompt filter, model, PNG, image
     filter, storage write and the base64 answer (what the HTTP path does minus Serve)."""
 
-    def __init__(self, settings: Any, served: Served) -> None:
+    def __init__(self, settings: Any) -> None:
         import torch
 
-        from huabu.deployments.mmdit.checkpoint import load_checkpoint
-        from huabu.deployments.mmdit.pipeline import Pipeline
+        from huabu.deployments.model_server import load_pipeline
         from huabu.deployments.storage import open_storage
         from huabu.filters import ImageFilter, PromptFilter
 
         torch.set_num_threads(1)  # the replicas run one torch thread too (model.torch_threads)
         self.model_id = settings.variants["stable"].model
-        bundle = load_checkpoint(self.model_id, [Path(d) for d in served.model_dirs])
-        self.pipeline = Pipeline(bundle, device=served.device, dtype=getattr(torch, served.dtype))
+        self.pipeline = load_pipeline(self.model_id, settings)  # as the replica loads it
         self.prompt_filter = PromptFilter(settings.safety.prompt)
         self.image_filter = ImageFilter(settings.safety.image)
         self.prompt_filter.warmup()
@@ -202,24 +200,20 @@ def synthetic_checkpoint(shape: str, root: Path) -> str:
     import torch
 
     from huabu.deployments.mmdit.checkpoint import random_init, save_checkpoint
-    from huabu.deployments.mmdit.config import CodecConfig, MMDiTConfig, TextEncoderConfig
+    from huabu.deployments.mmdit.config import CodecConfig, TextEncoderConfig, qwen_image_config
 
     depth, width = (int(v) for v in shape.split("x"))
     heads = width // 128
-    config = MMDiTConfig(
+    # Qwen-Image's text encoder and VAE are external; here a one-layer byte encoder of the same
+    # width and the bundled autoencoder with the VAE's latent shape stand in for them.
+    config = dataclasses.replace(
+        qwen_image_config(),
         depth=depth,
         width=width,
         num_heads=heads,
-        patch_size=2,
         text_width=width,
-        rope_axes=(16, 56, 56),
-        pooled_text=False,
-        prediction="velocity",
-        base_tokens=256,
-        max_tokens=8192,
         text=TextEncoderConfig(width=width, depth=1, num_heads=heads),
         codec=CodecConfig(kind="autoencoder", latent_channels=16, downsample=8),
-        default_size=(1024, 1024),
     )
     bundle = random_init(seed=0, config=config)
     bundle.model_id = f"synthetic-d{depth}w{width}@v0"
@@ -265,7 +259,7 @@ def main() -> None:
     port = 8765
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     batched = deploy("batched", port, served=served, max_batch_size=8, max_ongoing_requests=16)
-    local = InProcess(bench_settings("batched", port, served=served), served)
+    local = InProcess(bench_settings("batched", port, served=served))
     prompt = "a red circle on the left"
 
     def over_http(client: httpx.Client, base: str, seed: int, height: int, width: int, steps: int) -> float:

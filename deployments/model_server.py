@@ -41,6 +41,13 @@ def compute_thread(torch_threads: int | None) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmdit-compute", initializer=start)
 
 
+def load_pipeline(model_id: str, settings: Settings) -> Pipeline:
+    """``model_id``'s checkpoint on the GPU when the replica has one, in ``model.dtype``."""
+    device = "cuda" if settings.model.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+    bundle = load_checkpoint(model_id, [Path(p) for p in settings.model_dirs])
+    return Pipeline(bundle, device=device, dtype=getattr(torch, settings.model.dtype))
+
+
 def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
     return {
         "prompt": request.prompt,
@@ -85,9 +92,7 @@ class MMDiTModel:
         self.queue = metrics.ModelQueue(self.variant)
         self.job_stages: dict[str, telemetry.Stage] = {}  # job id -> its model span, for progress events
         self.compute = compute_thread(settings.model.torch_threads)
-        device = "cuda" if settings.model.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-        bundle = load_checkpoint(model_id, [Path(p) for p in settings.model_dirs])
-        self.pipeline = Pipeline(bundle, device=device, dtype=getattr(torch, settings.model.dtype))
+        self.pipeline = load_pipeline(model_id, settings)
         self.model_id = self.pipeline.model_id
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         batch: Any = self.generate_batch  # type: ignore[misc]  # serve.batch's typing misses methods
@@ -99,7 +104,7 @@ class MMDiTModel:
         self.seconds_per_step = 0.0  # moving average over recent batches
         self.fixed_latency = settings.model.fixed_latency
         self.png_compress_level = settings.model.png_compress_level
-        logger.info("loaded %s on %s (%s)", self.model_id, device, settings.model.dtype)
+        logger.info("loaded %s on %s (%s)", self.model_id, self.pipeline.device, settings.model.dtype)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_id, "config": self.pipeline.config.to_dict()}
