@@ -35,6 +35,9 @@ def max_message_bytes(settings: Settings) -> int:
 
 def replica_actor_options(settings: Settings, **options: Any) -> dict[str, Any]:
     """``ray_actor_options`` for every deployment of the app: Serve reads the gRPC message limit
-    from each replica's environment, on both ends of a channel."""
-    env = {"RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(max_message_bytes(settings))}
+    (on both ends of a channel) and its metrics export interval from each replica's environment."""
+    env = {
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(max_message_bytes(settings)),
+        "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": str(settings.telemetry.serve_metrics_interval_ms),
+    }
     return {**options, "runtime_env": {"env_vars": env}}

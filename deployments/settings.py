@@ -201,6 +201,10 @@ class TelemetrySettings(_Section):
     sampler_arg: float | None = Field(None, ge=0, le=1)  # OTEL_TRACES_SAMPLER_ARG
     export_delay_ms: int | None = Field(None, ge=1)  # OTEL_BSP_SCHEDULE_DELAY
     metrics: bool = True  # Prometheus metrics through Ray's metrics export port
+    # How often each replica hands Serve's own metrics (request counts, latencies, queue gauges)
+    # to Ray's exporter. Serve's default, 100 ms, costs every idle replica CPU ten times a second;
+    # Prometheus scrapes every 15 s or so (docs/ARCHITECTURE.md "Serving overhead").
+    serve_metrics_interval_ms: int = Field(1000, ge=0)
     json_logs: bool = True  # huabu.* loggers write JSON lines with request and trace ids
 
 

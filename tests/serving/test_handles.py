@@ -81,3 +81,32 @@ def test_the_actor_transport_carries_the_same_request_without_a_raised_limit(ser
         assert result.png == request.image.tobytes()[: 6 * 1024 * 1024]  # type: ignore[union-attr]
     finally:
         serve.delete("handles-actor")
+
+
+@serve.deployment(max_ongoing_requests=4)
+class ServeConstants:
+    def metrics_export_interval_ms(self) -> int:
+        from ray.serve._private import constants
+
+        return constants.RAY_SERVE_METRICS_EXPORT_INTERVAL_MS
+
+
+def test_replicas_export_serve_metrics_at_the_configured_interval(serve_port: int) -> None:
+    """Serve reads the interval once, when a replica's process imports it: the setting must reach
+    the replica's environment, not the caller's."""
+    settings = Settings.load(environ={}, telemetry={"serve_metrics_interval_ms": 2500})
+    options = replica_actor_options(settings, num_cpus=0)
+    handle = serve.run(
+        ServeConstants.options(ray_actor_options=options).bind(), name="handles-metrics", route_prefix=None
+    )
+    default = serve.run(
+        ServeConstants.options(ray_actor_options={"num_cpus": 0}).bind(),
+        name="handles-metrics-default",
+        route_prefix=None,
+    )
+    try:
+        assert handle.metrics_export_interval_ms.remote().result(timeout_s=60) == 2500
+        assert default.metrics_export_interval_ms.remote().result(timeout_s=60) == 100  # Serve's own default
+    finally:
+        serve.delete("handles-metrics")
+        serve.delete("handles-metrics-default")
