@@ -34,6 +34,7 @@ import dataclasses
 import io
 import os
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -255,6 +256,14 @@ def main() -> None:
     parser.add_argument("--synthetic", metavar="DEPTHxWIDTH", help="serve random weights of Qwen-Image's shape")
     parser.add_argument("--num-cpus", type=int, default=2, help="the local Ray's CPUs")
     args = parser.parse_args()
+
+    # The model replicas' environment (model.env_vars, e.g. the allocator's) takes effect when a
+    # process starts: this process computes the in-process baseline, so it runs under it too.
+    from huabu.deployments.settings import ModelDeploymentSettings
+
+    model_env = ModelDeploymentSettings().env_vars
+    if any(os.environ.get(name) != value for name, value in model_env.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **model_env})
 
     import ray
 

@@ -26,7 +26,7 @@ def model_options(settings: Settings, variant: str) -> dict[str, Any]:
     m = settings.model
     return {
         "name": f"MMDiT-{variant}",
-        "ray_actor_options": replica_actor_options(settings, num_gpus=m.num_gpus, num_cpus=m.num_cpus),
+        "ray_actor_options": replica_actor_options(settings, m.env_vars, num_gpus=m.num_gpus, num_cpus=m.num_cpus),
         "autoscaling_config": m.autoscaling.to_serve(),
         "max_ongoing_requests": m.max_ongoing_requests,
         "max_queued_requests": m.max_queued_requests,

@@ -33,11 +33,13 @@ def max_message_bytes(settings: Settings) -> int:
     return min(GRPC_MAX_MESSAGE_BYTES, 4 * settings.gateway.max_image_pixels + settings.gateway.max_request_bytes)
 
 
-def replica_actor_options(settings: Settings, **options: Any) -> dict[str, Any]:
+def replica_actor_options(settings: Settings, env_vars: dict[str, str] | None = None, **options: Any) -> dict[str, Any]:
     """``ray_actor_options`` for every deployment of the app: Serve reads the gRPC message limit
-    (on both ends of a channel) and its metrics export interval from each replica's environment."""
+    (on both ends of a channel) and its metrics export interval from each replica's environment;
+    ``env_vars`` adds a deployment's own."""
     env = {
         "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(max_message_bytes(settings)),
         "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": str(settings.telemetry.serve_metrics_interval_ms),
+        **(env_vars or {}),
     }
     return {**options, "runtime_env": {"env_vars": env}}

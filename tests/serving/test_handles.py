@@ -10,6 +10,7 @@ import pytest
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from huabu.deployments.app import model_options
 from huabu.deployments.handles import connect, replica_actor_options
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.settings import Settings
@@ -90,12 +91,17 @@ class ServeConstants:
 
         return constants.RAY_SERVE_METRICS_EXPORT_INTERVAL_MS
 
+    def environ(self, name: str) -> str | None:
+        import os
+
+        return os.environ.get(name)
+
 
 def test_replicas_export_serve_metrics_at_the_configured_interval(serve_port: int) -> None:
     """Serve reads the interval once, when a replica's process imports it: the setting must reach
     the replica's environment, not the caller's."""
     settings = Settings.load(environ={}, telemetry={"serve_metrics_interval_ms": 2500})
-    options = replica_actor_options(settings, num_cpus=0)
+    options = replica_actor_options(settings, {"MALLOC_ARENA_MAX": "1"}, num_cpus=0)
     handle = serve.run(
         ServeConstants.options(ray_actor_options=options).bind(), name="handles-metrics", route_prefix=None
     )
@@ -106,7 +112,15 @@ def test_replicas_export_serve_metrics_at_the_configured_interval(serve_port: in
     )
     try:
         assert handle.metrics_export_interval_ms.remote().result(timeout_s=60) == 2500
+        assert handle.environ.remote("MALLOC_ARENA_MAX").result(timeout_s=60) == "1"  # a deployment's own
         assert default.metrics_export_interval_ms.remote().result(timeout_s=60) == 100  # Serve's own default
     finally:
         serve.delete("handles-metrics")
         serve.delete("handles-metrics-default")
+
+
+def test_model_replicas_get_their_own_environment() -> None:
+    settings = Settings.load(environ={}, model={"env_vars": {"MALLOC_ARENA_MAX": "1"}})
+    env = model_options(settings, "stable")["ray_actor_options"]["runtime_env"]["env_vars"]
+    assert env["MALLOC_ARENA_MAX"] == "1"
+    assert "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH" in env  # added to, not replaced
