@@ -10,6 +10,7 @@ from pathlib import Path
 BENCHES = [
     "bench_transformer.py",
     "bench_serving.py",
+    "bench_png.py",
     "bench_cache.py",
     "bench_filters.py",
     "bench_tracing.py",

@@ -65,8 +65,9 @@ class ModelDeploymentSettings(_Section):
     torch_threads: int | None = Field(None, ge=1)
     # Weights and activations; bfloat16 halves memory and is what GPUs serve big MMDiTs in.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    # zlib level of the PNGs served. 1 encodes a 1024x1024 image in ~175 ms against ~310 ms at 6,
-    # for files ~14% larger: at GPU speeds the encoding is a tenth of the request.
+    # zlib level of the PNGs served. 1 encodes a 1024x1024 image in ~50 ms on 2 cores against
+    # ~250 ms at 6, for files ~15% larger (bench/bench_png.py): at GPU speeds the PNG is a
+    # noticeable part of the request.
     png_compress_level: int = Field(1, ge=0, le=9)
     # Environment of the model replicas' processes (allocator, OpenMP or CUDA variables, read when
     # the process starts); setting it replaces the default below.
