@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ NONE, SUB, UP = 0, 1, 2  # PNG filter types (Average and Paeth made no smaller f
 _ZLIB_HEADER = b"\x78\x01"
 
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()  # a batch's images are encoded from several threads at once
 
 
 def encoder_threads() -> int:
@@ -44,9 +46,10 @@ def encoder_threads() -> int:
 def _shared_pool() -> ThreadPoolExecutor | None:
     """One pool per process, made on first use; None where one core is all there is."""
     global _pool
-    if _pool is None and encoder_threads() > 1:
-        _pool = ThreadPoolExecutor(encoder_threads(), thread_name_prefix="png")
-    return _pool
+    with _pool_lock:
+        if _pool is None and encoder_threads() > 1:
+            _pool = ThreadPoolExecutor(encoder_threads(), thread_name_prefix="png")
+        return _pool
 
 
 def encode_png(pixels: np.ndarray, parameters: Mapping[str, object], compress_level: int = 1) -> bytes:

@@ -108,3 +108,11 @@ def test_png_rejects_what_it_cannot_write() -> None:
         encode_png(np.zeros((4, 4), np.uint8), {})
     with pytest.raises(ValueError, match="keyword"):
         encode_png(np.zeros((4, 4, 3), np.uint8), {"k" * 80: "v"})
+
+
+def test_a_batch_encoded_at_once_gives_each_image_its_own_bytes() -> None:
+    # The model replica encodes a batch's images from several threads, which share the encoder's pool.
+    images = [smooth_image(200, 1024, seed) for seed in range(6)]
+    expected = [encode_png(image, {"seed": i}) for i, image in enumerate(images)]
+    with ThreadPoolExecutor(6) as callers:
+        assert list(callers.map(lambda i: encode_png(images[i], {"seed": i}), range(6))) == expected
