@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -124,9 +121,8 @@ class ImageScreen:
         if result.cancelled or not result.png:
             return result
         with telemetry.work("image_filter.check") as check:
-            with Image.open(io.BytesIO(result.png)) as image:
-                pixels = np.asarray(image.convert("RGB"))
-            decision = await asyncio.to_thread(self.filter.check, pixels)
+            # Decoding a 1024x1024 PNG takes ~25 ms: in a thread, so other requests keep moving.
+            decision = await asyncio.to_thread(self.filter.check_png, result.png)
             telemetry.filter_decision(check, "image", decision)
         if decision.blocked:
             logger.info(

@@ -12,6 +12,7 @@ package's own fallback would fetch it from the internet when the bundled file is
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -113,6 +114,13 @@ class ImageFilter:
 
     def check(self, image: ImageInput) -> Decision:
         return self.check_many([image])[0]
+
+    def check_png(self, png: bytes) -> Decision:
+        """The decision on an encoded image, decoded here: callers run this off their event loop,
+        and the decoder works on the image straight from the file, with no array copies between."""
+        with Image.open(io.BytesIO(png)) as image:
+            image.load()
+            return self.check(image)
 
     def check_many(self, images: ImageInput | Sequence[ImageInput], *, record: bool = True) -> list[Decision]:
         """One decision per image: blocked (category sexual) when P(nsfw) >= settings.nsfw_threshold."""

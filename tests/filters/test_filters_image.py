@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from huabu.deployments.mmdit.png import encode_png
 from huabu.filters import Category, ImageFilter, ImageFilterSettings, Stage
 from huabu.filters.image import bundled_model_path
 
@@ -88,3 +89,13 @@ def test_disabled_filter_skips() -> None:
 def test_fingerprint_identifies_pixels(image_filter: ImageFilter) -> None:
     a, b, c = image_filter.check_many([blue_square(), blue_square(), gradient()], record=False)
     assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_an_encoded_image_gets_the_decision_of_its_pixels(image_filter: ImageFilter) -> None:
+    # What the image-filter deployment checks: the PNG as the model encoded it.
+    pixels = gradient(96)
+    from_png = image_filter.check_png(encode_png(pixels, {"prompt": "a gradient"}))
+    from_pixels = image_filter.check(pixels)
+    assert from_png == from_pixels and from_png.allowed and from_png.score is not None
+    strict = ImageFilter(ImageFilterSettings(nsfw_threshold=0.0))
+    assert strict.check_png(encode_png(pixels, {})).blocked
