@@ -196,3 +196,36 @@ def test_playground_with_api_keys_on(deploy_app: Any, browser: Any) -> None:
     assert page.locator("#progress").get_attribute("data-step") == str(STEPS)
     assert int(page.evaluate("document.body.dataset.wsEvents || '0'")) >= STEPS
     page.close()
+
+
+def test_the_browser_decodes_the_servers_pngs(browser: Any) -> None:
+    """Chromium's own PNG decoder reads our encoder's files pixel for pixel: several deflate slices,
+    all three row filters, the text chunks (Pillow and zlib check them in tests/mmdit/test_png.py)."""
+    import numpy as np
+
+    from huabu.deployments.mmdit.png import encode_png, filtered_rows
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:120, 0:1031]
+    smooth = np.stack([(x * 0.7) % 256, (y * 2) % 256, (x + y) % 256], -1).astype(np.uint8)
+    pixels = np.concatenate([smooth, rng.integers(0, 256, (120, 1031, 3), dtype=np.uint8)])
+    assert set(filtered_rows(pixels)[:, 0]) == {0, 1, 2}
+    data_url = "data:image/png;base64," + base64.b64encode(encode_png(pixels, {"prompt": "红色圆形"})).decode()
+    page = browser.new_page()
+    rgba = page.evaluate(
+        """async (src) => {
+            const image = new Image();
+            image.src = src;
+            await image.decode();
+            const canvas = document.createElement("canvas");
+            canvas.width = image.naturalWidth;
+            canvas.height = image.naturalHeight;
+            const context = canvas.getContext("2d");
+            context.drawImage(image, 0, 0);
+            return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);
+        }""",
+        data_url,
+    )
+    page.close()
+    decoded = np.array(rgba, dtype=np.uint8).reshape(240, 1031, 4)
+    assert np.array_equal(decoded[..., :3], pixels) and (decoded[..., 3] == 255).all()
