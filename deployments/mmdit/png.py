@@ -47,8 +47,8 @@ def _shared_pool() -> ThreadPoolExecutor | None:
     """One pool per process, made on first use; None where one core is all there is."""
     global _pool
     with _pool_lock:
-        if _pool is None and encoder_threads() > 1:
-            _pool = ThreadPoolExecutor(encoder_threads(), thread_name_prefix="png")
+        if _pool is None and (threads := encoder_threads()) > 1:
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="png")
         return _pool
 
 
@@ -106,8 +106,9 @@ def _filter_band(rows: np.ndarray, out: np.ndarray, start: int, stop: int) -> No
     out[start:stop, 0] = choice
     target = out[start:stop, 1:]
     target[...] = up
-    target[choice == SUB] = sub[choice == SUB]
-    target[choice == NONE] = current[choice == NONE]
+    for kind, filtered in ((SUB, sub), (NONE, current)):
+        rows_of_kind = choice == kind
+        target[rows_of_kind] = filtered[rows_of_kind]
 
 
 def zlib_stream(data: np.ndarray, level: int, pool: ThreadPoolExecutor | None = None) -> bytes:
@@ -119,12 +120,8 @@ def zlib_stream(data: np.ndarray, level: int, pool: ThreadPoolExecutor | None = 
     def deflate(start: int) -> bytes:
         end = min(start + SLICE_BYTES, size)
         # Raw deflate; the preset dictionary is the data just before, which the decoder has already.
-        window = bytes(view[max(0, start - WINDOW_BYTES) : start])
-        compressor = (
-            zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=window)
-            if window
-            else zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-        )
+        window = bytes(view[max(0, start - WINDOW_BYTES) : start])  # empty for the first slice
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=window)
         # Every slice but the last ends on a byte boundary without the final-block bit.
         return compressor.compress(view[start:end]) + compressor.flush(
             zlib.Z_FINISH if end == size else zlib.Z_SYNC_FLUSH
