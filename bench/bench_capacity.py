@@ -41,7 +41,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def deploy(name: str, port: int, replicas: int, args: argparse.Namespace, files: Path) -> str:
     from huabu.cluster.local import deploy as submit
     from huabu.deployments.app import build_app
-    from huabu.deployments.settings import Settings
+    from huabu.deployments.core.settings import Settings
 
     base = f"http://127.0.0.1:{port}/{name}"
     settings = Settings.load(

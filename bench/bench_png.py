@@ -19,10 +19,10 @@ import time
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from huabu.deployments.mmdit import requests as R
-from huabu.deployments.mmdit.checkpoint import load_checkpoint
-from huabu.deployments.mmdit.pipeline import Pipeline
-from huabu.deployments.mmdit.png import encode_png, encoder_threads
+from huabu.deployments.backends.mmdit import requests as R
+from huabu.deployments.backends.mmdit.checkpoint import load_checkpoint
+from huabu.deployments.backends.mmdit.pipeline import Pipeline
+from huabu.deployments.backends.mmdit.png import encode_png, encoder_threads
 
 PARAMETERS = {"prompt": "a red circle on the left", "seed": 1, "model": "tiny-mmdit@v1"}
 

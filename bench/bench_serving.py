@@ -62,7 +62,7 @@ class Served:
 def bench_settings(
     name: str, port: int, telemetry: dict[str, object] | None = None, served: Served = Served(), **model: object
 ) -> Any:
-    from huabu.deployments.settings import Settings
+    from huabu.deployments.core.settings import Settings
 
     base = f"http://127.0.0.1:{port}/{name}"
     # A fraction of the GPU, so that the batched and the unbatched app fit on one.
@@ -112,8 +112,8 @@ class InProcess:
     def __init__(self, settings: Any) -> None:
         import torch
 
-        from huabu.deployments.model_server import load_pipeline
-        from huabu.deployments.storage import open_storage
+        from huabu.deployments.core.storage import open_storage
+        from huabu.deployments.model import load_pipeline
         from huabu.filters import ImageFilter, PromptFilter
 
         torch.set_num_threads(1)  # the replicas run one torch thread too (model.torch_threads)
@@ -127,8 +127,8 @@ class InProcess:
         self.png_compress_level = settings.model.png_compress_level
 
     def _png(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> bytes:
-        from huabu.deployments.mmdit import requests as R
-        from huabu.deployments.mmdit.png import encode_png
+        from huabu.deployments.backends.mmdit import requests as R
+        from huabu.deployments.backends.mmdit.png import encode_png
 
         result = self.pipeline([R.generation(prompt, seed=seed, size=size, steps=steps)])[0]
         assert result.pixels is not None
@@ -154,15 +154,15 @@ class PassThrough:
     """One stage of the empty chain: forwards to the next, the last one answers with a PNG."""
 
     def __init__(self, next_stage: Any = None, png: bytes = b"") -> None:
-        from huabu.deployments.handles import connect
-        from huabu.deployments.settings import Settings
+        from huabu.deployments.core.handles import connect
+        from huabu.deployments.core.settings import Settings
 
-        # The app's transport between stages (deployments/handles.py).
+        # The app's transport between stages (deployments/core/handles.py).
         self.next_stage = None if next_stage is None else connect(next_stage, Settings.load(environ={}))
         self.png = png
 
     async def generate(self, request: Any) -> Any:
-        from huabu.deployments.messages import ModelResult
+        from huabu.deployments.core.messages import ModelResult
 
         if self.next_stage is None:
             return ModelResult(png=self.png, seed=request.seed, model="empty", prompt_truncated=False)
@@ -172,13 +172,13 @@ class PassThrough:
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 class EmptyIngress:
     def __init__(self, next_stage: Any) -> None:
-        from huabu.deployments.handles import connect
-        from huabu.deployments.settings import Settings
+        from huabu.deployments.core.handles import connect
+        from huabu.deployments.core.settings import Settings
 
         self.next_stage = connect(next_stage, Settings.load(environ={}))
 
     async def __call__(self, request: Any) -> dict[str, Any]:
-        from huabu.deployments.messages import ModelRequest
+        from huabu.deployments.core.messages import ModelRequest
 
         body = await request.json()
         model_request = ModelRequest("generate", body["prompt"], body["seed"], 64, 64, 30, 1.0)
@@ -198,8 +198,8 @@ def synthetic_checkpoint(shape: str, root: Path) -> str:
     """Save a random model of Qwen-Image's shape, DEPTHxWIDTH (bfloat16 weights), under ``root``."""
     import torch
 
-    from huabu.deployments.mmdit.checkpoint import random_init, save_checkpoint
-    from huabu.deployments.mmdit.config import CodecConfig, TextEncoderConfig, qwen_image_config
+    from huabu.deployments.backends.mmdit.checkpoint import random_init, save_checkpoint
+    from huabu.deployments.backends.mmdit.config import CodecConfig, TextEncoderConfig, qwen_image_config
 
     depth, width = (int(v) for v in shape.split("x"))
     heads = width // 128
@@ -256,7 +256,7 @@ def main() -> None:
 
     # The model replicas' environment (model.env_vars, e.g. the allocator's) takes effect when a
     # process starts: this process computes the in-process baseline, so it runs under it too.
-    from huabu.deployments.settings import ModelDeploymentSettings
+    from huabu.deployments.core.settings import ModelDeploymentSettings
 
     model_env = ModelDeploymentSettings().env_vars
     if any(os.environ.get(name) != value for name, value in model_env.items()):

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from huabu.deployments.mmdit.config import CodecConfig, MMDiTConfig, TextEncoderConfig
-from huabu.deployments.mmdit.model import MMDiT
+from huabu.deployments.backends.mmdit.config import CodecConfig, MMDiTConfig, TextEncoderConfig
+from huabu.deployments.backends.mmdit.model import MMDiT
 
 
 def bench_config(depth: int, width: int, heads: int) -> MMDiTConfig:

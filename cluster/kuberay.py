@@ -23,7 +23,7 @@ import yaml
 
 from huabu.cluster.serve_config import serve_config
 from huabu.deployments.app import model_options
-from huabu.deployments.settings import Settings
+from huabu.deployments.core.settings import Settings
 
 RAYSERVICE_PATH = Path(__file__).parent / "kuberay" / "rayservice.yaml"
 GPU_SETTINGS_PATH = Path(__file__).with_name("gpu-settings.yaml")

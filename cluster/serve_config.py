@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from huabu.deployments.settings import Settings
+from huabu.deployments.core.settings import Settings
 
 IMPORT_PATH = "huabu.deployments.app:app_builder"
 CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
@@ -28,7 +28,7 @@ HEADER = """\
 #   huabu serve-config [--settings FILE] [--full] > cluster/serve_config.yaml
 #
 # `args` go to huabu.deployments.app:app_builder, which calls Settings.load(**args): fields not
-# listed keep their defaults (deployments/settings.py; `--full` lists them all) and
+# listed keep their defaults (deployments/core/settings.py; `--full` lists them all) and
 # HUABU__SECTION__FIELD variables in the cluster's environment still apply. Examples:
 #   args:
 #     variants: {stable: {model: tiny-mmdit@v1}}

@@ -1,7 +1,10 @@
 """The application builder: the whole request path, top to bottom.
 
-    HTTP -> Gateway -(miss)-> PromptScreen -> Cache -(miss)-> ImageScreen -> Router -> MMDiTModel[variant]
-              └─(hit)─> result: the gateway reads the cache index itself (cache.ResultCache)
+    HTTP -> Gateway -(miss)-> PromptFilterStage -> CacheStage -(miss)-> ImageFilterStage
+              │                                                    -> Router -> ModelStage[variant]
+              └─(hit)─> result: the gateway reads the cache index itself (core.result_cache.ResultCache)
+
+The gateway's own middleware and routes, in request order: ``gateway/routes.py``.
 
 Each stage is its own Serve deployment holding a handle to the next; the builder below wires
 them from the model outwards, so each stage is bound to the one after it.
@@ -13,13 +16,14 @@ from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
-from huabu.deployments.cache import Cache
-from huabu.deployments.gateway import Gateway
-from huabu.deployments.handles import replica_actor_options
-from huabu.deployments.model_server import MMDiTModel
+from huabu.deployments.cache import CacheStage
+from huabu.deployments.core.handles import replica_actor_options
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.gateway.routes import Gateway
+from huabu.deployments.image_filter import ImageFilterStage
+from huabu.deployments.model import ModelStage
+from huabu.deployments.prompt_filter import PromptFilterStage
 from huabu.deployments.router import Router
-from huabu.deployments.safety import ImageScreen, PromptScreen
-from huabu.deployments.settings import Settings
 
 
 def model_options(settings: Settings, variant: str) -> dict[str, Any]:
@@ -43,7 +47,7 @@ def build_app(settings: Settings) -> Application:
         "max_ongoing_requests": 1000,
     }
     # The Serve decorators hide .options() from type checkers; the casts restore it.
-    model, router_cls, gateway = cast(Deployment, MMDiTModel), cast(Deployment, Router), cast(Deployment, Gateway)
+    model, router_cls, gateway = cast(Deployment, ModelStage), cast(Deployment, Router), cast(Deployment, Gateway)
     # 1. One autoscaled, batched model deployment per variant (stable; canary with A/B).
     models = {
         variant: model.options(**model_options(settings, variant)).bind(v.model, settings)
@@ -55,13 +59,13 @@ def build_app(settings: Settings) -> Application:
     entry: Any = router
     # 3. Every image is screened before it is stored, cached or returned.
     if settings.safety.image.enabled:
-        entry = stages["image_filter"] = cast(Deployment, ImageScreen).options(**small).bind(entry, settings)
+        entry = stages["image_filter"] = cast(Deployment, ImageFilterStage).options(**small).bind(entry, settings)
     # 4. The cache coalesces identical misses and indexes results (the gateway answers hits).
     if settings.cache.enabled:
-        entry = stages["cache"] = cast(Deployment, Cache).options(**small).bind(entry, settings)
+        entry = stages["cache"] = cast(Deployment, CacheStage).options(**small).bind(entry, settings)
     # 5. Prompts are screened before they cost a cache lookup or GPU time.
     if settings.safety.prompt_enabled:
-        entry = stages["prompt_filter"] = cast(Deployment, PromptScreen).options(**small).bind(entry, settings)
+        entry = stages["prompt_filter"] = cast(Deployment, PromptFilterStage).options(**small).bind(entry, settings)
     # 6. The gateway validates, runs jobs and answers HTTP.
     return gateway.options(
         num_replicas=gw.num_replicas,

@@ -1,335 +1,36 @@
-"""The prompt cache: content-addressed results with single flight.
+"""The cache stage: between the prompt filter and the image filter (or the router). Identical
+concurrent misses share one model call (single flight); results are stored, then indexed behind
+the answer. Lookups, keys and the index are the result cache library
+(``huabu.deployments.core.result_cache``), which the gateway also holds to answer hits itself.
 
-Key = SHA-256 of the canonical request (operation, prompt, negative prompt, size, steps,
-guidance, strength, seed, input image and mask hashes) plus the model version that serves it,
-so traffic served by another version never gets this version's image. An unseeded request gets
-a seed derived from the key without the seed: the same prompt returns the same (cached) image.
-
-Results are keyed by the screening policy too (``safety.screening_policy``): an entry exists only
-for a request whose prompt and image passed the screens of that policy, so a hit needs neither
-screen again. That is what lets the gateway answer hits itself (``ResultCache``), before any other
-deployment; the ``Cache`` stage handles what the gateway could not (misses, single flight,
-``refresh``). It does not read the index again for a request the gateway just missed: a result
-that completed after that lookup is still in the stage's short memory of recent results
-(``RECENT_S``), and index writes leave the request path (they run behind the answer).
-
-The index holds references (storage key and metadata); image bytes stay in storage. Backends:
-an embedded LRU index with a byte budget (a detached Ray actor) and Redis (TTL plus a size bound
-by least-recent use). If the index is unreachable, requests are served uncached (counted and
-logged), never failed.
+The stage does not read the index again for a request the gateway just missed
+(``ModelRequest.looked_up``): a result that completed after that lookup is still in its short
+memory of recent results (``RECENT_S``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import logging
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol, cast
+from dataclasses import replace
 
-import numpy as np
-import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from huabu.deployments import metrics, telemetry
-from huabu.deployments.handles import connect
-from huabu.deployments.messages import ModelRequest, ModelResult
-from huabu.deployments.safety import screening_policy
-from huabu.deployments.settings import CacheSettings, Settings
-from huabu.deployments.state import detached_actor
-from huabu.deployments.storage import open_storage
+from huabu.deployments.core import telemetry
+from huabu.deployments.core.handles import connect
+from huabu.deployments.core.messages import ModelRequest, ModelResult
+from huabu.deployments.core.result_cache import CacheEntry, ResultCache
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.storage import open_storage
 
-logger = logging.getLogger("huabu.cache")
-STAT_NAMES = ("hits", "misses", "coalesced", "bypassed", "refreshed", "errors")
-INDEX_RETRY_S = 2.0
-COUNT_FLUSH_S = 0.5
 RECENT_S = 10.0  # how long the cache stage remembers a result it produced (see the module doc)
 RECENT_MAX = 256
 
 
-def _array_hash(array: np.ndarray | None) -> str:
-    if array is None:
-        return ""
-    return hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest()
-
-
-def canonical_request(request: ModelRequest, with_seed: bool = True) -> str:
-    fields: dict[str, Any] = {
-        "operation": request.operation,
-        "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt,
-        "size": [request.height, request.width],
-        "steps": request.steps,
-        "guidance": request.guidance,
-        "strength": request.strength,
-        "image": _array_hash(request.image),
-        "mask": _array_hash(request.mask),
-        "model": request.model,
-    }
-    if with_seed:
-        fields["seed"] = request.seed
-    return json.dumps(fields, sort_keys=True, ensure_ascii=False)
-
-
-def cache_key(request: ModelRequest, policy: str) -> str:
-    """The entry of a request screened under ``policy`` (a ``screening_policy`` digest)."""
-    return hashlib.sha256(f"{canonical_request(request)}\n{policy}".encode()).hexdigest()
-
-
-def derived_seed(request: ModelRequest) -> int:
-    """The seed of an unseeded request: a function of everything else it asks for."""
-    digest = hashlib.sha256(canonical_request(request, with_seed=False).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-@dataclass
-class CacheEntry:
-    storage_key: str
-    seed: int
-    model: str
-    prompt_truncated: bool
-    generation_s: float
-    size_bytes: int
-    variant: str | None = None
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> CacheEntry:
-        return cls(**json.loads(raw))
-
-
-class CacheIndex(Protocol):
-    async def get(self, key: str) -> CacheEntry | None: ...
-    async def put(self, key: str, entry: CacheEntry) -> None: ...
-    async def count_many(self, counts: dict[str, float]) -> None: ...
-    async def stats(self) -> dict[str, float]: ...
-
-
-class _LRUIndex:
-    """The embedded index's state: LRU by byte budget (the referenced image bytes) and count."""
-
-    def __init__(self, max_bytes: int, max_entries: int) -> None:
-        self.entries: OrderedDict[str, bytes] = OrderedDict()
-        self.sizes: dict[str, int] = {}
-        self.total_bytes = 0
-        self.max_bytes = max_bytes
-        self.max_entries = max_entries
-        self.counters: dict[str, float] = dict.fromkeys((*STAT_NAMES, "saved_s", "evictions"), 0.0)
-
-    def get(self, key: str) -> bytes | None:
-        raw = self.entries.get(key)
-        if raw is not None:
-            self.entries.move_to_end(key)
-        return raw
-
-    def put(self, key: str, raw: bytes, size: int) -> None:
-        if key in self.entries:
-            self.total_bytes -= self.sizes[key]
-        self.entries[key] = raw
-        self.entries.move_to_end(key)
-        self.sizes[key] = size
-        self.total_bytes += size
-        while self.entries and (self.total_bytes > self.max_bytes or len(self.entries) > self.max_entries):
-            old, _ = self.entries.popitem(last=False)
-            self.total_bytes -= self.sizes.pop(old)
-            self.counters["evictions"] += 1
-
-    def count_many(self, counts: dict[str, float]) -> None:
-        for name, amount in counts.items():
-            self.counters[name] = self.counters.get(name, 0.0) + amount
-
-    def stats(self) -> dict[str, float]:
-        return {**self.counters, "entries": len(self.entries), "bytes": self.total_bytes}
-
-
-EmbeddedIndexActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_LRUIndex)
-
-
-class EmbeddedCacheIndex:
-    def __init__(self, namespace: str, settings: CacheSettings) -> None:
-        self.actor: Any = detached_actor(
-            EmbeddedIndexActor, f"{namespace}-cache", settings.max_bytes, settings.max_entries
-        )
-
-    async def get(self, key: str) -> CacheEntry | None:
-        raw = await self.actor.get.remote(key)
-        return None if raw is None else CacheEntry.from_json(raw)
-
-    async def put(self, key: str, entry: CacheEntry) -> None:
-        await self.actor.put.remote(key, entry.to_json(), entry.size_bytes)
-
-    async def count_many(self, counts: dict[str, float]) -> None:
-        await self.actor.count_many.remote(counts)
-
-    async def stats(self) -> dict[str, float]:
-        return cast(dict[str, float], await self.actor.stats.remote())
-
-
-class RedisCacheIndex:
-    """Entries expire after ``ttl_s``; a sorted set by last use bounds their number."""
-
-    def __init__(self, url: str, namespace: str, settings: CacheSettings) -> None:
-        import redis.asyncio as redis
-
-        # Short timeouts: a slow or dead Redis must turn into a bypass, not a slow request.
-        self.client = redis.from_url(url, socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s)
-        self.prefix = f"{namespace}:cache:"
-        self.ttl_s = settings.ttl_s
-        self.max_entries = settings.max_entries
-
-    async def get(self, key: str) -> CacheEntry | None:
-        raw = await self.client.get(self.prefix + key)
-        if raw is None:
-            return None
-        await self.client.zadd(self.prefix + "lru", {key: time.time()})
-        return CacheEntry.from_json(cast(bytes, raw))
-
-    async def put(self, key: str, entry: CacheEntry) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.prefix + key, entry.to_json(), ex=self.ttl_s)
-            pipe.zadd(self.prefix + "lru", {key: time.time()})
-            pipe.zcard(self.prefix + "lru")
-            *_, size = await pipe.execute()
-        if size > self.max_entries:
-            evicted = await self.client.zpopmin(self.prefix + "lru", size - self.max_entries)
-            if evicted:
-                names = [cast(bytes, pair[0]).decode() for pair in cast(list[tuple[bytes, float]], evicted)]
-                await self.client.delete(*[self.prefix + name for name in names])
-                await self.client.incrbyfloat(self.prefix + "stat:evictions", len(evicted))
-
-    async def count_many(self, counts: dict[str, float]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name, amount in counts.items():
-                pipe.incrbyfloat(self.prefix + "stat:" + name, amount)
-            await pipe.execute()
-
-    async def stats(self) -> dict[str, float]:
-        names = (*STAT_NAMES, "saved_s", "evictions")
-        values = await self.client.mget([self.prefix + "stat:" + n for n in names])
-        stats = {n: float(v or 0) for n, v in zip(names, values, strict=True)}
-        stats["entries"] = float(await self.client.zcard(self.prefix + "lru"))
-        return stats
-
-
-def open_cache_index(settings: Settings) -> CacheIndex:
-    if settings.cache.backend == "redis":
-        return RedisCacheIndex(
-            settings.cache.redis_url or settings.state.redis_url, settings.state.namespace, settings.cache
-        )
-    return EmbeddedCacheIndex(settings.state.namespace, settings.cache)
-
-
-class ResultCache:
-    """The cache as a library: lookups, writes and counters against the index. The gateway holds
-    one to answer hits without another hop; the ``Cache`` stage holds one for everything else.
-    Counts are gathered here and sent in one call every ``COUNT_FLUSH_S`` (a hit must not wait
-    for, nor pay for, a counter round trip), and before statistics are read. An unreachable index
-    is a miss, never an error, and is left alone for a while (``INDEX_RETRY_S``) so that an outage
-    does not add a timeout to every request."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.index = open_cache_index(settings)
-        self.policy = screening_policy(settings.safety)
-        self.pending: dict[str, float] = {}  # counts not yet sent to the index
-        self.flusher: asyncio.Task[None] | None = None
-        self.local_errors = 0  # index failures, also counted here when the index itself is down
-        self.unavailable_until = 0.0  # monotonic time before which the index is not tried
-
-    def key(self, request: ModelRequest) -> str:
-        return cache_key(request, self.policy)
-
-    async def hit(self, request: ModelRequest, key: str | None = None) -> ModelResult | None:
-        """The stored result of a ``cache=use`` request (under ``key``, when the caller already has
-        it), counted as a hit; None otherwise (the ``Cache`` stage counts the miss)."""
-        if request.cache != "use":
-            return None
-        entry = await self.lookup(key or self.key(request))
-        if entry is None:
-            return None
-        self.count_hit(entry.generation_s)
-        return ModelResult(
-            png=b"",
-            seed=entry.seed,
-            model=entry.model,
-            prompt_truncated=entry.prompt_truncated,
-            variant=entry.variant,
-            generation_s=0.0,
-            cached=True,
-            storage_key=entry.storage_key,
-        )
-
-    def _available(self) -> bool:
-        if time.monotonic() < self.unavailable_until:
-            self.local_errors += 1
-            return False
-        return True
-
-    def _failed(self, what: str) -> None:
-        self.local_errors += 1
-        self.unavailable_until = time.monotonic() + INDEX_RETRY_S
-        logger.warning("cache index unavailable: %s for %.0f s", what, INDEX_RETRY_S, exc_info=True)
-
-    async def lookup(self, key: str) -> CacheEntry | None:
-        if not self._available():
-            return None
-        try:
-            with telemetry.work("cache.lookup") as lookup:
-                entry = await self.index.get(key)
-                lookup.set(cache_hit=entry is not None)
-                return entry
-        except Exception:
-            self._failed("serving uncached")
-            return None
-
-    async def store(self, key: str, entry: CacheEntry) -> None:
-        if not self._available():
-            return
-        try:
-            with telemetry.work("cache.write"):
-                await self.index.put(key, entry)
-        except Exception:
-            self._failed("results not cached")
-
-    def count_hit(self, generation_s: float) -> None:
-        """A request answered without generating: it saved the seconds its image once took."""
-        self.count("hits")
-        self.count("saved_s", generation_s)
-
-    def count(self, name: str, amount: float = 1) -> None:
-        metrics.cache_outcome(name, amount)
-        self.pending[name] = self.pending.get(name, 0.0) + amount
-        if self.flusher is None or self.flusher.done():
-            self.flusher = asyncio.get_running_loop().create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(COUNT_FLUSH_S)
-        await self.flush()
-
-    async def flush(self) -> None:
-        counts, self.pending = self.pending, {}
-        if counts:
-            try:
-                await self.index.count_many(counts)
-            except Exception:  # the index is down: these counts are lost, and that is counted
-                self.local_errors += 1
-
-    async def stats(self) -> dict[str, float]:
-        await self.flush()
-        try:
-            stats = await self.index.stats()
-        except Exception:
-            stats = {"available": 0.0}
-        return {**stats, "local_errors": float(self.local_errors)}
-
-
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
-class Cache:
+class CacheStage:
     """Between the prompt filter and the router: identical concurrent misses share one model
     call; results are stored before they are indexed."""
 

@@ -2,7 +2,7 @@
 one its A/B assignment chose.
 
 The weights themselves live in the state store and are read every ``ab.refresh_interval_s`` by the
-gateway (``deployments/experiments.py``), which assigns the variant: it must be chosen before the
+gateway (``deployments/gateway/experiments.py``), which assigns the variant: it must be chosen before the
 cache key is computed (the key names the model), and the gateway is where the user is known. A
 weight change is therefore a state-store write; no deployment is redeployed or reconfigured, so no
 replica restarts (re-running ``serve.run`` with a new ``user_config`` would restart them in Ray 2.60).
@@ -22,10 +22,10 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from huabu.deployments import telemetry
-from huabu.deployments.handles import connect
-from huabu.deployments.messages import ModelRequest, ModelResult
-from huabu.deployments.settings import Settings
+from huabu.deployments.core import telemetry
+from huabu.deployments.core.handles import connect
+from huabu.deployments.core.messages import ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings
 
 
 class ModelOverloaded(Exception):
@@ -82,7 +82,7 @@ class Router:
         with telemetry.hop("router", request) as hop:  # the span names the variant; metrics count per variant
             return await self._generate(request, hop)
 
-    async def _generate(self, request: ModelRequest, hop: telemetry.Stage) -> ModelResult:
+    async def _generate(self, request: ModelRequest, hop: telemetry.StageSpan) -> ModelResult:
         hop.variant = variant = self.choose(request)
         hop.set(variant=variant, model=self.models.get(variant))
         await self._inject(variant)

@@ -133,7 +133,7 @@ class AppDeployer:
         from ray import serve
 
         from huabu.deployments.app import build_app
-        from huabu.deployments.settings import Settings
+        from huabu.deployments.core.settings import Settings
 
         assert lifetime in ("test", "module", "dir", "session"), lifetime
         name = f"t{uuid.uuid4().hex[:8]}"

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from huabu.deployments.rollout_report import table, write_plots
+from huabu.cluster.rollout_report import table, write_plots
 from huabu.sdk import Client, HuabuError
 from huabu.sdk.types import RolloutInfo
 

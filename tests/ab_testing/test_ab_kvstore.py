@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from huabu.ab_testing import MetricsBuffer, Rollout, RolloutRepository, TrafficSplit, load_metrics
-from huabu.deployments.experiments import KVStateStore
-from huabu.deployments.settings import StateSettings
-from huabu.deployments.state import open_store
+from huabu.deployments.core.settings import StateSettings
+from huabu.deployments.core.state import open_store
+from huabu.deployments.gateway.experiments import KVStateStore
 
 
 @pytest.fixture(scope="module")

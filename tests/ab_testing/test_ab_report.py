@@ -16,8 +16,8 @@ from huabu.ab_testing import (
     evaluate_rollout,
     load_metrics,
 )
-from huabu.deployments.rollout_report import table, write_plots
-from huabu.deployments.rollouts import rollout_info
+from huabu.cluster.rollout_report import table, write_plots
+from huabu.deployments.gateway.rollouts import rollout_info
 from huabu.sdk.types import RolloutInfo
 
 POLICY = RolloutPolicy(

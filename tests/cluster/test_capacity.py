@@ -8,8 +8,8 @@ import math
 import pytest
 
 from huabu.cluster.capacity import ModelProfile, batch_seconds, plan
-from huabu.deployments.cli import main as cli_main
-from huabu.deployments.settings import Settings
+from huabu.cluster.cli import main as cli_main
+from huabu.deployments.core.settings import Settings
 
 
 def test_batch_cost_spans_no_gain_to_free_batching() -> None:

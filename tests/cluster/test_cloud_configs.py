@@ -19,7 +19,7 @@ from ray.serve.schema import ServeDeploySchema
 from huabu.cluster.kuberay import GPU_GROUP, GPU_SETTINGS_PATH, RAYSERVICE_PATH, gpus_needed, rayservice, render
 from huabu.cluster.serve_config import IMPORT_PATH, SECRET_FIELDS
 from huabu.deployments.app import app_builder
-from huabu.deployments.settings import Settings
+from huabu.deployments.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER_PATH = REPO / "cluster" / "launcher" / "gpu-cluster.yaml"

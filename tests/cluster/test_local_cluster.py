@@ -26,7 +26,7 @@ from huabu.cluster.local import STATE_FILE, ClusterState, LocalCluster, free_por
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "huabu.deployments.cli"]
+CLI = [sys.executable, "-m", "huabu.cluster.cli"]
 
 
 @pytest.fixture

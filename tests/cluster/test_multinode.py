@@ -32,7 +32,7 @@ from huabu.sdk import Client
 # Setup (three nodes, a deployment) counts toward the first test: minutes on a loaded machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-CLI = [sys.executable, "-m", "huabu.deployments.cli"]
+CLI = [sys.executable, "-m", "huabu.cluster.cli"]
 MODEL = "MMDiT-stable"
 WORKERS, GPUS_PER_NODE, MAX_REPLICAS = 2, 2, 3  # 3 replicas of 1 GPU need both workers
 LATENCY_S = 0.4

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from huabu.cluster.cli import main as cli_main
 from huabu.cluster.local import _psutil
 from huabu.cluster.multinode import kill_tree
-from huabu.deployments.cli import main as cli_main
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import yaml
 from ray._common.utils import import_attr
 from ray.serve.schema import ServeDeploySchema
 
+from huabu.cluster.cli import main as cli_main
 from huabu.cluster.serve_config import CONFIG_PATH, IMPORT_PATH, SECRET_FIELDS, render, serve_config
 from huabu.deployments.app import app_builder
-from huabu.deployments.cli import main as cli_main
-from huabu.deployments.settings import Settings
+from huabu.deployments.core.settings import Settings
 
 CORE_DEPLOYMENTS = {"MMDiT-stable", "Router", "Gateway"}
 REGENERATE = "regenerate it: huabu serve-config > cluster/serve_config.yaml"

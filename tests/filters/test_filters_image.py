@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from huabu.deployments.mmdit.png import encode_png
+from huabu.deployments.backends.mmdit.png import encode_png
 from huabu.filters import Category, ImageFilter, ImageFilterSettings, Stage
 from huabu.filters.image import bundled_model_path
 

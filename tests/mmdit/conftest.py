@@ -1,7 +1,7 @@
 import pytest
 
-from huabu.deployments.mmdit.checkpoint import random_init
-from huabu.deployments.mmdit.pipeline import Pipeline
+from huabu.deployments.backends.mmdit.checkpoint import random_init
+from huabu.deployments.backends.mmdit.pipeline import Pipeline
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from huabu.deployments.mmdit.adherence import (
+from huabu.deployments.backends.mmdit.eval.adherence import (
     color_labels,
     components,
     evaluate,
@@ -19,7 +19,7 @@ from huabu.deployments.mmdit.adherence import (
     score_inpaint_case,
     seam_score,
 )
-from huabu.deployments.mmdit.synthetic import (
+from huabu.deployments.backends.mmdit.training.synthetic import (
     BACKGROUNDS,
     COLORS,
     HIDDEN_ON,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from huabu.deployments.mmdit import requests as R
-from huabu.deployments.mmdit.checkpoint import (
+from huabu.deployments.backends.mmdit import requests as R
+from huabu.deployments.backends.mmdit.checkpoint import (
     CheckpointError,
     ModelBundle,
     available_models,
@@ -16,8 +16,8 @@ from huabu.deployments.mmdit.checkpoint import (
     random_init,
     save_checkpoint,
 )
-from huabu.deployments.mmdit.config import tiny_config
-from huabu.deployments.mmdit.pipeline import Pipeline
+from huabu.deployments.backends.mmdit.config import tiny_config
+from huabu.deployments.backends.mmdit.pipeline import Pipeline
 
 
 def render(bundle: ModelBundle) -> np.ndarray:

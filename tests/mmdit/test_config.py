@@ -1,6 +1,6 @@
 import pytest
 
-from huabu.deployments.mmdit.config import ConfigError, MMDiTConfig, preset, qwen_image_config, tiny_config
+from huabu.deployments.backends.mmdit.config import ConfigError, MMDiTConfig, preset, qwen_image_config, tiny_config
 
 
 def test_tiny_default_is_valid_and_round_trips() -> None:

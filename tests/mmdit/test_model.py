@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from huabu.deployments.mmdit.config import tiny_config
-from huabu.deployments.mmdit.layers import RotaryEmbedding, apply_rotary, joint_positions
-from huabu.deployments.mmdit.model import MMDiT, patchify, unpatchify
+from huabu.deployments.backends.mmdit.config import tiny_config
+from huabu.deployments.backends.mmdit.layers import RotaryEmbedding, apply_rotary, joint_positions
+from huabu.deployments.backends.mmdit.model import MMDiT, patchify, unpatchify
 
 
 def test_patchify_round_trips() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from huabu.deployments.mmdit.png import (
+from huabu.deployments.backends.mmdit.png import (
     PNG_SIGNATURE,
     SLICE_BYTES,
     encode_png,

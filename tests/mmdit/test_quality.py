@@ -7,12 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from huabu.deployments.mmdit import synthetic
-from huabu.deployments.mmdit.adherence import evaluate, score_inpaint_case
-from huabu.deployments.mmdit.checkpoint import BUNDLED_ROOT, load_checkpoint
-from huabu.deployments.mmdit.pipeline import Pipeline
-from huabu.deployments.mmdit.quality import DEFAULT_GUIDANCE, DEFAULT_STEPS, Settings, format_table, measure
-from huabu.deployments.mmdit.requests import generation, inpainting
+from huabu.deployments.backends.mmdit.checkpoint import BUNDLED_ROOT, load_checkpoint
+from huabu.deployments.backends.mmdit.eval.adherence import evaluate, score_inpaint_case
+from huabu.deployments.backends.mmdit.eval.quality import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    Settings,
+    format_table,
+    measure,
+)
+from huabu.deployments.backends.mmdit.pipeline import Pipeline
+from huabu.deployments.backends.mmdit.requests import generation, inpainting
+from huabu.deployments.backends.mmdit.training import synthetic
 
 MAX_BYTES = 20 * 1024 * 1024
 # Measured on the 24 prompts and 12 edits below (see docs/MODEL.md), minus a margin for other CPUs'

@@ -2,8 +2,8 @@
 
 import torch
 
-from huabu.deployments.mmdit.config import qwen_image_config
-from huabu.deployments.mmdit.model import MMDiT
+from huabu.deployments.backends.mmdit.config import qwen_image_config
+from huabu.deployments.backends.mmdit.model import MMDiT
 
 
 def test_qwen_image_preset_matches_diffusers_parameter_count() -> None:

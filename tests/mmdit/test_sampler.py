@@ -1,7 +1,7 @@
 import torch
 
-from huabu.deployments.mmdit.config import tiny_config
-from huabu.deployments.mmdit.sampler import guided, shift_mu, timesteps
+from huabu.deployments.backends.mmdit.config import tiny_config
+from huabu.deployments.backends.mmdit.sampler import guided, shift_mu, timesteps
 
 
 def test_schedule_runs_from_noise_to_data_and_shifts_with_resolution() -> None:

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from huabu.deployments.mmdit import adherence
-from huabu.deployments.mmdit.synthetic import (
+from huabu.deployments.backends.mmdit.eval import adherence
+from huabu.deployments.backends.mmdit.training.synthetic import (
     ALL_TRIPLES,
     BACKGROUNDS,
     COLORS,

@@ -1,7 +1,7 @@
 import torch
 
-from huabu.deployments.mmdit.config import TextEncoderConfig
-from huabu.deployments.mmdit.text import BOS, EOS, PAD, ByteTokenizer, TextEncoder, truncate_utf8
+from huabu.deployments.backends.mmdit.config import TextEncoderConfig
+from huabu.deployments.backends.mmdit.text import BOS, EOS, PAD, ByteTokenizer, TextEncoder, truncate_utf8
 
 
 def test_tokenizer_is_utf8_bytes_with_fixed_length() -> None:

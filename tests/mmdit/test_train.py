@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from huabu.deployments.mmdit import synthetic
-from huabu.deployments.mmdit.checkpoint import ModelBundle, load_checkpoint
-from huabu.deployments.mmdit.train import (
+from huabu.deployments.backends.mmdit.checkpoint import ModelBundle, load_checkpoint
+from huabu.deployments.backends.mmdit.training import synthetic
+from huabu.deployments.backends.mmdit.training.train import (
     TrainArgs,
     flow_loss,
     lr_at,

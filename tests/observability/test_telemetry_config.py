@@ -10,10 +10,10 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from huabu.deployments import telemetry
-from huabu.deployments.logging_json import configure_logging, request_id_var
-from huabu.deployments.messages import ModelRequest
-from huabu.deployments.settings import Settings, TelemetrySettings
+from huabu.deployments.core import telemetry
+from huabu.deployments.core.logging_json import configure_logging, request_id_var
+from huabu.deployments.core.messages import ModelRequest
+from huabu.deployments.core.settings import Settings, TelemetrySettings
 
 OTEL_VARS = (
     "OTEL_SDK_DISABLED",

@@ -166,7 +166,7 @@ def test_generate_inpaint_outpaint_in_the_browser(app: Any, browser: Any, tmp_pa
 
 
 def test_playground_with_api_keys_on(deploy_app: Any, browser: Any) -> None:
-    from huabu.deployments.auth import key_hash, new_key
+    from huabu.deployments.gateway.auth import key_hash, new_key
 
     admin = new_key()[1]
     secured = deploy_app(lifetime="test", auth={"enabled": True, "admin_key_sha256": key_hash(admin)})
@@ -203,7 +203,7 @@ def test_the_browser_decodes_the_servers_pngs(browser: Any) -> None:
     all three row filters, the text chunks (Pillow and zlib check them in tests/mmdit/test_png.py)."""
     import numpy as np
 
-    from huabu.deployments.mmdit.png import encode_png, filtered_rows
+    from huabu.deployments.backends.mmdit.png import encode_png, filtered_rows
 
     rng = np.random.default_rng(3)
     y, x = np.mgrid[0:120, 0:1031]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from security_helpers import ALLOWED_ORIGIN, bearer
 
-from huabu.deployments.auth import key_hash, new_key
+from huabu.deployments.gateway.auth import key_hash, new_key
 
 
 @pytest.fixture(scope="session")

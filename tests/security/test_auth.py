@@ -11,8 +11,8 @@ import httpx
 import pytest
 from security_helpers import bearer
 
-from huabu.deployments.auth import key_hash
-from huabu.deployments.state import EmbeddedStore
+from huabu.deployments.core.state import EmbeddedStore
+from huabu.deployments.gateway.auth import key_hash
 
 pytestmark = pytest.mark.serve
 

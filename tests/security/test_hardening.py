@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from security_helpers import ALLOWED_ORIGIN, bearer
 
-from huabu.deployments.security import RedactSecrets, redact
-from huabu.deployments.storage import UrlSigner
+from huabu.deployments.core.storage import UrlSigner
+from huabu.deployments.gateway.security import RedactSecrets, redact
 
 pytestmark = pytest.mark.serve
 

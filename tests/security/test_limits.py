@@ -10,7 +10,7 @@ import uuid
 import pytest
 from security_helpers import bearer
 
-from huabu.deployments.ratelimit import EmbeddedLimits, Rate, RedisLimits
+from huabu.deployments.gateway.ratelimit import EmbeddedLimits, Rate, RedisLimits
 
 pytestmark = pytest.mark.serve
 BAD = {"prompt": "x", "size": "33x32"}  # costs a token, but never reaches the model

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from security_helpers import bearer
 
-from huabu.deployments import keys_cli
+from huabu.cluster import keys_cli
 from huabu.sdk import AsyncClient, AuthenticationError, Client, ConflictError, PermissionDeniedError, RateLimitError
 
 pytestmark = pytest.mark.serve
@@ -94,7 +94,7 @@ def test_keys_cli(secure_app, admin_key, capsys) -> None:
 
 
 def test_dev_admin_key_file(tmp_path) -> None:
-    from huabu.deployments.settings import Settings
+    from huabu.deployments.core.settings import Settings
 
     settings = keys_cli.with_dev_admin_key(Settings(), tmp_path)
     key = keys_cli.dev_admin_key(tmp_path)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import decode_png, first_image, png_bytes
 
-from huabu.deployments.mmdit.png import read_png_parameters
+from huabu.deployments.backends.mmdit.png import read_png_parameters
 
 pytestmark = pytest.mark.serve
 

@@ -18,11 +18,11 @@ import pytest
 from ray import serve
 from ray.serve import Deployment
 
-from huabu.deployments.cache import Cache
-from huabu.deployments.handles import replica_actor_options
-from huabu.deployments.messages import ModelRequest, ModelResult
-from huabu.deployments.mmdit.png import encode_png
-from huabu.deployments.settings import Settings
+from huabu.deployments.backends.mmdit.png import encode_png
+from huabu.deployments.cache import CacheStage
+from huabu.deployments.core.handles import replica_actor_options
+from huabu.deployments.core.messages import ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings
 
 pytestmark = pytest.mark.serve
 
@@ -63,10 +63,9 @@ def test_a_hit_is_answered_by_the_gateway_alone(app) -> None:
 
 
 def test_the_screening_policy_is_part_of_the_key(tmp_path) -> None:
-    from huabu.deployments.cache import cache_key
-    from huabu.deployments.messages import ModelRequest
-    from huabu.deployments.safety import screening_policy
-    from huabu.deployments.settings import SafetySettings
+    from huabu.deployments.core.messages import ModelRequest
+    from huabu.deployments.core.result_cache import cache_key, screening_policy
+    from huabu.deployments.core.settings import SafetySettings
 
     blocklist = tmp_path / "blocklist.yaml"
     blocklist.write_text("version: 1\nrules: []\n")
@@ -180,9 +179,9 @@ def test_the_cache_stage_answers_a_result_it_just_made_without_the_index(app) ->
     the index again, yet a result it finished after that lookup is not generated twice."""
     from ray import serve
 
-    from huabu.deployments.messages import ModelRequest
+    from huabu.deployments.core.messages import ModelRequest
 
-    stage = serve.get_deployment_handle("Cache", app.name)
+    stage = serve.get_deployment_handle("CacheStage", app.name)
     request = ModelRequest(
         "generate", "made moments ago", seed=7, height=32, width=32, steps=3, guidance=1.0, looked_up=True
     )
@@ -230,7 +229,7 @@ def test_a_job_retry_never_waits_on_the_lost_call_it_retries(serve_port: int, tm
         environ={}, state={"namespace": "lostcall"}, storage={"local_dir": str(tmp_path), "public_base_url": "/"}
     )
     options = replica_actor_options(settings, num_cpus=0)
-    stage = cast(Deployment, Cache).options(ray_actor_options=options)
+    stage = cast(Deployment, CacheStage).options(ray_actor_options=options)
     handle = serve.run(stage.bind(LosesItsFirstCall.options(ray_actor_options=options).bind(), settings), name="lost")
     try:
         request = ModelRequest("generate", "a lost call", 7, 32, 32, 4, 1.0, model="lost@v0")

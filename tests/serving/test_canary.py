@@ -18,7 +18,7 @@ import httpx
 import pytest
 import ray
 
-from huabu.deployments import rollout_cli
+from huabu.cluster import rollout_cli
 from huabu.sdk import AsyncClient, Client, ConflictError
 from huabu.sdk.types import RolloutList
 

@@ -1,4 +1,4 @@
-"""Stages call each other over Serve's gRPC transport (deployments/handles.py): an edit's canvas
+"""Stages call each other over Serve's gRPC transport (deployments/core/handles.py): an edit's canvas
 and a large PNG must pass between them, which Serve's default 4 MiB gRPC message limit refuses."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.app import model_options
-from huabu.deployments.handles import connect, replica_actor_options
-from huabu.deployments.messages import ModelRequest, ModelResult
-from huabu.deployments.settings import Settings
+from huabu.deployments.core.handles import connect, replica_actor_options
+from huabu.deployments.core.messages import ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings
 
 SIDE = 1536  # a 1536x1536 canvas: 7 MB of pixels and 2.4 MB of mask
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from huabu.deployments import jobs
-from huabu.deployments.jobs import JobRunner, JobStore
-from huabu.deployments.settings import JobSettings
-from huabu.deployments.state import _MemoryState
+from huabu.deployments.core.settings import JobSettings
+from huabu.deployments.core.state import _MemoryState
+from huabu.deployments.gateway import jobs
+from huabu.deployments.gateway.jobs import JobRunner, JobStore
 from huabu.sdk.types import ImagesResponse, JobStatus
 
 

@@ -5,7 +5,7 @@ import threading
 
 import torch
 
-from huabu.deployments.model_server import compute_thread
+from huabu.deployments.model import compute_thread
 
 
 def openmp_threads() -> int:

@@ -8,8 +8,8 @@ import asyncio
 import httpx
 import pytest
 
-from huabu.deployments.settings import Settings, StorageSettings
-from huabu.deployments.storage import LocalStorage, S3Storage, UrlSigner, content_key, valid_key
+from huabu.deployments.core.settings import Settings, StorageSettings
+from huabu.deployments.core.storage import LocalStorage, S3Storage, UrlSigner, content_key, valid_key
 
 
 def test_keys_are_content_addresses_and_nothing_else() -> None:

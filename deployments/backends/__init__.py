@@ -1,0 +1,1 @@
+"""Model backends: what a model replica runs. Each knows nothing of Serve."""

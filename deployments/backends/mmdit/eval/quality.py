@@ -1,0 +1,269 @@
+"""Quality table of a checkpoint: prompt adherence, inpainting and outpainting, judged from the images.
+
+``python -m huabu.deployments.backends.mmdit.eval.quality --model tiny-mmdit@v1`` (``make quality``). Every prompt,
+case and seed is fixed, so the table is a pure function of the checkpoint and the sampling settings.
+The judge is ``adherence.py`` (image analysis), never the model itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from huabu.deployments.backends.mmdit.checkpoint import ModelBundle, load_checkpoint
+from huabu.deployments.backends.mmdit.eval.adherence import evaluate, score_inpaint_case, seam_score
+from huabu.deployments.backends.mmdit.pipeline import Pipeline
+from huabu.deployments.backends.mmdit.requests import generation, inpainting, outpainting
+from huabu.deployments.backends.mmdit.training import synthetic
+
+# The sampling settings the table (and the docs) recommend for the bundled model.
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 5.0
+CANVAS = (32, 32)
+METRICS = ("color", "position", "color_position", "shape")
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    repeats: int = 2  # scenes per held-out triple (each phrased in all three languages)
+    edit_cases: int = 48  # inpainting and outpainting cases each
+    seed: int = 0
+
+
+def _rates(flags: list[dict[str, bool]]) -> dict[str, float]:
+    n = max(1, len(flags))
+    return {m: sum(f[m] for f in flags) / n for m in METRICS} | {"n": len(flags)}
+
+
+def adherence_table(pipe: Pipeline, settings: Settings) -> dict[str, dict[str, float]]:
+    """Colour / position / colour+position / shape rates on held-out and held-in prompts, by language."""
+    rows: dict[str, list[dict[str, bool]]] = {}
+    n_triples = len(synthetic.HELD_OUT) * settings.repeats
+    for held_out in (True, False):
+        items = synthetic.eval_items(
+            held_out=held_out,
+            seed=settings.seed,
+            per_triple=settings.repeats if held_out else 1,
+            n_triples=None if held_out else n_triples,
+        )
+        requests = [
+            generation(
+                it.prompt,
+                seed=settings.seed * 100_000 + i,
+                size=CANVAS,
+                steps=settings.steps,
+                guidance=settings.guidance,
+            )
+            for i, it in enumerate(items)
+        ]
+        split = "held-out" if held_out else "held-in"
+        for item, result in zip(items, pipe(requests), strict=True):
+            assert result.pixels is not None
+            s = evaluate(result.pixels, item.spec)
+            flags = {"color": s.color, "position": s.position, "color_position": s.color_position, "shape": s.shape}
+            rows.setdefault(split, []).append(flags)
+            rows.setdefault(f"{split} {item.language}", []).append(flags)
+    return {name: _rates(flags) for name, flags in rows.items()}
+
+
+def inpaint_table(pipe: Pipeline, settings: Settings, scene_prompt: bool = False) -> dict[str, float]:
+    """Share of inpainting cases whose new object lands inside the mask with the rest kept.
+
+    The prompt names what to paint into the mask (as one asks an inpainting model); with
+    ``scene_prompt`` it describes the whole edited scene, the kept object included, instead."""
+    rng = np.random.default_rng(settings.seed + 1)
+    cases = [synthetic.sample_inpaint_case(rng, CANVAS) for _ in range(settings.edit_cases)]
+    requests = [
+        inpainting(
+            c.prompt if scene_prompt else c.object_prompt,
+            c.image,
+            c.mask,
+            seed=settings.seed * 100_000 + 50_000 + i,
+            steps=settings.steps,
+            guidance=settings.guidance,
+        )
+        for i, c in enumerate(cases)
+    ]
+    scores = [
+        score_inpaint_case(r.pixels, c) for r, c in zip(pipe(requests), cases, strict=True) if r.pixels is not None
+    ]
+    n = max(1, len(scores))
+    return {
+        "placed": sum(s.placed for s in scores) / n,
+        "kept": sum(s.kept for s in scores) / n,
+        "ok": sum(s.ok for s in scores) / n,
+        "object_right": sum(s.adherence.ok for s in scores) / n,  # colour, shape, position and size of it
+        "n": len(scores),
+    }
+
+
+def outpaint_table(pipe: Pipeline, settings: Settings) -> dict[str, float]:
+    """Seam roughness of 32 px outpainting: mean colour step across the seam minus the original's own."""
+    rng = np.random.default_rng(settings.seed + 2)
+    cases = [synthetic.sample_outpaint_case(rng, CANVAS, grow=32) for _ in range(settings.edit_cases)]
+    requests = [
+        outpainting(
+            c.prompt,
+            c.image,
+            left=c.left,
+            right=c.right,
+            top=c.top,
+            bottom=c.bottom,
+            seed=settings.seed * 100_000 + 70_000 + i,
+            steps=settings.steps,
+            guidance=settings.guidance,
+        )
+        for i, c in enumerate(cases)
+    ]
+    seams, kept = [], []
+    for result, case in zip(pipe(requests), cases, strict=True):
+        assert result.pixels is not None
+        _, mask = case.canvas_and_mask()
+        seams.append(seam_score(result.pixels, mask))
+        # The original object must still be found where it was, on the grown canvas.
+        kept.append(evaluate(result.pixels, case.spec).color)
+    n = max(1, len(seams))
+    return {
+        "seam_excess": float(np.mean([s.excess for s in seams])),
+        "seam": float(np.mean([s.seam for s in seams])),
+        "interior": float(np.mean([s.interior for s in seams])),
+        "seam_ok": sum(s.ok() for s in seams) / n,
+        "n": len(seams),
+    }
+
+
+def measure(bundle: ModelBundle, settings: Settings = Settings(), device: str = "cpu") -> dict[str, Any]:
+    pipe = Pipeline(bundle, device=device)
+    return {
+        "model": bundle.model_id,
+        "settings": settings.__dict__,
+        "adherence": adherence_table(pipe, settings),
+        "inpainting": inpaint_table(pipe, settings),
+        "inpainting_scene_prompt": inpaint_table(pipe, settings, scene_prompt=True),
+        "outpainting": outpaint_table(pipe, settings),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [f"{report['model']}  (steps {s['steps']}, guidance {s['guidance']}, seed {s['seed']})", ""]
+    lines.append(f"{'prompts':<18}{'n':>5}{'colour':>9}{'position':>10}{'col+pos':>9}{'shape':>8}")
+    for name, r in report["adherence"].items():
+        lines.append(
+            f"{name:<18}{r['n']:>5}{r['color']:>9.0%}{r['position']:>10.0%}"
+            f"{r['color_position']:>9.0%}{r['shape']:>8.0%}"
+        )
+    op = report["outpainting"]
+    lines.append("")
+    for key, label in (("inpainting", "object prompt"), ("inpainting_scene_prompt", "scene prompt")):
+        ip = report[key]
+        lines.append(
+            f"inpainting, {label} (n={ip['n']}): placed in mask {ip['placed']:.0%}, rest kept {ip['kept']:.0%}, "
+            f"both {ip['ok']:.0%}, new object fully right {ip['object_right']:.0%}"
+        )
+    lines += [
+        f"outpainting (n={op['n']}, +32 px): seam step {op['seam']:.1f} vs interior {op['interior']:.1f} "
+        f"(excess {op['seam_excess']:+.1f}), seams within tolerance {op['seam_ok']:.0%}",
+    ]
+    return "\n".join(lines)
+
+
+def sample_grid(
+    bundle: ModelBundle,
+    prompts: Sequence[str],
+    path: Path,
+    *,
+    scale: int = 4,
+    columns: int = 6,
+    settings: Settings = Settings(),
+) -> Path:
+    """A PNG of samples (upscaled with NEAREST so 32 px images stay crisp) with each prompt underneath."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    pipe = Pipeline(bundle)
+    results = pipe(
+        [
+            generation(p, seed=i, size=CANVAS, steps=settings.steps, guidance=settings.guidance)
+            for i, p in enumerate(prompts)
+        ]
+    )
+    cell_w, img_h, text_h = CANVAS[1] * scale + 40, CANVAS[0] * scale, 34
+    rows = -(-len(prompts) // columns)
+    grid = Image.new("RGB", (columns * cell_w, rows * (img_h + text_h + 8)), "white")
+    draw = ImageDraw.Draw(grid)
+    font = _font(ImageFont)
+    for i, (prompt, result) in enumerate(zip(prompts, results, strict=True)):
+        x, y = (i % columns) * cell_w, (i // columns) * (img_h + text_h + 8)
+        assert result.pixels is not None
+        tile = Image.fromarray(result.pixels).resize((CANVAS[1] * scale, img_h), Image.Resampling.NEAREST)
+        grid.paste(tile, (x + 20, y + 4))
+        for j, line in enumerate(_wrap(prompt, 22)[:2]):
+            draw.text((x + 4, y + img_h + 6 + 14 * j), line, fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def _font(image_font: Any) -> Any:
+    for candidate in (
+        "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+        "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+        "/usr/share/fonts/truetype/arphic/uming.ttc",
+    ):
+        if Path(candidate).is_file():
+            return image_font.truetype(candidate, 11)
+    return image_font.load_default()
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Wrap by display width (CJK characters count double)."""
+    lines, line, used = [], "", 0
+    for ch in text:
+        w = 2 if ord(ch) > 0x2E80 else 1
+        if used + w > width:
+            lines.append(line)
+            line, used = "", 0
+        line += ch
+        used += w
+    return [*lines, line] if line else lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="huabu quality", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny-mmdit@v1", help="name@version (bundled or under HUABU_MODEL_DIR)")
+    p.add_argument("--n", type=int, default=Settings.repeats, help="scenes per held-out triple (x3 languages)")
+    p.add_argument("--edit-cases", type=int, default=Settings.edit_cases)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    p.add_argument("--grid", type=Path, default=None, help="also write a sample grid PNG (held-out prompts)")
+    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = load_checkpoint(args.model)
+    settings = Settings(args.steps, args.guidance, args.n, args.edit_cases, args.seed)
+    report = measure(bundle, settings)
+    print(format_table(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if args.grid is not None:
+        items = synthetic.eval_items(held_out=True, seed=args.seed)
+        sample_grid(bundle, [it.prompt for it in items[:18]], args.grid, settings=settings)
+        print(f"grid: {args.grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

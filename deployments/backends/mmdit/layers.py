@@ -1,0 +1,239 @@
+"""Building blocks of the MMDiT: one class per concept, shapes in comments.
+
+B batch, L text tokens, N image tokens, S = L + N, D width, H heads, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RowStableLinear(nn.Linear):
+    """A linear layer whose per-row result does not depend on how many rows there are.
+
+    CPU GEMM kernels take another code path (and summation order) for fewer than 4 rows, so a
+    request's conditioning vector would change in the last bits with its batch size. Padding to
+    ``MIN_ROWS`` keeps one path: a request gives the same bits alone and batched.
+    """
+
+    MIN_ROWS = 8
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.shape[0]
+        if x.dim() != 2 or rows >= self.MIN_ROWS:
+            return super().forward(x)
+        padded = torch.cat([x, x.new_zeros(self.MIN_ROWS - rows, x.shape[1])])
+        return super().forward(padded)[:rows]
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar flow time t in [0, 1] -> vector of width D (sinusoid of 1000 t, then an MLP)."""
+
+    def __init__(self, width: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(RowStableLinear(frequency_dim, width), nn.SiLU(), RowStableLinear(width, width))
+
+    def sinusoid(self, t: Tensor) -> Tensor:
+        # t: (B,) -> (B, frequency_dim), [cos | sin] as in DiT / diffusers (flip_sin_to_cos).
+        half = self.frequency_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = (t.float() * 1000.0)[:, None] * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t: Tensor) -> Tensor:
+        first = cast(nn.Linear, self.mlp[0])
+        return self.mlp(self.sinusoid(t).to(first.weight.dtype))  # (B, D)
+
+
+class RotaryEmbedding(nn.Module):
+    """Multi-axis rotary positions: axis 0 indexes text tokens, axes 1-2 are the image row and
+    column (image tokens sit at text index 0, text tokens at row = column = 0)."""
+
+    def __init__(self, axes: tuple[int, ...], theta: float) -> None:
+        super().__init__()
+        self.axes = axes
+        self.theta = theta
+
+    def forward(self, positions: Tensor) -> Tensor:
+        # positions: (S, n_axes) integer -> unit complex rotations (S, 1, Dh/2), broadcast over heads
+        angles = []
+        for axis, dim in enumerate(self.axes):
+            inv_freq = 1.0 / (self.theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            angles.append(positions[:, axis, None].double() * inv_freq[None].to(positions.device))
+        angle = torch.cat(angles, dim=-1).float()
+        return torch.polar(torch.ones_like(angle), angle)[:, None, :]
+
+
+def sincos_2d(grid_h: int, grid_w: int, width: int, device: torch.device) -> Tensor:
+    """Fixed 2-D sin-cos embedding (DiT): half the channels encode the row, half the column.
+    -> (grid_h * grid_w, width); defined for any grid, so wider canvases keep their positions."""
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
+    rows = torch.arange(grid_h, dtype=torch.float64, device=device).repeat_interleave(grid_w)
+    cols = torch.arange(grid_w, dtype=torch.float64, device=device).repeat(grid_h)
+    parts = []
+    for pos in (rows, cols):
+        angle = pos[:, None] * omega[None]
+        parts += [angle.sin(), angle.cos()]
+    embed = torch.cat(parts, dim=-1).float()
+    return torch.nn.functional.pad(embed, (0, width - embed.shape[-1]))
+
+
+def joint_positions(text_len: int, grid_h: int, grid_w: int, device: torch.device) -> Tensor:
+    """Positions for [text tokens; image tokens] -> (L + N, 3)."""
+    text = torch.zeros(text_len, 3, dtype=torch.long, device=device)
+    text[:, 0] = torch.arange(1, text_len + 1, device=device)
+    rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
+    cols = torch.arange(grid_w, device=device).repeat(grid_h)
+    image = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)
+    return torch.cat([text, image], dim=0)
+
+
+def apply_rotary(x: Tensor, rotation: Tensor) -> Tensor:
+    # x: (B, S, H, Dh) with (even, odd) pairs as complex numbers; rotation: (S, 1, Dh/2) complex.
+    # One complex multiply is ~25x faster on CPU than the rotate-half form (measured).
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rotation).flatten(3).type_as(x)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    # x: (B, T, D); shift, scale: (B, D) -> x * (1 + scale) + shift
+    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])
+
+
+class Modulation(nn.Module):
+    """adaLN-Zero: conditioning (B, D) -> n_chunks vectors (B, D); zero-initialised so that
+    every block starts as the identity."""
+
+    def __init__(self, width: int, n_chunks: int) -> None:
+        super().__init__()
+        self.n_chunks = n_chunks
+        self.linear = RowStableLinear(width, n_chunks * width)
+
+    def forward(self, c: Tensor) -> tuple[Tensor, ...]:
+        return self.linear(F.silu(c)).chunk(self.n_chunks, dim=-1)
+
+
+def _has_fused_linear_gelu() -> bool:
+    return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+FUSED_LINEAR_GELU = _has_fused_linear_gelu()
+
+
+def linear_gelu(x: Tensor, layer: nn.Linear) -> Tensor:
+    """GELU(x W^T + b). On CPU in float32, oneDNN applies bias and GELU inside the GEMM, which
+    saves two passes over the widest activation of the block (same bits as the unfused form)."""
+    if FUSED_LINEAR_GELU and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
+    return F.gelu(layer(x))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, width: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(linear_gelu(x, self.fc1))
+
+
+class BlockModulation(NamedTuple):
+    """A stream's adaLN-Zero vectors in a joint block, each (B, D): shift and scale before, and
+    gate after, the attention and then the MLP."""
+
+    attn_shift: Tensor
+    attn_scale: Tensor
+    attn_gate: Tensor
+    mlp_shift: Tensor
+    mlp_scale: Tensor
+    mlp_gate: Tensor
+
+
+class StreamProjections(nn.Module):
+    """One stream's (text or image) own weights around the shared joint attention."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        head_dim = width // num_heads
+        self.num_heads = num_heads
+        self.modulation = Modulation(width, 6)
+        self.qkv = nn.Linear(width, 3 * width)  # fused q, k, v: one matmul instead of three
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6)
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6)
+        self.out = nn.Linear(width, width)
+        self.mlp = FeedForward(width, mlp_ratio)
+
+    def qkv_heads(self, x_mod: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # x_mod: (B, T, D) -> q, k, v: (B, T, H, Dh), with QK RMSNorm
+        b, t, _ = x_mod.shape
+        q, k, v = self.qkv(x_mod).view(b, t, 3, self.num_heads, -1).unbind(dim=2)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def modulate(self, c: Tensor) -> BlockModulation:
+        return BlockModulation(*self.modulation(c))
+
+
+class JointBlock(nn.Module):
+    """Dual-stream block: separate text/image weights, one attention over both sequences."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.image = StreamProjections(width, num_heads, mlp_ratio)
+        self.text = StreamProjections(width, num_heads, mlp_ratio)
+
+    def forward(
+        self,
+        img: Tensor,  # (B, N, D)
+        txt: Tensor,  # (B, L, D)
+        c: Tensor,  # (B, D) timestep (+ pooled text) conditioning
+        rope: Tensor,  # complex rotations (L + N, 1, Dh/2)
+        attn_mask: Tensor | None,  # (B, 1, 1, L + N) bool, True = attend
+    ) -> tuple[Tensor, Tensor]:
+        n_txt = txt.shape[1]
+        im, tm = self.image.modulate(c), self.text.modulate(c)
+
+        iq, ik, iv = self.image.qkv_heads(
+            modulate(F.layer_norm(img, img.shape[-1:], eps=1e-6), im.attn_shift, im.attn_scale)
+        )
+        tq, tk, tv = self.text.qkv_heads(
+            modulate(F.layer_norm(txt, txt.shape[-1:], eps=1e-6), tm.attn_shift, tm.attn_scale)
+        )
+        # Joint sequence [text; image]: (B, S, H, Dh), viewed as (B, H, S, Dh) for attention
+        q = apply_rotary(torch.cat([tq, iq], dim=1), rope).transpose(1, 2)
+        k = apply_rotary(torch.cat([tk, ik], dim=1), rope).transpose(1, 2)
+        v = torch.cat([tv, iv], dim=1).transpose(1, 2)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, S, Dh)
+        attn = attn.transpose(1, 2).flatten(2)  # (B, S, D)
+        txt_attn, img_attn = attn[:, :n_txt], attn[:, n_txt:]
+
+        img = torch.addcmul(img, im.attn_gate[:, None], self.image.out(img_attn))
+        img_mlp_in = modulate(F.layer_norm(img, img.shape[-1:], eps=1e-6), im.mlp_shift, im.mlp_scale)
+        img = torch.addcmul(img, im.mlp_gate[:, None], self.image.mlp(img_mlp_in))
+
+        txt = torch.addcmul(txt, tm.attn_gate[:, None], self.text.out(txt_attn))
+        txt_mlp_in = modulate(F.layer_norm(txt, txt.shape[-1:], eps=1e-6), tm.mlp_shift, tm.mlp_scale)
+        txt = torch.addcmul(txt, tm.mlp_gate[:, None], self.text.mlp(txt_mlp_in))
+        return img, txt
+
+
+class FinalLayer(nn.Module):
+    """adaLN (scale, shift) then a linear map from width D to one patch of latents."""
+
+    def __init__(self, width: int, patch_dim: int) -> None:
+        super().__init__()
+        self.modulation = Modulation(width, 2)
+        self.linear = nn.Linear(width, patch_dim)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        scale, shift = self.modulation(c)
+        return self.linear(modulate(F.layer_norm(x, x.shape[-1:], eps=1e-6), shift, scale))  # (B, N, P)

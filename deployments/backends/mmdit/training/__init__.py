@@ -1,0 +1,2 @@
+"""Training the bundled MMDiT checkpoints: the synthetic dataset and the trainer. Serving never
+imports this package."""

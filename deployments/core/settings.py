@@ -1,0 +1,285 @@
+"""One typed settings object for the whole application. It drives ``huabu up`` and the
+``serve deploy`` config alike: read from a YAML file, then overridden by environment
+variables ``HUABU__SECTION__FIELD=value`` (``HUABU__STATE__BACKEND=redis``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from huabu.filters.settings import ImageFilterSettings, PromptFilterSettings
+from huabu.sdk.types import RATE_LIMIT_PATTERN
+
+ENV_PREFIX = "HUABU__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class AutoscalingSettings(_Section):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    initial_replicas: int | None = None
+    target_ongoing_requests: float = Field(4.0, gt=0)
+    upscale_delay_s: float = 3.0
+    downscale_delay_s: float = 60.0
+    downscale_to_zero_delay_s: float | None = None
+    look_back_period_s: float = 10.0
+
+    def to_serve(self) -> dict[str, Any]:
+        config = self.model_dump(exclude_none=True)
+        if self.min_replicas == 0 and self.initial_replicas is None:
+            config["initial_replicas"] = 0
+        return config
+
+
+class FixedLatencySettings(_Section):
+    """A model of known cost for capacity checks and cluster tests: each batch of ``n`` images takes at
+    least ``seconds * (1 + (n - 1) * (1 - batching_efficiency))`` (huabu.cluster.capacity), whatever
+    the real computation took. Off unless set."""
+
+    seconds: float = Field(gt=0)  # one image alone
+    batching_efficiency: float = Field(1.0, ge=0, le=1)  # 1: a batch costs one image; 0: no gain
+
+
+# glibc keeps freed memory in the process instead of handing each step's large activations back to
+# the system and faulting them in again (a loop allocating 100 MB: 11,240 page faults per 20 rounds
+# by default, 561 with these, in the main thread and in others alike); a replica computed 256x256 x
+# 30 steps 5-6 % faster with them (two paired runs, docs/ARCHITECTURE.md "Serving overhead").
+MODEL_MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": str(2**32), "MALLOC_MMAP_THRESHOLD_": str(2**32)}
+
+
+class ModelDeploymentSettings(_Section):
+    """The MMDiT replicas: resources, batching and the bounds that turn overload into 503s."""
+
+    num_gpus: float = Field(0.0, ge=0)
+    # Replicas reserve 1 CPU by default; on a 2-core machine the third deployment would never
+    # schedule. Serving the tiny model needs no reservation.
+    num_cpus: float = Field(0.0, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
+    # Weights and activations; bfloat16 halves memory and is what GPUs serve big MMDiTs in.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # zlib level of the PNGs served. 1 encodes a 1024x1024 image in ~50 ms on 2 cores against
+    # ~250 ms at 6, for files ~15% larger (bench/bench_png.py): at GPU speeds the PNG is a
+    # noticeable part of the request.
+    png_compress_level: int = Field(1, ge=0, le=9)
+    # Environment of the model replicas' processes (allocator, OpenMP or CUDA variables, read when
+    # the process starts); setting it replaces the default below.
+    env_vars: dict[str, str] = Field(default_factory=lambda: dict(MODEL_MALLOC_ENV))
+    max_batch_size: int = Field(8, ge=1)
+    # Batches form while the previous one runs; a long wait would only add latency to lone requests.
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(64, ge=1)
+    autoscaling: AutoscalingSettings = AutoscalingSettings()
+    health_check_period_s: float = 10.0
+    health_check_timeout_s: float = 30.0
+    retry_after_s: int = Field(2, ge=1)
+    fixed_latency: FixedLatencySettings | None = None
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> ModelDeploymentSettings:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"model.max_ongoing_requests ({self.max_ongoing_requests}) caps batches: raise it to at least "
+                f"max_batch_size ({self.max_batch_size})"
+            )
+        return self
+
+
+class VariantSettings(_Section):
+    model: str = "tiny-mmdit@v1"  # checkpoint name@version (the bundled, trained default)
+    weight: float = Field(100.0, ge=0, le=100)  # percent of traffic
+    # Fault injection in the Router, for canary drills and tests: a failing or slow variant.
+    inject_error_rate: float = Field(0.0, ge=0, le=1)
+    inject_latency_s: float = Field(0.0, ge=0, le=60)
+
+
+class ExperimentSettings(_Section):
+    """Canary rollouts and A/B tests (``huabu.ab_testing`` in the gateway, see deployments/gateway/rollouts.py)."""
+
+    enabled: bool = True
+    refresh_interval_s: float = Field(0.5, gt=0)  # how often each gateway re-reads the live weights
+    flush_interval_s: float = Field(1.0, gt=0)  # how often each gateway writes its metrics
+    controller_interval_s: float = Field(2.0, gt=0)  # rollout policy ticks (one gateway holds the lease)
+    controller_lease_s: float = Field(10.0, gt=0)
+    scorer: str = "adherence"  # quality scorer: "adherence", "none" or "package.module:function"
+    user_header: str = "x-huabu-user"  # sticky unit id; else the body's `user`, else the API key
+    override_header: str = "x-huabu-variant"  # force a variant (or model) for testing; not counted
+    assignment_ttl_s: int = Field(7 * 24 * 3600, ge=60)  # image -> variant, for late feedback
+
+
+class StateSettings(_Section):
+    backend: Literal["embedded", "redis"] = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "huabu"  # key prefix; also the embedded store actor's name
+
+
+class StorageSettings(_Section):
+    backend: Literal["local", "s3"] = "local"
+    local_dir: str = "outputs/files"
+    bucket: str = "huabu-images"
+    prefix: str = "images/"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    cdn_base_url: str | None = None
+    url_ttl_s: int = Field(3600, ge=1)
+    # Secret for the gateway's own signed file URLs; the embedded default is for development.
+    signing_secret: str = "huabu-dev-signing-secret"
+    public_base_url: str = "http://127.0.0.1:8000"
+
+
+class CacheSettings(_Section):
+    enabled: bool = True
+    backend: Literal["embedded", "redis"] = "embedded"
+    redis_url: str | None = None  # default: the state store's Redis
+    max_bytes: int = Field(256 * 1024 * 1024, ge=0)  # embedded: budget of referenced image bytes
+    max_entries: int = Field(100_000, ge=1)
+    ttl_s: int = Field(7 * 24 * 3600, ge=1)  # Redis entries expire
+    timeout_s: float = Field(0.5, gt=0)  # a slower index counts as unavailable
+
+
+class SafetySettings(_Section):
+    """Which safety stages run, and their own settings (see ``huabu.filters``)."""
+
+    prompt_enabled: bool = True
+    prompt: PromptFilterSettings = PromptFilterSettings()
+    image: ImageFilterSettings = ImageFilterSettings()
+
+
+class JobSettings(_Section):
+    lease_s: float = Field(5.0, gt=0)  # a job whose runner stops renewing is taken over after this
+    concurrency: int = Field(8, ge=1)  # jobs each gateway replica runs at once
+    max_attempts: int = Field(3, ge=1)  # retries when a model replica dies mid-job
+    # An attempt still waiting after this is abandoned and retried: a call to a replica on a node
+    # that died mid-request may never answer, and the runner would renew its lease forever.
+    attempt_timeout_s: float = Field(600.0, gt=0)
+    # A started job whose progress stops for this long has lost its model replica (a call to a
+    # killed replica does not always fail): the attempt is abandoned and retried.
+    stall_timeout_s: float = Field(60.0, gt=0)
+    poll_interval_s: float = Field(0.1, gt=0)
+    result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+
+
+class GatewaySettings(_Section):
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(4096 * 4096, ge=64)
+    default_steps: int = Field(20, ge=1)
+    default_guidance: float = Field(1.0, ge=0)
+    health_check_period_s: float = 10.0
+    health_check_timeout_s: float = 30.0
+
+
+class AuthSettings(_Section):
+    """API keys and per-key limits (``deployments/gateway/auth.py``, ``ratelimit.py``). On unless turned off
+    explicitly (``huabu up --no-auth``, ``HUABU__AUTH__ENABLED=false``)."""
+
+    enabled: bool = True
+    # SHA-256 (hex) of a bootstrap admin key that creates the first keys. Settings carry only the
+    # hash: they are rendered into Serve configs and shipped to every replica.
+    admin_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    default_rate: str = Field("60/min", pattern=RATE_LIMIT_PATTERN)  # generation requests per key; burst = N
+    default_max_concurrent: int = Field(8, ge=1)  # jobs and generation requests in flight per key
+    default_daily_images: int | None = Field(None, ge=1)  # images per key per UTC day; None = unlimited
+
+
+class SecuritySettings(_Section):
+    """Browser-facing hardening (``deployments/gateway/security.py``); body and pixel limits are in ``gateway``."""
+
+    cors_origins: list[str] = Field(default_factory=list)  # origins allowed to call the API; ["*"] = any
+    cors_max_age_s: int = Field(600, ge=0)
+    headers: bool = True  # nosniff, frame denial, referrer policy, CSP on API responses
+    hsts: bool = False  # Strict-Transport-Security: only behind TLS
+
+
+class TelemetrySettings(_Section):
+    """Traces, metrics and logs. Every unset field falls back to the standard ``OTEL_*`` variable
+    in each replica's environment; traces stay off unless an exporter or endpoint is configured."""
+
+    traces: Literal["auto", "otlp", "console", "none"] = "auto"  # auto: OTEL_TRACES_EXPORTER, else otlp iff endpoint
+    endpoint: str | None = None  # OTLP/HTTP base URL (OTEL_EXPORTER_OTLP_ENDPOINT); /v1/traces is appended
+    service_name: str | None = None  # OTEL_SERVICE_NAME, else "huabu"
+    sampler: str | None = None  # OTEL_TRACES_SAMPLER, e.g. parentbased_traceidratio
+    sampler_arg: float | None = Field(None, ge=0, le=1)  # OTEL_TRACES_SAMPLER_ARG
+    export_delay_ms: int | None = Field(None, ge=1)  # OTEL_BSP_SCHEDULE_DELAY
+    metrics: bool = True  # Prometheus metrics through Ray's metrics export port
+    # How often each replica hands Serve's own metrics (request counts, latencies, queue gauges)
+    # to Ray's exporter. Serve's default, 100 ms, costs every idle replica CPU ten times a second;
+    # Prometheus scrapes every 15 s or so (docs/ARCHITECTURE.md "Serving overhead").
+    serve_metrics_interval_ms: int = Field(1000, ge=0)
+    json_logs: bool = True  # huabu.* loggers write JSON lines with request and trace ids
+
+
+class Settings(_Section):
+    app_name: str = "huabu"
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    variants: dict[str, VariantSettings] = Field(default_factory=lambda: {"stable": VariantSettings()})
+    model: ModelDeploymentSettings = ModelDeploymentSettings()
+    model_dirs: list[str] = Field(default_factory=list)  # extra checkpoint roots
+    state: StateSettings = StateSettings()
+    storage: StorageSettings = StorageSettings()
+    cache: CacheSettings = CacheSettings()
+    safety: SafetySettings = SafetySettings()
+    jobs: JobSettings = JobSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    auth: AuthSettings = AuthSettings()
+    security: SecuritySettings = SecuritySettings()
+    ab: ExperimentSettings = ExperimentSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    graceful_shutdown_timeout_s: float = 5.0
+    # How stages call each other (deployments/core/handles.py): "grpc" straight to the replica, or
+    # "actor" for Ray actor tasks (Serve's default).
+    handle_transport: Literal["grpc", "actor"] = "grpc"
+
+    @model_validator(mode="after")
+    def _has_stable(self) -> Settings:
+        if "stable" not in self.variants:
+            raise ValueError("variants must include 'stable'")
+        return self
+
+    @property
+    def stable_model(self) -> str:
+        return self.variants["stable"].model
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        data: dict[str, Any] = {}
+        if path is not None:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        for key, value in (os.environ if environ is None else environ).items():
+            if key.startswith(ENV_PREFIX):
+                _set_path(data, key[len(ENV_PREFIX) :].lower().split("__"), _parse_env_value(value))
+        _deep_update(data, overrides)
+        return cls.model_validate(data)
+
+
+def _parse_env_value(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        data = data.setdefault(part, {})
+    data[path[-1]] = value
+
+
+def _deep_update(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            _deep_update(data[key], value)
+        else:
+            data[key] = value

@@ -1,0 +1,286 @@
+"""The state store behind jobs, cache index, rate limits and rollouts: a small Redis-like
+key-value interface with two backends, a named Ray actor (embedded default) and Redis.
+
+Only primitives live here; ``jobs.py`` and others build on them, so both backends behave the
+same by construction."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from typing import Any, Protocol, cast
+
+import ray
+
+from huabu.deployments.core.settings import StateSettings
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store cannot be reached: Redis down or slower than its socket
+    timeout, or the embedded store's actor gone. Callers answer these 503 (retry), never 500."""
+    import redis.exceptions
+    from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+    outages = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError)
+    return isinstance(exc, (*outages, RayActorError, ActorUnavailableError, GetTimeoutError))
+
+
+class KeyValueStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+    async def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool: ...
+    async def delete(self, *keys: str) -> int: ...
+    async def expire(self, key: str, ttl_s: float) -> bool: ...
+    async def incr(self, key: str, amount: int = 1) -> int: ...
+    async def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        """Add to several counters in one round trip; each then expires ``ttl_s`` after this write."""
+        ...
+
+    async def rpush(self, key: str, value: bytes) -> int: ...
+    async def lrange(self, key: str, start: int, end: int) -> list[bytes]: ...
+    async def sadd(self, key: str, member: str) -> int: ...
+    async def srem(self, key: str, member: str) -> int: ...
+    async def smembers(self, key: str) -> set[str]: ...
+    async def keys(self, pattern: str) -> list[str]: ...
+    async def ping(self) -> bool: ...
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        """Atomically set ``key`` to ``value`` if it holds ``expected`` (None: absent)."""
+        ...
+
+
+class _MemoryState:
+    """The embedded store's data and Redis-like semantics (TTL in monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+        self.deadlines: dict[str, float] = {}
+
+    def _alive(self, key: str) -> bool:
+        deadline = self.deadlines.get(key)
+        if deadline is not None and deadline <= time.monotonic():
+            self.values.pop(key, None)
+            self.deadlines.pop(key, None)
+        return key in self.values
+
+    def get(self, key: str) -> bytes | None:
+        value = self.values.get(key) if self._alive(key) else None
+        return value if isinstance(value, bytes) else None
+
+    def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
+        if only_if_absent and self._alive(key):
+            return False
+        self.values[key] = value
+        self.deadlines.pop(key, None)
+        if ttl_s is not None:
+            self.deadlines[key] = time.monotonic() + ttl_s
+        return True
+
+    def delete(self, *keys: str) -> int:
+        removed = sum(1 for k in keys if self._alive(k))
+        for k in keys:
+            self.values.pop(k, None)
+            self.deadlines.pop(k, None)
+        return removed
+
+    def expire(self, key: str, ttl_s: float) -> bool:
+        if not self._alive(key):
+            return False
+        self.deadlines[key] = time.monotonic() + ttl_s
+        return True
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        current = int(self.get(key) or b"0") + amount
+        deadline = self.deadlines.get(key)
+        self.values[key] = str(current).encode()
+        if deadline is not None:
+            self.deadlines[key] = deadline
+        return current
+
+    def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        for key, amount in amounts.items():
+            self.incr(key, amount)
+            self.deadlines[key] = time.monotonic() + ttl_s
+
+    def rpush(self, key: str, value: bytes) -> int:
+        if not self._alive(key):
+            self.values[key] = []
+        items = self.values[key]
+        assert isinstance(items, list)
+        items.append(value)
+        return len(items)
+
+    def lrange(self, key: str, start: int, end: int) -> list[bytes]:
+        items = self.values.get(key) if self._alive(key) else None
+        if not isinstance(items, list):
+            return []
+        stop = None if end == -1 else end + 1
+        return list(items[start:stop])
+
+    def sadd(self, key: str, member: str) -> int:
+        if not self._alive(key):
+            self.values[key] = set()
+        members = self.values[key]
+        assert isinstance(members, set)
+        added = member not in members
+        members.add(member)
+        return int(added)
+
+    def srem(self, key: str, member: str) -> int:
+        members = self.values.get(key) if self._alive(key) else None
+        if not isinstance(members, set) or member not in members:
+            return 0
+        members.discard(member)
+        return 1
+
+    def smembers(self, key: str) -> set[str]:
+        members = self.values.get(key) if self._alive(key) else None
+        return set(members) if isinstance(members, set) else set()
+
+    def keys(self, pattern: str) -> list[str]:
+        return [k for k in list(self.values) if self._alive(k) and fnmatch.fnmatchcase(k, pattern)]
+
+    def ping(self) -> bool:
+        return True
+
+    def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        # Atomic: the actor runs one method at a time.
+        if self.get(key) != expected or (expected is None and self._alive(key)):
+            return False
+        self.values[key] = value
+        self.deadlines.pop(key, None)
+        return True
+
+
+# One actor per namespace, detached so that it outlives the replica that created it.
+EmbeddedStateActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_MemoryState)
+
+
+def detached_actor(actor_class: Any, name: str, *args: Any) -> Any:
+    """The named, detached actor every replica shares (created by the first that asks, with ``args``)."""
+    options = actor_class.options(name=name, namespace="huabu", lifetime="detached", get_if_exists=True)
+    return options.remote(*args)
+
+
+class EmbeddedStore:
+    """Client of the named Ray actor; every replica that asks gets the same actor."""
+
+    def __init__(self, namespace: str) -> None:
+        self.actor: Any = detached_actor(EmbeddedStateActor, f"{namespace}-state")
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.actor.get.remote(key)
+
+    async def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
+        return await self.actor.put.remote(key, value, ttl_s, only_if_absent)
+
+    async def delete(self, *keys: str) -> int:
+        return await self.actor.delete.remote(*keys)
+
+    async def expire(self, key: str, ttl_s: float) -> bool:
+        return await self.actor.expire.remote(key, ttl_s)
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        return await self.actor.incr.remote(key, amount)
+
+    async def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        await self.actor.incr_many.remote(amounts, ttl_s)
+
+    async def rpush(self, key: str, value: bytes) -> int:
+        return await self.actor.rpush.remote(key, value)
+
+    async def lrange(self, key: str, start: int, end: int) -> list[bytes]:
+        return await self.actor.lrange.remote(key, start, end)
+
+    async def sadd(self, key: str, member: str) -> int:
+        return await self.actor.sadd.remote(key, member)
+
+    async def srem(self, key: str, member: str) -> int:
+        return await self.actor.srem.remote(key, member)
+
+    async def smembers(self, key: str) -> set[str]:
+        return await self.actor.smembers.remote(key)
+
+    async def keys(self, pattern: str) -> list[str]:
+        return await self.actor.keys.remote(pattern)
+
+    async def ping(self) -> bool:
+        return await self.actor.ping.remote()
+
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        return await self.actor.compare_and_set.remote(key, expected, value)
+
+
+class RedisStore:
+    def __init__(self, url: str, namespace: str) -> None:
+        import redis.asyncio as redis
+
+        self.client = redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.prefix = namespace + ":"
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    async def get(self, key: str) -> bytes | None:
+        return cast(bytes | None, await self.client.get(self._k(key)))
+
+    async def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
+        px = None if ttl_s is None else max(1, int(ttl_s * 1000))
+        return bool(await self.client.set(self._k(key), value, px=px, nx=only_if_absent))
+
+    async def delete(self, *keys: str) -> int:
+        return int(await self.client.delete(*[self._k(k) for k in keys])) if keys else 0
+
+    async def expire(self, key: str, ttl_s: float) -> bool:
+        return bool(await self.client.pexpire(self._k(key), max(1, int(ttl_s * 1000))))
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        return int(await self.client.incrby(self._k(key), amount))
+
+    async def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, amount in amounts.items():
+                pipe.incrby(self._k(key), amount)
+                pipe.pexpire(self._k(key), max(1, int(ttl_s * 1000)))
+            await pipe.execute()
+
+    async def rpush(self, key: str, value: bytes) -> int:
+        return int(await self.client.rpush(self._k(key), value))
+
+    async def lrange(self, key: str, start: int, end: int) -> list[bytes]:
+        return cast(list[bytes], await self.client.lrange(self._k(key), start, end))
+
+    async def sadd(self, key: str, member: str) -> int:
+        return int(await self.client.sadd(self._k(key), member))
+
+    async def srem(self, key: str, member: str) -> int:
+        return int(await self.client.srem(self._k(key), member))
+
+    async def smembers(self, key: str) -> set[str]:
+        return {cast(bytes, m).decode() for m in await self.client.smembers(self._k(key))}
+
+    async def keys(self, pattern: str) -> list[str]:
+        n = len(self.prefix)
+        return [cast(bytes, k).decode()[n:] async for k in self.client.scan_iter(match=self._k(pattern))]
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    # GET, compare and SET in one server-side step (ARGV[1] = "1" when a value is expected).
+    _CAS = """
+    local current = redis.call('GET', KEYS[1])
+    if ARGV[1] == '1' then
+      if current ~= ARGV[2] then return 0 end
+    elseif current then return 0 end
+    redis.call('SET', KEYS[1], ARGV[3])
+    return 1
+    """
+
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+        flag = b"0" if expected is None else b"1"
+        result = await self.client.eval(self._CAS, 1, self._k(key), flag, expected or b"", value)
+        return bool(result)
+
+
+def open_store(settings: StateSettings) -> KeyValueStore:
+    if settings.backend == "redis":
+        return RedisStore(settings.redis_url, settings.namespace)
+    return EmbeddedStore(settings.namespace)

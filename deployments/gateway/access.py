@@ -1,0 +1,310 @@
+"""Access control of the gateway, wired into its FastAPI app in one call (``install``):
+
+    SecurityHeaders (CORS, headers) -> RequestLimits (body size, content types)
+        -> AccessMiddleware (API key, scope, job ownership, rate / quota / concurrency) -> routes
+
+``Access`` is one gateway replica's state for it (keys, limits, usage meter); every replica
+shares the same store, so limits hold across replicas. The gateway calls ``job_created`` when a
+job is submitted and the generation service calls ``record_usage`` with every result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from starlette.datastructures import Headers, MutableHeaders
+
+from huabu.deployments.core.messages import ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.state import KeyValueStore
+from huabu.deployments.gateway import auth, openapi_doc, usage
+from huabu.deployments.gateway.auth import (
+    ADMIN,
+    ANONYMOUS_KEY_ID,
+    Authenticator,
+    KeyStore,
+    Principal,
+    current_principal,
+)
+from huabu.deployments.gateway.errors import APIError, invalid, not_found
+from huabu.deployments.gateway.jobs import JobStore
+from huabu.deployments.gateway.ratelimit import LimitStore, open_limits, retry_after_header
+from huabu.deployments.gateway.security import (
+    BODY_SCOPE_KEY,
+    ASGIApp,
+    Message,
+    Receive,
+    RequestLimits,
+    Scope,
+    SecurityHeaders,
+    Send,
+    app_state,
+    install_log_redaction,
+    route_path,
+    send_error,
+)
+from huabu.deployments.gateway.usage import UsageMeter, seconds_to_utc_midnight
+
+logger = logging.getLogger("huabu.access")
+# POST to these runs the model: they cost a rate-limit token and hold a concurrency slot.
+COSTLY = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/images/outpaint", "/v1/jobs"})
+JOB_PATH = re.compile(r"^/v1/jobs/([^/]+)")
+REQUEST_SLOT_TTL_S = 900.0  # a crashed replica's request slot frees itself after this
+JOB_SLOT_TTL_S = 86400.0  # finished jobs' slots are freed earlier, when a key reaches its limit
+MAX_IDEMPOTENCY_KEY = 255
+WS_KEY_PROTOCOL = "huabu.key."
+
+
+def rate_limited(message: str, code: str, retry_after_s: float, headers: dict[str, str] | None = None) -> APIError:
+    retry = retry_after_header(retry_after_s)
+    return APIError(
+        message, "rate_limit_error", code=code, status=429, headers={**(headers or {}), "Retry-After": retry}
+    )
+
+
+def store_unavailable() -> APIError:
+    return APIError(
+        "the state store (API keys, limits, jobs, usage) is unavailable; retry shortly",
+        "service_unavailable",
+        code="store_unavailable",
+        status=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+@dataclass
+class Admission:
+    """A costly request let in: its rate-limit headers and the slot to free when it ends."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    release: Callable[[], Awaitable[None]] | None = None
+
+
+class Access:
+    def __init__(self, settings: Settings, kv: KeyValueStore, jobs: JobStore) -> None:
+        self.settings = settings
+        self.kv = kv
+        self.jobs = jobs
+        self.keys = KeyStore(kv, settings.auth)
+        self.authenticator = Authenticator(self.keys, settings.auth)
+        self.usage = UsageMeter(kv)
+        # Open deployments (tests, --no-auth) have no per-key limits to keep.
+        self.limits: LimitStore | None = open_limits(settings.state) if settings.auth.enabled else None
+        install_log_redaction()
+
+    # --- limits ----------------------------------------------------------------------------
+
+    async def admit(self, principal: Principal, request_id: str) -> Admission:
+        if self.limits is None:
+            return Admission()
+        limits, key_id = self.limits, principal.key_id
+        if principal.daily_images is not None:
+            used = await self.usage.images_on(key_id)
+            if used >= principal.daily_images:
+                raise rate_limited(
+                    f"this API key's daily quota of {principal.daily_images} images is used up; it resets at 00:00 UTC",
+                    "daily_quota_exceeded",
+                    seconds_to_utc_midnight(),
+                )
+        admission = Admission()
+        if principal.max_concurrent is not None:
+            slots, member = f"slots:{key_id}", f"r:{request_id or uuid.uuid4().hex}"
+            result = await limits.acquire(slots, member, principal.max_concurrent, REQUEST_SLOT_TTL_S)
+            if not result.acquired and await self._free_finished_jobs(slots, result.members):
+                result = await limits.acquire(slots, member, principal.max_concurrent, REQUEST_SLOT_TTL_S)
+            if not result.acquired:
+                raise rate_limited(
+                    f"this API key already has {len(result.members)} jobs or requests in flight (limit "
+                    f"{principal.max_concurrent}); wait for one to finish",
+                    "concurrency_limit_exceeded",
+                    self.settings.model.retry_after_s,
+                )
+
+            async def release() -> None:
+                await limits.release(slots, member)
+
+            admission.release = release
+        if principal.rate is not None:
+            bucket = await limits.take(f"rate:{key_id}", principal.rate)
+            admission.headers = {
+                "x-ratelimit-limit-requests": str(principal.rate.limit),
+                "x-ratelimit-remaining-requests": str(bucket.remaining),
+                "x-ratelimit-reset-requests": retry_after_header(bucket.reset_s),
+            }
+            if not bucket.allowed:
+                if admission.release is not None:
+                    await admission.release()
+                raise rate_limited(
+                    f"rate limit of {principal.rate.text} exceeded for this API key; retry after "
+                    f"{retry_after_header(bucket.retry_after_s)} s",
+                    "rate_limit_exceeded",
+                    bucket.retry_after_s,
+                    admission.headers,
+                )
+        return admission
+
+    async def _free_finished_jobs(self, slots: str, members: list[str]) -> int:
+        """Release the slots of jobs that have finished (they are not released as they finish)."""
+        assert self.limits is not None
+        done = []
+        for member in members:
+            if member.startswith("j:"):
+                job = await self.jobs.get(member[2:])
+                if job is None or job.status.is_terminal:
+                    done.append(member)
+        if done:
+            await self.limits.release(slots, *done)
+        return len(done)
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def job_created(self, job_id: str) -> None:
+        """Called by ``POST /v1/jobs``: the job belongs to the caller and holds one of its slots."""
+        principal = current_principal.get()
+        if principal is None or not self.settings.auth.enabled:
+            return
+        try:
+            await self.kv.put(f"jobowner:{job_id}", principal.key_id.encode(), ttl_s=self.settings.jobs.result_ttl_s)
+            if self.limits is not None and principal.max_concurrent is not None:
+                await self.limits.add(f"slots:{principal.key_id}", f"j:{job_id}", JOB_SLOT_TTL_S)
+        except Exception:
+            # The job exists; a retry with the same Idempotency-Key (the SDK always sends one)
+            # returns it and records its owner then.
+            logger.warning("could not record the owner of job %s", job_id, exc_info=True)
+            raise store_unavailable() from None
+
+    async def may_see_job(self, principal: Principal, job_id: str) -> bool:
+        if principal.has(ADMIN) or not self.settings.auth.enabled:
+            return True
+        owner = await self.kv.get(f"jobowner:{job_id}")
+        return owner is None or owner.decode() == principal.key_id
+
+    # --- usage -----------------------------------------------------------------------------
+
+    async def record_usage(self, requests: list[ModelRequest], results: list[ModelResult]) -> None:
+        """Meter results for the key that asked: the caller of a synchronous request, a job's owner."""
+        try:
+            principal = current_principal.get()
+            key_id = principal.key_id if principal is not None else None
+            job_id = requests[0].job_id if requests else None
+            if key_id is None and job_id is not None:
+                owner = await self.kv.get(f"jobowner:{job_id}")
+                key_id = owner.decode() if owner else None
+            await self.usage.record(key_id or ANONYMOUS_KEY_ID, list(zip(requests, results, strict=True)))
+        except Exception:  # metering must never fail a generation that succeeded
+            logger.warning("usage metering failed", exc_info=True)
+
+    # --- idempotency -----------------------------------------------------------------------
+
+    async def check_idempotency(self, principal: Principal, idem: str, body: bytes) -> tuple[str, str]:
+        """-> (the key the job store sees, the fingerprint key). Keys are scoped to the API key, and
+        a key reused with another body is refused (IETF idempotency-key draft: 422)."""
+        if len(idem) > MAX_IDEMPOTENCY_KEY:
+            raise invalid(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters", "Idempotency-Key")
+        scoped = f"{principal.key_id}:{hashlib.sha256(idem.encode()).hexdigest()}"
+        fingerprint_key = f"idemfp:{scoped}"
+        seen = await self.kv.get(fingerprint_key)
+        if seen is not None and seen.decode() != hashlib.sha256(body).hexdigest():
+            raise APIError(
+                "this Idempotency-Key was already used with a different request body; use a new key",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+                status=422,
+            )
+        return scoped, fingerprint_key
+
+    async def remember_idempotency(self, fingerprint_key: str, body: bytes) -> None:
+        digest = hashlib.sha256(body).hexdigest().encode()
+        await self.kv.put(fingerprint_key, digest, ttl_s=self.settings.jobs.result_ttl_s, only_if_absent=True)
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        access: Access | None = app_state(scope, "access")
+        path = route_path(scope) if scope["type"] in ("http", "websocket") else ""
+        needed = auth.required_scope(path) if path else None
+        if access is None or needed is None or scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        authorization, protocol = headers.get("authorization"), websocket_key_protocol(scope)
+        if authorization is None and protocol is not None:
+            authorization = "Bearer " + protocol.removeprefix(WS_KEY_PROTOCOL)
+        admission: Admission | None = None
+        fingerprint: str | None = None
+        try:
+            principal = await access.authenticator.authenticate(authorization)
+            if not principal.has(needed):
+                raise auth.forbidden(needed)
+            job = JOB_PATH.match(path)
+            if job and not await access.may_see_job(principal, job.group(1)):
+                raise not_found(f"no job {job.group(1)!r}", "job_id")
+            if scope["type"] == "http" and scope["method"] == "POST" and path in COSTLY:
+                idem = headers.get("idempotency-key")
+                if path == "/v1/jobs" and idem and access.settings.auth.enabled:
+                    scoped, fingerprint = await access.check_idempotency(
+                        principal, idem, scope.get(BODY_SCOPE_KEY, b"")
+                    )
+                    MutableHeaders(scope=scope)["idempotency-key"] = scoped
+                admission = await access.admit(principal, scope.get("state", {}).get("request_id", ""))
+        except APIError as exc:
+            await send_error(scope, receive, send, exc)
+            return
+        except Exception:  # the store is down or overloaded: refuse (fail closed), never a 500
+            logger.warning("access control unavailable for %s", path, exc_info=True)
+            await send_error(scope, receive, send, store_unavailable())
+            return
+        status = 0
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if admission is not None:
+                    response_headers = MutableHeaders(scope=message)
+                    for name, value in admission.headers.items():
+                        response_headers.setdefault(name, value)
+            elif message["type"] == "websocket.accept" and protocol is not None and not message.get("subprotocol"):
+                message = {**message, "subprotocol": protocol}  # browsers require the offered protocol back
+            await send(message)
+
+        token = current_principal.set(principal)
+        try:
+            await self.app(scope, receive, send_with_headers)
+            if fingerprint is not None and status == 202:
+                await access.remember_idempotency(fingerprint, scope.get(BODY_SCOPE_KEY, b""))
+        finally:
+            current_principal.reset(token)
+            if admission is not None and admission.release is not None:
+                try:
+                    await admission.release()
+                except Exception:  # the slot expires on its own (REQUEST_SLOT_TTL_S)
+                    logger.warning("could not release a concurrency slot", exc_info=True)
+
+
+def websocket_key_protocol(scope: Scope) -> str | None:
+    """Browsers cannot set headers on a WebSocket: they may offer the key as the subprotocol
+    ``huabu.key.<key>`` (``new WebSocket(url, ["huabu.key." + key])``)."""
+    if scope["type"] != "websocket":
+        return None
+    return next((p for p in scope.get("subprotocols", []) if p.startswith(WS_KEY_PROTOCOL)), None)
+
+
+def install(api: FastAPI) -> None:
+    """Add the access-control middleware and the keys and usage routes to the gateway's app.
+    Starlette runs the last-added middleware first, hence the order."""
+    api.add_middleware(AccessMiddleware)
+    api.add_middleware(RequestLimits)
+    api.add_middleware(SecurityHeaders)
+    api.include_router(auth.router)
+    api.include_router(usage.router)
+    openapi_doc.install(api)

@@ -1,0 +1,360 @@
+"""A/B experiments in the gateway: live weights, sticky assignment and per-variant metrics.
+
+The statistics and the rollout state machine are plain Python in ``huabu.ab_testing``; this module
+connects them to the serving path:
+
+- ``KVStateStore`` is ab_testing's ``StateStore`` on the project's ``KeyValueStore`` (the embedded
+  named Ray actor or Redis), so rollout state and metrics survive gateway restarts and every gateway
+  replica sees the same ones.
+- ``Experiments`` (one per gateway replica) re-reads the active rollout's traffic split every
+  ``ab.refresh_interval_s`` (weights change without restarting any replica), assigns each request
+  to a variant by a sticky hash of (rollout id, user), pins the variant's model on the request
+  *before* the cache key is computed (so each variant has its own cache entries), records latency,
+  errors, filter blocks and a quality score per variant, and remembers which variant made each
+  image so that ``POST /v1/feedback`` can be attributed later.
+
+The unit of assignment, most specific first: the ``x-huabu-user`` header, the request body's
+``user``, a hash of the API key (``Authorization: Bearer``), else a random id (not sticky). The
+``x-huabu-variant`` header forces a variant (or model) for testing; forced requests are served and
+labelled but not counted in the statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import importlib
+import io
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from starlette.datastructures import Headers
+
+from huabu.ab_testing import Assignment, MetricsBuffer, Rollout, TrafficSplit, UnknownVariantError
+from huabu.ab_testing.store import KEY_PREFIX, JSONValue
+from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.state import KeyValueStore
+from huabu.deployments.core.storage import content_key
+from huabu.deployments.gateway.auth import ANONYMOUS_KEY_ID, current_principal
+from huabu.deployments.gateway.errors import invalid, not_found
+from huabu.deployments.gateway.security import app_state
+from huabu.sdk.types import FeedbackResponse
+
+logger = logging.getLogger("huabu.experiments")
+T = TypeVar("T")
+
+ACTIVE_KEY = f"{KEY_PREFIX}:active"  # {"id": rollout id}: the rollout whose split is served
+NO_EXPERIMENT = "none"  # experiment id of forced assignments while no rollout is active
+_GLOB = set("*?[]\\")
+
+
+def rollout_key(rollout_id: str) -> str:
+    return f"{KEY_PREFIX}:rollout:{rollout_id}"
+
+
+def encode(value: JSONValue) -> bytes:
+    # Canonical bytes: compare-and-set compares bytes, so equal values must encode identically.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+class KVStateStore:
+    """ab_testing's synchronous ``StateStore`` on an async ``KeyValueStore``.
+
+    ab_testing's code is synchronous and runs in worker threads (``asyncio.to_thread``); each call
+    is handed to the event loop that owns the async client (a Redis connection belongs to one loop)
+    and waited for. Calling it on that loop itself would deadlock, so that raises instead.
+    """
+
+    def __init__(self, kv: KeyValueStore, loop: asyncio.AbstractEventLoop, timeout_s: float = 10.0) -> None:
+        self.kv = kv
+        self.loop = loop
+        self.timeout_s = timeout_s
+
+    def _run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            raise RuntimeError("KVStateStore is synchronous: call it from a worker thread (asyncio.to_thread)")
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result(self.timeout_s)
+
+    def get(self, key: str) -> JSONValue | None:
+        raw = self._run(lambda: self.kv.get(key))
+        return None if raw is None else json.loads(raw)
+
+    def set(self, key: str, value: JSONValue) -> None:
+        data = encode(value)
+        self._run(lambda: self.kv.put(key, data))
+
+    def delete(self, key: str) -> None:
+        self._run(lambda: self.kv.delete(key))
+
+    def keys(self, prefix: str) -> list[str]:
+        if _GLOB & set(prefix):  # ab_testing identifiers cannot contain these; be explicit anyway
+            raise ValueError(f"key prefix {prefix!r} contains glob characters")
+        return [k for k in self._run(lambda: self.kv.keys(prefix + "*")) if k.startswith(prefix)]
+
+    def compare_and_set(self, key: str, expected: JSONValue | None, value: JSONValue) -> bool:
+        old = None if expected is None else encode(expected)
+        new = encode(value)
+        return self._run(lambda: self.kv.compare_and_set(key, old, new))
+
+
+# --- the unit of assignment ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Who sent a request, as far as assignment cares."""
+
+    user: str | None = None  # the user header
+    key: str | None = None  # a hash of the API key
+    override: str | None = None  # the override header
+
+    def id(self, body_user: str | None) -> str | None:
+        return self.user or body_user or _key_id() or self.key
+
+
+def _key_id() -> str | None:
+    """The authenticated API key's id, where the auth layer identified one."""
+    principal = current_principal.get()
+    if principal is None or principal.key_id == ANONYMOUS_KEY_ID:
+        return None
+    return f"key:{principal.key_id}"
+
+
+CURRENT_UNIT: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("huabu_ab_unit", default=None)
+
+
+def unit_from_headers(headers: Mapping[str, str], settings: Settings) -> Unit:
+    auth = headers.get("authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return Unit(
+        user=headers.get(settings.ab.user_header) or None,
+        # A hash, not the key (keys must not reach the state store or logs); used where no auth
+        # layer has identified the key.
+        key="keyhash:" + hashlib.sha256(token.encode()).hexdigest()[:24] if token else None,
+        override=headers.get(settings.ab.override_header) or None,
+    )
+
+
+class UnitMiddleware:
+    """ASGI middleware that makes the request's unit visible to the generation path (a context
+    variable, set in the task that runs the endpoint)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        experiments: Experiments | None = app_state(scope, "experiments")
+        if scope["type"] != "http" or experiments is None:
+            await self.app(scope, receive, send)
+            return
+        token = CURRENT_UNIT.set(unit_from_headers(Headers(scope=scope), experiments.settings))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CURRENT_UNIT.reset(token)
+
+
+# --- quality scorers ----------------------------------------------------------------------------
+
+Scorer = Callable[[bytes, str], float | None]  # (PNG, prompt) -> score, None when it cannot judge
+
+
+def adherence_score(png: bytes, prompt: str) -> float | None:
+    """Prompt adherence of the bundled models, judged from the image alone (colour, position,
+    shape, size per object, in [0, 1]); None for prompts outside the synthetic caption language."""
+    import numpy as np
+    from PIL import Image
+
+    from huabu.deployments.backends.mmdit.eval.adherence import score
+
+    with Image.open(io.BytesIO(png)) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    result = score(pixels, prompt)
+    return None if result is None else float(result.value)
+
+
+def load_scorer(name: str) -> Scorer | None:
+    if name == "none":
+        return None
+    if name == "adherence":
+        return adherence_score
+    module, _, attr = name.partition(":")
+    if not attr:
+        raise ValueError(f"ab.scorer must be 'adherence', 'none' or 'package.module:function', got {name!r}")
+    scorer: Scorer = getattr(importlib.import_module(module), attr)
+    return scorer
+
+
+# --- the gateway side -----------------------------------------------------------------------------
+
+
+class Experiments:
+    """Assignment and measurement in one gateway replica."""
+
+    def __init__(self, kv: KeyValueStore, settings: Settings, replica_id: str) -> None:
+        self.kv = kv
+        self.settings = settings
+        self.config = settings.ab
+        self.variants = {name: v.model for name, v in settings.variants.items()}
+        self.buffer = MetricsBuffer(replica_id)
+        self.scorer = load_scorer(self.config.scorer)
+        self.rollout: Rollout | None = None  # the active rollout as last read
+        self._raw: bytes | None = None
+        self._store: KVStateStore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def store(self) -> KVStateStore:
+        if self._store is None:
+            raise RuntimeError("Experiments.start() must run first")
+        return self._store
+
+    @property
+    def split(self) -> TrafficSplit | None:
+        return None if self.rollout is None else self.rollout.split
+
+    def start(self) -> None:
+        """Bind to the running loop and start the refresh and flush loops."""
+        self._store = KVStateStore(self.kv, asyncio.get_running_loop())
+        self.spawn(self._every(self.config.refresh_interval_s, self.refresh))
+        self.spawn(self._every(self.config.flush_interval_s, self.flush))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    @staticmethod
+    async def _every(interval_s: float, action: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await action()
+            except Exception:  # the store may be briefly unreachable; keep serving the last split
+                logger.warning("%s failed; retrying", getattr(action, "__name__", action), exc_info=True)
+            await asyncio.sleep(interval_s)
+
+    async def refresh(self) -> None:
+        """Re-read the active rollout (the live weights)."""
+        pointer = await self.kv.get(ACTIVE_KEY)
+        raw = None if pointer is None else await self.kv.get(rollout_key(json.loads(pointer)["id"]))
+        if raw != self._raw:
+            self.rollout = None if raw is None else Rollout.model_validate_json(raw)
+            self._raw = raw
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(self.buffer.flush, self.store)
+
+    # --- assignment ----------------------------------------------------------------------------
+
+    def _forced(self, override: str) -> Assignment:
+        """An override while no rollout is active: any served variant, by name or model."""
+        for name, model in self.variants.items():
+            if override in (name, model):
+                return Assignment(NO_EXPERIMENT, 0, name, model, None, True, "override")
+        raise UnknownVariantError(
+            f"override {override!r} is not one of {sorted({*self.variants, *self.variants.values()})}"
+        )
+
+    async def assign(self, requested_model: str | None, body_user: str | None, job_id: str | None) -> Assignment | None:
+        """The variant of one request; None when it is not part of an experiment (a model was
+        named explicitly, or no rollout is active and nothing is forced)."""
+        if requested_model is not None or not self.config.enabled:
+            return None
+        unit = CURRENT_UNIT.get()
+        if unit is None and job_id is not None:
+            unit = await self._job_unit(job_id)
+        unit = unit or Unit()
+        split = self.split
+        try:
+            if split is None:
+                return self._forced(unit.override) if unit.override else None
+            unit_id = unit.id(body_user) or "anonymous:" + secrets.token_hex(8)
+            return split.assign(unit_id, unit.override)
+        except UnknownVariantError as exc:
+            raise invalid(f"{self.config.override_header}: {exc}", self.config.override_header) from None
+
+    async def remember_job(self, job_id: str) -> None:
+        """Keep the submitting request's unit, so the job is assigned like a direct request."""
+        unit = CURRENT_UNIT.get()
+        if unit is not None and unit != Unit():
+            await self.kv.put(f"ab:jobunit:{job_id}", encode(asdict(unit)), ttl_s=self.config.assignment_ttl_s)
+
+    async def _job_unit(self, job_id: str) -> Unit | None:
+        raw = await self.kv.get(f"ab:jobunit:{job_id}")
+        return None if raw is None else Unit(**json.loads(raw))
+
+    # --- measurement ---------------------------------------------------------------------------
+
+    async def track(self, requests: list[ModelRequest], call: Awaitable[list[ModelResult]]) -> list[ModelResult]:
+        """Await the model call and record its outcome for the request's variant."""
+        assignment = requests[0].assignment if requests else None
+        if assignment is None:
+            return await call
+        started = time.perf_counter()
+        try:
+            results = await call
+        except ContentBlocked:
+            for _ in requests:
+                self.buffer.record_request(assignment, filter_blocked=True)
+            raise
+        except Exception:
+            for _ in requests:
+                self.buffer.record_request(assignment, error=True)
+            raise
+        if any(r.cancelled for r in results):
+            return results
+        latency_ms = 1000.0 * (time.perf_counter() - started)
+        for result in results:
+            # Cache hits are not generations: their latency would flatter the variant.
+            self.buffer.record_request(assignment, latency_ms=None if result.cached else latency_ms)
+        self.spawn(self._after(assignment, requests, results))
+        return results
+
+    async def _after(self, assignment: Assignment, requests: list[ModelRequest], results: list[ModelResult]) -> None:
+        """Off the response path: remember image -> assignment for feedback, score quality."""
+        try:
+            value = encode(assignment.to_dict())
+            ttl = self.config.assignment_ttl_s
+            for request, result in zip(requests, results, strict=True):
+                image_id = (result.storage_key or content_key(result.png)).removesuffix(".png")
+                await self.kv.put(f"ab:image:{image_id}", value, ttl_s=ttl)
+                if request.job_id:
+                    await self.kv.put(f"ab:job:{request.job_id}", value, ttl_s=ttl)
+                if self.scorer is not None and result.png:  # cache hits carry no PNG: not re-scored
+                    score = await asyncio.to_thread(self.scorer, result.png, request.prompt)
+                    if score is not None:
+                        self.buffer.record_quality(assignment, score)
+        except Exception:
+            logger.warning("could not record the assignment or quality of a result", exc_info=True)
+
+    async def feedback(self, image_id: str | None, job_id: str | None, accepted: bool) -> FeedbackResponse:
+        """Adoption: did the user keep the image. The first answer per image or job counts."""
+        target = f"image:{image_id}" if image_id is not None else f"job:{job_id}"
+        raw = await self.kv.get(f"ab:{target}")
+        if raw is None:
+            what = "image_id" if image_id is not None else "job_id"
+            raise not_found(f"no {what} {image_id or job_id!r} was served here recently; check the id", what)
+        assignment = Assignment.from_dict(json.loads(raw))
+        first = await self.kv.put(
+            f"ab:feedback:{target}", b"1", ttl_s=self.config.assignment_ttl_s, only_if_absent=True
+        )
+        recorded = first and self.buffer.record_feedback(assignment, accepted)
+        return FeedbackResponse(recorded=recorded, variant=assignment.variant)

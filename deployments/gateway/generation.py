@@ -1,0 +1,254 @@
+"""The generation path shared by the synchronous endpoints and the job runner: wire request ->
+validated model requests -> router -> storage -> ``ImagesResponse``.
+
+Everything the model would reject is rejected here first, so bad input never reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ray.serve.handle import DeploymentHandle
+
+from huabu.deployments.backends.mmdit.config import MMDiTConfig
+from huabu.deployments.backends.mmdit.requests import InvalidRequest, outpainting
+from huabu.deployments.core import telemetry
+from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult, Operation
+from huabu.deployments.core.result_cache import ResultCache, derived_seed
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.storage import Storage
+from huabu.deployments.gateway.errors import APIError, invalid, not_found, overloaded
+from huabu.deployments.gateway.images import decode_image, decode_mask
+from huabu.deployments.gateway.jobs import JobCancelled
+from huabu.deployments.router import ModelOverloaded, UnknownModel
+from huabu.sdk.types import (
+    EditJobRequest,
+    GenerateJobRequest,
+    ImageData,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    OutpaintJobRequest,
+    OutpaintRequest,
+    encode_b64_image,
+    job_request_adapter,
+)
+
+if TYPE_CHECKING:
+    from huabu.deployments.gateway.experiments import Experiments
+
+# Edits without a mask restyle the whole image; this much of the schedule is re-run.
+DEFAULT_IMG2IMG_STRENGTH = 0.75
+
+
+class ModelCatalog:
+    """Which models the router serves and their configs (for validation), fetched once."""
+
+    def __init__(self, router: DeploymentHandle) -> None:
+        self.router = router
+        self._variants: dict[str, dict[str, Any]] | None = None
+        self._configs: dict[str, MMDiTConfig] = {}
+
+    async def variants(self) -> dict[str, dict[str, Any]]:
+        if self._variants is None:
+            self._variants = await self.router.describe.remote()
+            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in self._variants.values()}
+        return self._variants
+
+    async def resolve(self, requested: str | None) -> tuple[str, MMDiTConfig]:
+        variants = await self.variants()
+        if requested is None:
+            model_id = variants["stable"]["model"]
+            return model_id, self._configs[model_id]
+        for info in variants.values():
+            if requested in (info["model"], info["model"].split("@")[0]):
+                return info["model"], self._configs[info["model"]]
+        served = sorted(v["model"] for v in variants.values())
+        raise APIError(
+            f"model {requested!r} is not served here; available: {served}",
+            "not_found_error",
+            param="model",
+            code="model_not_found",
+            status=404,
+        )
+
+    async def model_ids(self) -> list[str]:
+        return sorted({v["model"] for v in (await self.variants()).values()})
+
+
+class GenerationService:
+    def __init__(self, entry: DeploymentHandle, router: DeploymentHandle, storage: Storage, settings: Settings) -> None:
+        self.entry = entry  # the first stage after the gateway (the cache, or the router itself)
+        self.router = router
+        self.storage = storage
+        self.settings = settings
+        self.catalog = ModelCatalog(router)
+        # Hits are answered here, before any other deployment (see deployments/cache.py).
+        self.cache = ResultCache(settings) if settings.cache.enabled else None
+        self.experiments: Experiments | None = None  # A/B assignment and metrics, set by the gateway
+        self.on_results: Callable[[list[ModelRequest], list[ModelResult]], Awaitable[None]] | None = None
+
+    # --- wire -> model requests -------------------------------------------------------------
+
+    async def _base(
+        self,
+        req: ImageGenerationRequest | ImageEditRequest | OutpaintRequest,
+        operation: Operation,
+        size: tuple[int, int] | None,
+        request_id: str,
+        job_id: str | None,
+    ) -> tuple[ModelRequest, MMDiTConfig, int | None]:
+        """-> (request without its final seed, the serving model's config, the user's seed)."""
+        # The A/B variant is chosen first: it decides the model, and so the config and the cache key.
+        assignment = await self.experiments.assign(req.model, req.user, job_id) if self.experiments else None
+        model_id, config = await self.catalog.resolve(assignment.model if assignment else req.model)
+        height, width = size if size is not None else config.default_size
+        gw = self.settings.gateway
+        base = ModelRequest(
+            operation=operation,
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt or "",
+            seed=0,  # decided in _checked, once the request (and so its cache key) is complete
+            height=height,
+            width=width,
+            steps=req.steps if req.steps is not None else gw.default_steps,
+            guidance=req.guidance_scale if req.guidance_scale is not None else gw.default_guidance,
+            model=model_id,  # pinned, so the cache key names the version that serves it
+            cache=req.cache,
+            job_id=job_id,
+            request_id=request_id,
+            assignment=assignment,
+        )
+        return base, config, req.seed
+
+    def _checked(self, base: ModelRequest, config: MMDiTConfig, n: int, seed: int | None) -> list[ModelRequest]:
+        """n requests with consecutive seeds, each validated against the serving model. An
+        unseeded request gets a seed derived from its content (so the same prompt hits the
+        cache), or a random one when it bypasses the cache."""
+        if seed is None:
+            seed = secrets.randbelow(2**31) if base.cache == "bypass" else derived_seed(base)
+        requests = [replace(base, seed=(seed + i) % 2**63) for i in range(n)]
+        try:
+            for request in requests:
+                request.to_sample().validate(config)
+        except InvalidRequest as exc:
+            raise invalid(str(exc), exc.param) from None
+        return requests
+
+    async def generation_requests(
+        self, req: ImageGenerationRequest, request_id: str, job_id: str | None = None
+    ) -> list[ModelRequest]:
+        size = req.dimensions
+        base, config, seed = await self._base(
+            req, "generate", None if size is None else (size[1], size[0]), request_id, job_id
+        )
+        return self._checked(base, config, req.n, seed)
+
+    async def edit_requests(
+        self, req: ImageEditRequest, image: bytes, mask: bytes | None, request_id: str, job_id: str | None = None
+    ) -> list[ModelRequest]:
+        max_pixels = self.settings.gateway.max_image_pixels
+        pixels, alpha_mask = decode_image(image, "image", max_pixels)
+        repaint = decode_mask(mask, max_pixels, pixels.shape[:2]) if mask is not None else alpha_mask
+        if req.dimensions is not None and req.dimensions != (pixels.shape[1], pixels.shape[0]):
+            raise invalid(
+                f"size {req.size} differs from the image's {pixels.shape[1]}x{pixels.shape[0]}; "
+                "omit size for edits or resize the image",
+                "size",
+            )
+        base, config, seed = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
+        strength = (
+            req.strength if req.strength is not None else (1.0 if repaint is not None else DEFAULT_IMG2IMG_STRENGTH)
+        )
+        return self._checked(replace(base, image=pixels, mask=repaint, strength=strength), config, req.n, seed)
+
+    async def outpaint_requests(
+        self, req: OutpaintRequest, request_id: str, job_id: str | None = None
+    ) -> list[ModelRequest]:
+        pixels, _ = decode_image(req.image_bytes(), "image", self.settings.gateway.max_image_pixels)
+        try:
+            grown = outpainting(
+                req.prompt, pixels, left=req.left, right=req.right, top=req.top, bottom=req.bottom, seed=0
+            )
+        except InvalidRequest as exc:
+            raise invalid(str(exc), exc.param) from None
+        if grown.height * grown.width > self.settings.gateway.max_image_pixels:
+            raise invalid(f"the outpainted canvas {grown.width}x{grown.height} is above the pixel limit", "right")
+        base, config, seed = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id)
+        return self._checked(replace(base, image=grown.init_image, mask=grown.mask), config, req.n, seed)
+
+    # --- model requests -> response ----------------------------------------------------------
+
+    async def run(self, requests: list[ModelRequest], response_format: str) -> tuple[ImagesResponse, str | None]:
+        telemetry.carry(requests)  # the next stage's span is a child of this request's span
+        try:
+            call = asyncio.gather(*(self._generate(r) for r in requests))
+            results: list[ModelResult] = await (self.experiments.track(requests, call) if self.experiments else call)
+        except ModelOverloaded:
+            raise overloaded(self.settings.model.retry_after_s) from None
+        except ContentBlocked as exc:
+            what = "prompt" if exc.stage != "image" else "generated image"
+            raise APIError(
+                f"the {what} was blocked by the content policy ({exc.category})",
+                "content_policy_violation",
+                param="prompt" if exc.stage != "image" else None,
+                code=exc.category,
+                status=400,
+            ) from None
+        except UnknownModel as exc:
+            raise not_found(f"model {exc} is not served here", "model") from None
+        if any(r.cancelled for r in results):
+            raise JobCancelled
+        images = asyncio.gather(*(self._image_data(r, response_format) for r in results))
+        if self.on_results is not None:  # usage metering (deployments/gateway/access.py), while images are read
+            await asyncio.gather(self.on_results(requests, results), images)
+        data = await images
+        return ImagesResponse(created=int(time.time()), data=list(data)), results[0].variant
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
+        if self.cache is not None and request.cache == "use":
+            hit = await self.cache.hit(request)
+            if hit is not None:
+                return hit
+            request = replace(request, looked_up=True)
+        result: ModelResult = await self.entry.generate.remote(request)
+        return result
+
+    async def _image_data(self, result: ModelResult, response_format: str) -> ImageData:
+        key = result.storage_key or await self.storage.put(result.png)
+        common: dict[str, Any] = {
+            "id": key.removesuffix(".png"),
+            "seed": result.seed,
+            "model": result.model,
+            "cached": result.cached,
+            "prompt_truncated": result.prompt_truncated,
+            "variant": result.variant,
+            "metadata": {"batch_size": str(result.batch_size), "generation_s": f"{result.generation_s:.3f}"},
+        }
+        if response_format == "url":
+            return ImageData(url=self.storage.url(key), **common)
+        png = result.png or await self.storage.get(key)
+        if not png:
+            raise APIError("a cached image is missing from storage; retry with cache=refresh", "server_error")
+        return ImageData(b64_json=encode_b64_image(png), **common)
+
+    async def job_requests(
+        self, req: GenerateJobRequest | EditJobRequest | OutpaintJobRequest, request_id: str, job_id: str | None
+    ) -> list[ModelRequest]:
+        """The model requests of a job body, validated (used at submit time and when it runs)."""
+        if isinstance(req, GenerateJobRequest):
+            return await self.generation_requests(req, request_id, job_id)
+        if isinstance(req, EditJobRequest):
+            return await self.edit_requests(req, req.image_bytes(), req.mask_bytes(), request_id, job_id)
+        return await self.outpaint_requests(req, request_id, job_id)
+
+    async def run_job(self, job_id: str, request_json: str, attempt: int = 1) -> tuple[ImagesResponse, str | None]:
+        req = job_request_adapter.validate_json(request_json)
+        requests = await self.job_requests(req, job_id, job_id)
+        if attempt > 1:
+            requests = [replace(r, retry=True) for r in requests]
+        return await self.run(requests, req.response_format)

@@ -1,0 +1,363 @@
+"""Durable jobs on the state store.
+
+A job is durable once ``POST /v1/jobs`` returns: its record and request are in the store and its
+id is in the active set. Runners in every gateway replica claim active jobs with an expiring
+lease and renew it while they work; a job whose runner dies (gateway replica killed) is taken
+over when the lease lapses, and a job whose model replica dies is retried. Generation is
+deterministic, so running a job twice is safe (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from huabu.deployments.core import metrics, telemetry
+from huabu.deployments.core.settings import JobSettings
+from huabu.deployments.core.state import KeyValueStore
+from huabu.deployments.gateway.errors import APIError
+from huabu.sdk.types import ErrorBody, EventType, ImagesResponse, Job, JobEvent, JobKind, JobProgress, JobStatus
+
+logger = logging.getLogger("huabu.jobs")
+ACTIVE = "jobs:active"
+IDLE_POLL_MAX_S = 1.0
+STALL_POLL_S = 1.0
+TRANSITION_TRIES = 8  # compare-and-set attempts before a status change gives up (and the job is retried)
+
+
+class JobCancelled(Exception):
+    """The job was cancelled between denoising steps."""
+
+
+class JobStalled(Exception):
+    """An attempt stopped making progress, or ran out of time: it is abandoned and retried."""
+
+
+def new_job_id() -> str:
+    # Time-ordered, so runners take the oldest active job first.
+    return f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
+class JobStore:
+    def __init__(self, kv: KeyValueStore, settings: JobSettings) -> None:
+        self.kv = kv
+        self.settings = settings
+
+    @staticmethod
+    def _key(job_id: str, part: str = "") -> str:
+        return f"job:{job_id}" + (f":{part}" if part else "")
+
+    async def create(
+        self,
+        kind: JobKind,
+        request_json: str,
+        idempotency_key: str | None = None,
+        model: str | None = None,
+        on_created: Callable[[str], Awaitable[None]] | None = None,
+    ) -> tuple[Job, bool]:
+        """-> (job, created). A repeated Idempotency-Key returns the first job, not a new one.
+        ``on_created(job_id)`` runs before any runner can see the job (e.g. to store its A/B unit)."""
+        job_id = new_job_id()
+        if idempotency_key:
+            idem = f"idem:{idempotency_key}"
+            if not await self.kv.put(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s, only_if_absent=True):
+                existing = await self.kv.get(idem)
+                job = await self.get(existing.decode()) if existing else None
+                if job is not None:
+                    return job, False
+                await self.kv.put(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s)
+        now = time.time()
+        job = Job(id=job_id, status=JobStatus.queued, kind=kind, created_at=now, updated_at=now, model=model)
+        await self.kv.put(self._key(job_id, "request"), request_json.encode(), ttl_s=self.settings.result_ttl_s)
+        traceparent = telemetry.current_traceparent()
+        if traceparent:  # the job's trace links back to the request that submitted it
+            await self.kv.put(self._key(job_id, "trace"), traceparent.encode(), ttl_s=self.settings.result_ttl_s)
+        await self._save(job)
+        await self._event(job_id, JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued))
+        if on_created is not None:
+            await on_created(job_id)
+        await self.kv.sadd(ACTIVE, job_id)  # last: runners only see complete jobs
+        return job, True
+
+    async def get(self, job_id: str) -> Job | None:
+        loaded = await self._load(job_id)
+        return None if loaded is None else loaded[1]
+
+    async def _load(self, job_id: str) -> tuple[bytes, Job] | None:
+        """-> (the stored record, the job with its latest progress)."""
+        raw = await self.kv.get(self._key(job_id))
+        if raw is None:
+            return None
+        job = Job.model_validate_json(raw)
+        progress = await self.kv.get(self._key(job_id, "progress"))
+        if progress and not job.status.is_terminal:
+            step, total = (int(x) for x in progress.decode().split("/"))
+            job.progress = JobProgress(step=step, total=total)
+        return raw, job
+
+    async def submitted_by(self, job_id: str) -> str | None:
+        """The traceparent of the request that submitted the job, when it was traced."""
+        raw = await self.kv.get(self._key(job_id, "trace"))
+        return raw.decode() if raw else None
+
+    async def request_json(self, job_id: str) -> str | None:
+        raw = await self.kv.get(self._key(job_id, "request"))
+        return raw.decode() if raw else None
+
+    async def _save(self, job: Job) -> None:
+        await self.kv.put(self._key(job.id), job.model_dump_json().encode(), ttl_s=self.settings.result_ttl_s)
+
+    async def _event(self, job_id: str, event: JobEvent) -> None:
+        # The event's seq is its index in the list, assigned on read: writers never race on it.
+        await self.kv.rpush(self._key(job_id, "events"), event.model_dump_json(exclude={"seq"}).encode())
+        await self.kv.expire(self._key(job_id, "events"), self.settings.result_ttl_s)
+
+    async def events_after(self, job_id: str, seq: int) -> list[JobEvent]:
+        raw = await self.kv.lrange(self._key(job_id, "events"), seq + 1, -1)
+        return [JobEvent.model_validate({**json.loads(r), "seq": seq + 1 + i}) for i, r in enumerate(raw)]
+
+    async def transition(
+        self,
+        job_id: str,
+        status: JobStatus,
+        result: ImagesResponse | None = None,
+        error: ErrorBody | None = None,
+        variant: str | None = None,
+    ) -> Job | None:
+        # Compare-and-set: two runners may briefly hold one job (a lease that lapsed while its
+        # runner stalled), and a stale "running" must never overwrite a finished job.
+        for _ in range(TRANSITION_TRIES):
+            loaded = await self._load(job_id)
+            if loaded is None:
+                return None
+            raw, job = loaded
+            if job.status.is_terminal:
+                return job
+            job.status, job.updated_at = status, time.time()
+            job.result, job.error = result, error
+            if variant is not None:
+                job.variant = variant
+            if status == JobStatus.succeeded:
+                job.progress = JobProgress(step=job.progress.total, total=job.progress.total)
+            if await self.kv.compare_and_set(self._key(job_id), raw, job.model_dump_json().encode()):
+                await self.kv.expire(self._key(job_id), self.settings.result_ttl_s)
+                break
+        else:
+            raise RuntimeError(f"job {job_id} kept changing while it moved to {status.value}")
+        kinds: dict[JobStatus, EventType] = {JobStatus.succeeded: "result", JobStatus.failed: "error"}
+        kind = kinds.get(status, "status")
+        await self._event(
+            job_id,
+            JobEvent(
+                type=kind,
+                job_id=job_id,
+                seq=0,
+                status=status,
+                result=result,
+                error=error,
+                step=job.progress.step,
+                total=job.progress.total,
+            ),
+        )
+        telemetry.event(f"job.{status.value}")
+        if status.is_terminal:
+            metrics.job_finished(status.value)
+            await self.kv.srem(ACTIVE, job_id)
+            await self.kv.delete(self._key(job_id, "lease"), self._key(job_id, "progress"))
+        return job
+
+    async def record_progress(self, job_id: str, step: int, total: int) -> None:
+        await self.kv.put(self._key(job_id, "progress"), f"{step}/{total}".encode(), ttl_s=self.settings.result_ttl_s)
+        await self._event(
+            job_id, JobEvent(type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step, total=total)
+        )
+
+    async def request_cancel(self, job_id: str) -> Job | None:
+        job = await self.get(job_id)
+        if job is None or job.status.is_terminal:
+            return job
+        await self.kv.put(self._key(job_id, "cancel"), b"1", ttl_s=self.settings.result_ttl_s)
+        if job.status == JobStatus.queued:
+            return await self.transition(job_id, JobStatus.canceled)
+        return job
+
+    async def progress_mark(self, job_id: str) -> bytes | None:
+        return await self.kv.get(self._key(job_id, "progress"))
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        return await self.kv.get(self._key(job_id, "cancel")) is not None
+
+    async def claim(self, owner: str) -> str | None:
+        for job_id in sorted(await self.kv.smembers(ACTIVE)):
+            if await self.kv.put(
+                self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s, only_if_absent=True
+            ):
+                return job_id
+        return None
+
+    async def renew(self, job_id: str, owner: str) -> bool:
+        holder = await self.kv.get(self._key(job_id, "lease"))
+        if holder is not None and holder.decode() != owner:
+            return False
+        await self.kv.put(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s)
+        return True
+
+    async def release(self, job_id: str, owner: str) -> None:
+        """Give the job back for a retry, unless another runner holds it by now."""
+        holder = await self.kv.get(self._key(job_id, "lease"))
+        if holder is not None and holder.decode() == owner:
+            await self.kv.delete(self._key(job_id, "lease"))
+
+    async def next_attempt(self, job_id: str) -> int:
+        attempt = await self.kv.incr(self._key(job_id, "attempts"))
+        await self.kv.expire(self._key(job_id, "attempts"), self.settings.result_ttl_s)
+        return attempt
+
+
+# (job id, request json, attempt number from 1) -> result
+Execute = Callable[[str, str, int], Awaitable[tuple[ImagesResponse, str | None]]]
+
+
+class JobRunner:
+    """Claims and runs active jobs; one per gateway replica."""
+
+    def __init__(self, store: JobStore, execute: Execute, settings: JobSettings, owner: str) -> None:
+        self.store = store
+        self.execute = execute
+        self.settings = settings
+        self.owner = owner
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    def wake(self) -> None:
+        """A job was just submitted here: look now, not at the next idle poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for task in [self._loop_task, *self.tasks]:
+            if task is not None:
+                task.cancel()
+
+    async def _loop(self) -> None:
+        # An idle runner polls less and less often (up to IDLE_POLL_MAX_S): a dozen idle gateways
+        # must not keep the store busy. Jobs submitted to this replica wake it at once; others'
+        # are taken over within IDLE_POLL_MAX_S.
+        idle_wait = self.settings.poll_interval_s
+        while True:
+            job_id: str | None = None
+            try:
+                if len(self.tasks) < self.settings.concurrency:
+                    job_id = await self.store.claim(self.owner)
+            except Exception:  # store briefly unavailable: keep the runner alive
+                logger.warning("job store unavailable; retrying", exc_info=True)
+                job_id = None
+            if job_id is None:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle_wait)
+                idle_wait = min(IDLE_POLL_MAX_S, idle_wait * 2)
+                continue
+            idle_wait = self.settings.poll_interval_s
+            task = asyncio.get_running_loop().create_task(self._run(job_id))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(lambda _: self._wake.set())  # a slot is free again
+
+    async def _keep_lease(self, job_id: str) -> None:
+        """Renew the lease until another runner turns out to hold it (this one stalled past the
+        lease), then return: the job is theirs now."""
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                if not await self.store.renew(job_id, self.owner):
+                    logger.warning("job %s: lease taken over by another runner; stopping here", job_id)
+                    return
+            except Exception:  # store briefly unavailable: try again at the next renewal
+                logger.warning("job %s: could not renew the lease", job_id, exc_info=True)
+
+    async def _run(self, job_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        keeper = loop.create_task(self._keep_lease(job_id))
+        run = loop.create_task(self._traced_attempt(job_id))
+        try:
+            await asyncio.wait({keeper, run}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (run, keeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _traced_attempt(self, job_id: str) -> None:
+        submitted_by = await self.store.submitted_by(job_id) if telemetry.tracing_enabled() else None
+        with telemetry.job(job_id, submitted_by):
+            await self._attempt(job_id)
+
+    async def _attempt(self, job_id: str) -> None:
+        store = self.store
+        job = await store.get(job_id)
+        request_json = await store.request_json(job_id)
+        if job is None or request_json is None or job.status.is_terminal:
+            await store.kv.srem(ACTIVE, job_id)
+            return
+        if await store.cancel_requested(job_id):
+            await store.transition(job_id, JobStatus.canceled)
+            return
+        attempt = await store.next_attempt(job_id)
+        if attempt > self.settings.max_attempts:
+            await store.transition(
+                job_id,
+                JobStatus.failed,
+                error=ErrorBody(message=f"job failed after {self.settings.max_attempts} attempts", type="server_error"),
+            )
+            return
+        await store.transition(job_id, JobStatus.running)
+        try:
+            result, variant = await self._watched(job_id, request_json, attempt)
+        except JobCancelled:
+            await store.transition(job_id, JobStatus.canceled)
+        except APIError as exc:
+            await store.transition(job_id, JobStatus.failed, error=exc.body())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A model replica died or the cluster hiccuped: let a runner (maybe this one) retry.
+            logger.warning("job %s attempt %d failed; will retry", job_id, attempt, exc_info=True)
+            await store.release(job_id, self.owner)
+        else:
+            await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)
+
+    async def _watched(self, job_id: str, request_json: str, attempt_number: int) -> tuple[ImagesResponse, str | None]:
+        """Run one attempt, abandoning it when its progress stalls once started (its model replica
+        is gone, and a call to a killed replica may never return) or it outlives
+        ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall."""
+        attempt: asyncio.Future[tuple[ImagesResponse, str | None]] = asyncio.ensure_future(
+            self.execute(job_id, request_json, attempt_number)
+        )
+        started_at = quiet_since = time.monotonic()
+        mark = await self.store.progress_mark(job_id)
+        moving = False
+        try:
+            while True:
+                done, _ = await asyncio.wait({attempt}, timeout=STALL_POLL_S)
+                if done:
+                    return attempt.result()
+                now = time.monotonic()
+                latest = await self.store.progress_mark(job_id)
+                if latest != mark:
+                    mark, quiet_since, moving = latest, now, True
+                elif moving and now - quiet_since > self.settings.stall_timeout_s:
+                    raise JobStalled(f"no progress for {now - quiet_since:.0f} s")
+                if now - started_at > self.settings.attempt_timeout_s:
+                    raise JobStalled(f"attempt still running after {now - started_at:.0f} s")
+        finally:
+            attempt.cancel()

@@ -1,0 +1,355 @@
+"""The Gateway: FastAPI ingress with the OpenAI-compatible images API, jobs with SSE and
+WebSocket progress, signed file downloads and health endpoints. It also runs this replica's
+job runner."""
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+
+from huabu.deployments.core import telemetry
+from huabu.deployments.core.handles import connect
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.state import is_outage, open_store
+from huabu.deployments.core.storage import LocalStorage, open_storage, valid_key
+from huabu.deployments.gateway.access import Access, store_unavailable
+from huabu.deployments.gateway.access import install as install_access
+from huabu.deployments.gateway.errors import APIError, invalid, not_found
+from huabu.deployments.gateway.experiments import Experiments, UnitMiddleware
+from huabu.deployments.gateway.generation import GenerationService
+from huabu.deployments.gateway.jobs import JobRunner, JobStore
+from huabu.deployments.gateway.playground import mount_playground
+from huabu.deployments.gateway.rollouts import RolloutService
+from huabu.deployments.gateway.rollouts import router as rollouts_router
+from huabu.sdk.types import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    Job,
+    JobEvent,
+    ModelInfo,
+    ModelList,
+    OutpaintRequest,
+    job_request_adapter,
+)
+
+logger = logging.getLogger("huabu.gateway")
+JOB_KINDS = ("generate", "edit", "outpaint")
+SSE_KEEPALIVE_S = 15.0
+api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
+mount_playground(api)  # the web playground at GET / (static files, no build step)
+api.include_router(rollouts_router)  # POST /v1/feedback and /v1/admin/rollouts (canary / A/B)
+api.add_middleware(UnitMiddleware)  # the A/B unit (user, key, override header) of each request
+install_access(api)  # API keys, scopes, rate limits, usage metering, hardening (deployments/gateway/access.py)
+
+
+def _param_of(error: Mapping[str, Any]) -> str | None:
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+    if loc and loc[0] in JOB_KINDS:  # a job body's errors are located under its kind tag
+        loc = loc[1:]
+    return ".".join(loc) or None
+
+
+def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
+    errors = exc.errors()
+    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
+    param = _param_of(first)
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    if first.get("type") == "extra_forbidden":
+        message = f"unknown parameter {param!r}"
+    elif first.get("type") == "json_invalid":
+        message, param = "request body is not valid JSON", None
+    return invalid(f"{param}: {message}" if param and param not in message else message, param)
+
+
+# --- cross-cutting: request ids and the OpenAI error body --------------------------------------
+
+
+# Added last, so outermost: the request id, server span and request metrics cover every other layer.
+api.add_middleware(telemetry.HttpTelemetry)
+
+
+def _error(exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.response_body(), status_code=exc.status, headers=exc.headers)
+
+
+@api.exception_handler(APIError)
+async def api_error_handler(request: Request, exc: APIError) -> JSONResponse:
+    return _error(exc)
+
+
+@api.exception_handler(ValidationError)
+async def pydantic_error_handler(request: Request, exc: ValidationError) -> JSONResponse:
+    return _error(validation_error(exc))
+
+
+@api.exception_handler(RequestValidationError)
+async def request_validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error(validation_error(exc))
+
+
+@api.exception_handler(404)
+async def not_found_handler(request: Request, exc: Exception) -> JSONResponse:
+    return _error(not_found(f"no route {request.method} {request.url.path}"))
+
+
+@api.exception_handler(405)
+async def method_handler(request: Request, exc: Exception) -> JSONResponse:
+    return _error(APIError(f"{request.method} is not allowed on {request.url.path}", status=405))
+
+
+@api.exception_handler(Exception)
+async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    if is_outage(exc):  # the state store is down or slow: a retry will do, nothing is broken here
+        logger.warning("state store unavailable on %s: %r", request.url.path, exc)
+        return _error(store_unavailable())
+    logger.exception("unexpected error on %s", request.url.path)
+    return _error(APIError("internal error; the request id identifies it in the logs", "server_error", status=500))
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
+@serve.ingress(api)
+class Gateway:
+    async def __init__(  # type: ignore[misc]
+        self,
+        entry: DeploymentHandle,
+        router: DeploymentHandle,
+        stages: dict[str, DeploymentHandle],
+        settings: Settings,
+    ) -> None:
+        telemetry.configure(settings, "gateway")
+        self.settings = settings
+        self.storage = open_storage(settings.storage)
+        # optional stages by name, for their admin statistics
+        self.stages = {name: connect(handle, settings) for name, handle in stages.items()}
+        self.service = GenerationService(connect(entry, settings), connect(router, settings), self.storage, settings)
+        self.jobs = JobStore(open_store(settings.state), settings.jobs)
+        self.runner = JobRunner(self.jobs, self.service.run_job, settings.jobs, owner=f"gateway-{uuid.uuid4().hex}")
+        self.access = api.state.access = Access(settings, self.jobs.kv, self.jobs)
+        self.service.on_results = self.access.record_usage
+        # Started with the replica, so a replacement replica resumes jobs without a request.
+        self.runner.start()
+        if settings.ab.enabled:  # live A/B weights, per-variant metrics and the rollout controller
+            self.experiments = Experiments(self.jobs.kv, settings, replica_id=self.runner.owner)
+            self.experiments.start()
+            await self.experiments.refresh()
+            self.service.experiments = api.state.experiments = self.experiments
+            api.state.rollouts = RolloutService(self.experiments, owner=self.runner.owner)
+            api.state.rollouts.start()
+
+    def check_health(self) -> None:
+        if self.runner._loop_task is not None and self.runner._loop_task.done():
+            raise RuntimeError("job runner stopped")
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _json(self, request: Request) -> object:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("application/json"):
+            raise APIError(
+                f"send the body as application/json, not {content_type or 'nothing'}",
+                status=415,
+                param=None,
+                code="unsupported_media_type",
+            )
+        body = await request.body()
+        if len(body) > self.settings.gateway.max_request_bytes:
+            raise APIError(
+                f"request body is larger than {self.settings.gateway.max_request_bytes} bytes",
+                status=413,
+                code="request_too_large",
+            )
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise invalid("request body is not valid JSON") from None
+
+    # --- images ------------------------------------------------------------------------------
+
+    @api.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+    async def generations(self, request: Request) -> ImagesResponse:
+        req = ImageGenerationRequest.model_validate(await self._json(request))
+        requests = await self.service.generation_requests(req, request.state.request_id)
+        response, _ = await self.service.run(requests, req.response_format)
+        return response
+
+    @api.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
+    async def edits(self, request: Request) -> ImagesResponse:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise APIError(
+                "send edits as multipart/form-data with an image file (and optional mask)",
+                status=415,
+                code="unsupported_media_type",
+            )
+        try:
+            form = await request.form(max_files=4, max_fields=32)
+        except Exception:
+            raise invalid("malformed multipart body") from None
+        images = [v for k in ("image", "image[]") for v in form.getlist(k) if isinstance(v, UploadFile)]
+        if not images:
+            raise invalid("upload the image to edit as the multipart file 'image'", "image")
+        mask_file = form.get("mask")
+        fields = {k: v for k, v in form.items() if isinstance(v, str) and k not in ("image", "image[]", "mask")}
+        req = ImageEditRequest.model_validate(fields)
+        image = await images[0].read()
+        mask = await mask_file.read() if isinstance(mask_file, UploadFile) else None
+        requests = await self.service.edit_requests(req, image, mask, request.state.request_id)
+        response, _ = await self.service.run(requests, req.response_format)
+        return response
+
+    @api.post("/v1/images/outpaint", response_model=ImagesResponse, response_model_exclude_none=True)
+    async def outpaint(self, request: Request) -> ImagesResponse:
+        req = OutpaintRequest.model_validate(await self._json(request))
+        requests = await self.service.outpaint_requests(req, request.state.request_id)
+        response, _ = await self.service.run(requests, req.response_format)
+        return response
+
+    @api.get("/v1/models", response_model=ModelList)
+    async def models(self) -> ModelList:
+        return ModelList(data=[ModelInfo(id=m) for m in await self.service.catalog.model_ids()])
+
+    @api.get("/v1/files/{key}")
+    async def file(self, key: str, expires: int = 0, sig: str = "") -> Response:
+        if not valid_key(key):
+            raise not_found("no such file", "key")
+        if isinstance(self.storage, LocalStorage) and not self.storage.signer.verify(key, expires, sig):
+            raise APIError(
+                "file URL has expired or its signature is invalid; request a new URL", "permission_error", status=403
+            )
+        data = await self.storage.get(key)
+        if data is None:
+            raise not_found("no such file", "key")
+        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    @api.post("/v1/jobs", response_model=Job, response_model_exclude_none=True, status_code=202)
+    async def submit(self, request: Request) -> Job:
+        payload = await self._json(request)
+        req = job_request_adapter.validate_python(payload)
+        # Validate now, so a job that can never run is a 400 here, not a failed job later.
+        await self.service.job_requests(req, request.state.request_id, None)
+        job, _ = await self.jobs.create(
+            req.kind,
+            req.model_dump_json(),
+            request.headers.get("idempotency-key"),
+            model=req.model,
+            # The job is assigned to an A/B variant like a direct request by this user.
+            on_created=self.service.experiments.remember_job if self.service.experiments else None,
+        )
+        await self.access.job_created(job.id)  # owner and concurrency slot of the caller's key
+        self.runner.wake()
+        return job
+
+    async def _job(self, job_id: str) -> Job:
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise not_found(f"no job {job_id!r}", "job_id")
+        return job
+
+    @api.get("/v1/jobs/{job_id}", response_model=Job, response_model_exclude_none=True)
+    async def get_job(self, job_id: str) -> Job:
+        return await self._job(job_id)
+
+    @api.delete("/v1/jobs/{job_id}", response_model=Job, response_model_exclude_none=True)
+    async def cancel_job(self, job_id: str) -> Job:
+        await self._job(job_id)
+        job = await self.jobs.request_cancel(job_id)
+        assert job is not None
+        return job
+
+    async def _events(self, job_id: str, after: int) -> AsyncIterator[JobEvent | None]:
+        """Job events after seq ``after`` until the terminal one; None when it is time for a
+        keep-alive (so proxies and the SDK's read timeout never see a silent stream)."""
+        seq = after
+        quiet_since = time.monotonic()
+        while True:
+            for event in await self.jobs.events_after(job_id, seq):
+                seq, quiet_since = event.seq, time.monotonic()
+                yield event
+                if event.status.is_terminal and event.type != "progress":
+                    return
+            if time.monotonic() - quiet_since > SSE_KEEPALIVE_S:
+                quiet_since = time.monotonic()
+                yield None
+            await asyncio.sleep(self.settings.jobs.poll_interval_s)
+
+    @api.get("/v1/jobs/{job_id}/events")
+    async def job_events(self, job_id: str, request: Request) -> StreamingResponse:
+        await self._job(job_id)
+        last = request.headers.get("last-event-id")
+        after = int(last) if last and last.isdigit() else -1
+
+        async def stream() -> AsyncIterator[str]:
+            async for event in self._events(job_id, after):
+                if event is None:
+                    yield ": ping\n\n"
+                else:
+                    yield f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json(exclude_none=True)}\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @api.websocket("/v1/jobs/{job_id}/ws")
+    async def job_ws(self, websocket: WebSocket, job_id: str) -> None:
+        await websocket.accept()
+        if await self.jobs.get(job_id) is None:
+            await websocket.send_json(APIError(f"no job {job_id!r}", "not_found_error", "job_id").response_body())
+            await websocket.close(code=4404)
+            return
+        last = websocket.headers.get("last-event-id", "")
+        try:
+            async for event in self._events(job_id, int(last) if last.isdigit() else -1):
+                if event is not None:
+                    await websocket.send_text(event.model_dump_json(exclude_none=True))
+            await websocket.close()
+        except WebSocketDisconnect:
+            pass
+
+    # --- admin -------------------------------------------------------------------------------
+
+    @api.get("/v1/admin/cache/stats")
+    async def cache_stats(self) -> dict[str, float]:
+        if "cache" not in self.stages:
+            raise not_found("the cache is disabled in this deployment")
+        if self.service.cache is not None:  # this gateway's hits reach the index before it is read
+            await self.service.cache.flush()
+        stats: dict[str, float] = await self.stages["cache"].stats.remote()
+        if self.service.cache is not None:
+            stats["local_errors"] = stats.get("local_errors", 0.0) + self.service.cache.local_errors
+        lookups = stats.get("hits", 0.0) + stats.get("misses", 0.0) + stats.get("coalesced", 0.0)
+        return {**stats, "hit_ratio": stats.get("hits", 0.0) / lookups if lookups else 0.0}
+
+    @api.get("/v1/admin/filters/stats")
+    async def filter_stats(self) -> dict[str, Any]:
+        """Decisions counted per stage, category and rule (never prompt text)."""
+        return {
+            name: await self.stages[name].stats.remote()
+            for name in ("prompt_filter", "image_filter")
+            if name in self.stages
+        }
+
+    # --- health ------------------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        try:
+            await asyncio.wait_for(self.jobs.kv.ping(), timeout=2)
+            models = await asyncio.wait_for(self.service.catalog.model_ids(), timeout=5)
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ready", "models": models})

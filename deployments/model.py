@@ -1,0 +1,225 @@
+"""The MMDiT model deployment: loads ``name@version``, batches requests with ``@serve.batch``
+(the pipeline groups them by shape), reports per-step progress to the job store and stops
+cancelled jobs between steps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import serve
+
+from huabu.deployments.backends.mmdit.checkpoint import load_checkpoint
+from huabu.deployments.backends.mmdit.pipeline import Pipeline
+from huabu.deployments.backends.mmdit.png import encode_png
+from huabu.deployments.core import metrics, telemetry
+from huabu.deployments.core.messages import ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.state import open_store
+from huabu.deployments.gateway.jobs import JobStore
+
+logger = logging.getLogger("huabu.model")
+MAX_COLLECT_S = 2.0  # never hold a request longer than this to grow a batch
+
+
+def compute_thread(torch_threads: int | None) -> ThreadPoolExecutor:
+    """The one thread that runs the pipeline (batches run one at a time). OpenMP keeps its thread
+    count per OS thread, so ``torch.set_num_threads`` must run in the thread that computes: called
+    anywhere else, a new thread takes ``OMP_NUM_THREADS`` (Ray's) and ``torch_threads`` is lost."""
+
+    def start() -> None:
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmdit-compute", initializer=start)
+
+
+def load_pipeline(model_id: str, settings: Settings) -> Pipeline:
+    """``model_id``'s checkpoint on the GPU when the replica has one, in ``model.dtype``."""
+    device = "cuda" if settings.model.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+    bundle = load_checkpoint(model_id, [Path(p) for p in settings.model_dirs])
+    return Pipeline(bundle, device=device, dtype=getattr(torch, settings.model.dtype))
+
+
+def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
+    return {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "seed": request.seed,
+        "steps": request.steps,
+        "guidance_scale": request.guidance,
+        "size": f"{request.width}x{request.height}",
+        "operation": request.operation,
+        "model": model_id,
+    }
+
+
+class ProgressReports:
+    """Per-step progress handed from the pipeline thread to the event loop. A plain list and an
+    event, so that nothing can be lost between a timeout and a wake-up."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, int, int]] = []
+        self.ready = asyncio.Event()
+        self.closed = False
+
+    def add(self, updates: list[tuple[str, int, int]]) -> None:
+        self.pending.extend(updates)
+        self.ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
+
+    def take(self) -> list[tuple[str, int, int]]:
+        taken, self.pending = self.pending, []
+        self.ready.clear()
+        return taken
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
+class ModelStage:
+    def __init__(self, model_id: str, settings: Settings) -> None:
+        telemetry.configure(settings, "model")
+        self.variant = telemetry.replica_variant()
+        self.queue = metrics.ModelQueue(self.variant)
+        self.job_stages: dict[str, telemetry.StageSpan] = {}  # job id -> its model span, for progress events
+        self.compute = compute_thread(settings.model.torch_threads)
+        self.pipeline = load_pipeline(model_id, settings)
+        self.model_id = self.pipeline.model_id
+        self.jobs = JobStore(open_store(settings.state), settings.jobs)
+        batch: Any = self.generate_batch  # type: ignore[misc]  # serve.batch's typing misses methods
+        batch.set_max_batch_size(settings.model.max_batch_size)
+        batch.set_batch_wait_timeout_s(settings.model.batch_wait_timeout_s)
+        self.cancelled: set[str] = set()
+        self.min_wait_s = settings.model.batch_wait_timeout_s
+        self.busy_until = 0.0  # estimated end of the running batch (perf_counter seconds)
+        self.seconds_per_step = 0.0  # moving average over recent batches
+        self.fixed_latency = settings.model.fixed_latency
+        self.png_compress_level = settings.model.png_compress_level
+        logger.info("loaded %s on %s (%s)", self.model_id, self.pipeline.device, settings.model.dtype)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model_id, "config": self.pipeline.config.to_dict()}
+
+    async def generate(self, request: ModelRequest) -> ModelResult:
+        # The model span: queue wait, batch size and steps as attributes and child spans.
+        with telemetry.hop("model", request) as hop, self.queue.holding():
+            enqueued_ns = time.time_ns()
+            if request.job_id:
+                self.job_stages[request.job_id] = hop
+            try:
+                result = await self._generate(request)
+            finally:
+                self.job_stages.pop(request.job_id or "", None)
+            telemetry.model_done(hop, request, result, self.variant, enqueued_ns)
+            return result
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
+        batch: Any = self.generate_batch  # type: ignore[misc]
+        # serve.batch forms a batch when its first request arrives, not when the model is free,
+        # so while a batch runs, the next one keeps collecting until the running one should end.
+        # An idle model starts a lone request at once.
+        now = time.perf_counter()
+        batch.set_batch_wait_timeout_s(min(MAX_COLLECT_S, max(self.min_wait_s, self.busy_until - now)))
+        result: ModelResult = await batch(request, now)
+        return result
+
+    @serve.batch  # type: ignore[arg-type]  # size and wait are set per replica in __init__
+    async def generate_batch(  # type: ignore[misc]
+        self, requests: list[ModelRequest], enqueued: list[float]
+    ) -> list[ModelResult]:
+        started = time.perf_counter()
+        self.queue.batch_started(len(requests))
+        steps = max(r.steps for r in requests)
+        self.busy_until = started + steps * self.seconds_per_step
+        loop = asyncio.get_running_loop()
+        reports = ProgressReports()
+        job_ids = {i: r.job_id for i, r in enumerate(requests) if r.job_id}
+
+        def on_step(indices: list[int], step: int, total: int) -> None:  # runs in the pipeline thread
+            updates = [(job_ids[i], step, total) for i in indices if i in job_ids]
+            if updates:
+                loop.call_soon_threadsafe(reports.add, updates)
+
+        def is_cancelled(i: int) -> bool:
+            return job_ids.get(i) in self.cancelled
+
+        reporter = loop.create_task(self._report(reports, set(job_ids.values())))
+        try:
+            samples = [r.to_sample() for r in requests]
+            results = await loop.run_in_executor(self.compute, self.pipeline, samples, on_step, is_cancelled)
+            await self._hold_fixed_latency(started, len(requests))
+        finally:
+            await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks land
+            reports.close()
+            await reporter  # it flushes everything before it returns: no event is lost
+            self.cancelled -= set(job_ids.values())
+        elapsed = time.perf_counter() - started
+        per_step = elapsed / steps
+        self.seconds_per_step = per_step if not self.seconds_per_step else 0.7 * self.seconds_per_step + 0.3 * per_step
+        self.busy_until = 0.0
+        pngs = await asyncio.gather(
+            *(self._png(request, result.pixels) for request, result in zip(requests, results, strict=True))
+        )
+        return [
+            ModelResult(
+                png=png,
+                seed=request.seed,
+                model=self.model_id,
+                prompt_truncated=result.prompt_truncated,
+                cancelled=result.cancelled,
+                batch_size=len(requests),
+                queue_wait_s=started - queued,
+                generation_s=elapsed,
+            )
+            for request, result, png, queued in zip(requests, results, pngs, enqueued, strict=True)
+        ]
+
+    async def _png(self, request: ModelRequest, pixels: np.ndarray | None) -> bytes:
+        if pixels is None:  # cancelled
+            return b""
+        # In worker threads, the batch's images at once: a 1024x1024 PNG takes ~0.2 s, which the
+        # event loop (progress, cancellations, the next requests) should not wait for.
+        parameters = png_parameters(request, self.model_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, encode_png, pixels, parameters, self.png_compress_level)
+
+    async def _hold_fixed_latency(self, started: float, batch_size: int) -> None:
+        """With ``model.fixed_latency`` set, a batch lasts as the capacity model says (capacity checks)."""
+        if self.fixed_latency is not None:
+            from huabu.cluster.capacity import batch_seconds
+
+            cost = batch_seconds(self.fixed_latency.seconds, batch_size, self.fixed_latency.batching_efficiency)
+            await asyncio.sleep(max(0.0, cost - (time.perf_counter() - started)))
+
+    async def _flush(self, reports: ProgressReports) -> None:
+        for job_id, step, total in reports.take():
+            if job_id in self.job_stages:
+                self.job_stages[job_id].event("progress", step=step, total=total)
+            try:
+                await self.jobs.record_progress(job_id, step, total)
+            except Exception:  # progress is best effort: the job itself still completes
+                logger.warning("could not record progress for %s", job_id, exc_info=True)
+
+    async def _report(self, reports: ProgressReports, job_ids: set[str]) -> None:
+        """While a batch runs: write its progress to the store and poll for cancellations."""
+        poll_every = 0.1
+        while job_ids:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(reports.ready.wait(), timeout=poll_every)
+            closed = reports.closed
+            await self._flush(reports)
+            if closed:
+                return
+            for job_id in job_ids - self.cancelled:
+                with contextlib.suppress(Exception):
+                    if await self.jobs.cancel_requested(job_id):
+                        self.cancelled.add(job_id)

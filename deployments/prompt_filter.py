@@ -1,0 +1,55 @@
+"""The prompt filter stage, wrapping ``huabu.filters.PromptFilter``. It runs before the cache, so
+a blocked prompt never reaches cache or model. A block raises ``ContentBlocked``; the gateway
+answers it with a 400 ``content_policy_violation`` naming the category. Only a fingerprint of a
+blocked prompt is logged, never its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from huabu.deployments.core import telemetry
+from huabu.deployments.core.handles import connect
+from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings
+from huabu.filters import PromptFilter
+
+logger = logging.getLogger("huabu.safety")
+
+
+@serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
+class PromptFilterStage:
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        telemetry.configure(settings, "prompt_filter")
+        self.next_stage = connect(next_stage, settings)
+        self.filter = PromptFilter(settings.safety.prompt)
+        self.filter.warmup()
+
+    async def generate(self, request: ModelRequest) -> ModelResult:
+        with telemetry.hop("prompt_filter", request):
+            return await self._generate(request)
+
+    async def _generate(self, request: ModelRequest) -> ModelResult:
+        with telemetry.work("prompt_filter.check") as check:
+            # The encoder merges concurrent callers into one model pass; run it off the event loop.
+            decision = await asyncio.to_thread(self.filter.check_request, request.prompt, request.negative_prompt)
+            telemetry.filter_decision(check, "prompt", decision)
+        if decision.blocked:
+            logger.info(
+                "prompt blocked: category=%s rule=%s prompt_sha256=%s request=%s",
+                decision.category,
+                decision.rule_id,
+                decision.fingerprint,
+                request.request_id,
+            )
+            raise ContentBlocked.from_decision(decision)
+        result: ModelResult = await self.next_stage.generate.remote(request)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.filter.counters.snapshot())
