@@ -1,8 +1,8 @@
 """The ``huabu`` command line: a thin shell over ``huabu.sdk.Client``.
 
 Client commands (generate, edit, outpaint, jobs, models) live here and need only the base install.
-Server commands (up, down, status, ...) are delegated to ``huabu.deployments.cli``, imported lazily so
-the client never pulls in ray or torch.
+Server commands (up, down, status, ...) are delegated to the command line the server registers as the
+``huabu.server`` entry point, loaded only when one is run, so the client never pulls in ray or torch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -27,6 +28,7 @@ from huabu.sdk.types import Job, JobEvent
 SERVER_COMMANDS = frozenset(
     {"up", "down", "status", "demo", "train", "quality", "cluster", "keys", "rollout", "serve-config"}
 )
+SERVER_ENTRY_POINT_GROUP = "huabu.server"
 SERVER_EXTRA_HINT = "this command needs the server extra: pip install 'huabu[server]'"
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -437,8 +439,13 @@ def _format_validation(exc: pydantic.ValidationError) -> str:
 
 
 def _delegate(argv: list[str]) -> int:
+    # The server registers its command line under an entry point, so the SDK names no server module.
+    commands = entry_points(group=SERVER_ENTRY_POINT_GROUP, name="main")
+    if not commands:
+        sys.stderr.write(f"{SERVER_EXTRA_HINT}\n")
+        return EXIT_USAGE
     try:
-        from huabu.deployments.cli import main as server_main
+        server_main = next(iter(commands)).load()
     except ImportError as exc:
         missing = f" (missing: {exc.name})" if exc.name else ""
         sys.stderr.write(f"{SERVER_EXTRA_HINT}{missing}\n")

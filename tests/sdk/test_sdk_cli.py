@@ -114,14 +114,14 @@ def test_progress_bar() -> None:
 
 def test_server_commands_are_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    fake = types.ModuleType("huabu.deployments.cli")
+    fake = types.ModuleType("huabu.cluster.cli")
 
     def server_main(argv: list[str]) -> int:
         calls.append(argv)
         return 3
 
     fake.main = server_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "huabu.deployments.cli", fake)
+    monkeypatch.setitem(sys.modules, "huabu.cluster.cli", fake)
     assert cli.main(["up", "--port", "9000"]) == 3
     assert calls == [["up", "--port", "9000"]]
 
@@ -129,7 +129,7 @@ def test_server_commands_are_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_server_commands_without_the_server_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "huabu.deployments.cli", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "huabu.cluster.cli", None)  # makes the import fail
     assert cli.main(["status"]) == 2
     assert "this command needs the server extra: pip install 'huabu[server]'" in capsys.readouterr().err
 
