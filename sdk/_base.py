@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 import pydantic
@@ -29,6 +29,7 @@ __all__ = ["APIResponseValidationError", "BaseClient", "ClientConfig", "RequestO
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+ClientT = TypeVar("ClientT", bound="BaseClient[Any]")
 
 
 def _version() -> str:
@@ -175,6 +176,9 @@ def _transport_error(exc: httpx.TransportError, request: httpx.Request) -> APICo
 class BaseClient(Generic[HttpT]):
     _http: HttpT
     _config: ClientConfig
+    _owns_http: bool
+    # Attribute name -> resource class, one per client flavour (sync or async resources).
+    _resources: ClassVar[dict[str, Callable[[Any], object]]] = {}
 
     # Injection points for tests: time source and jitter randomness.
     _clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -195,6 +199,34 @@ class BaseClient(Generic[HttpT]):
     @property
     def max_retries(self) -> int:
         return self._config.max_retries
+
+    def _setup(self, config: ClientConfig, http: HttpT, *, owns_http: bool) -> None:
+        self._config = config
+        self._http = http
+        self._owns_http = owns_http
+        for name, resource in self._resources.items():
+            setattr(self, name, resource(self))
+
+    def with_options(
+        self: ClientT,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> ClientT:
+        """A copy with other defaults, sharing this client's connection pool (closing stays with this one)."""
+        clone = object.__new__(type(self))
+        config = self._replaced_config(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            default_headers=default_headers,
+        )
+        clone._setup(config, self._http, owns_http=False)
+        return clone
 
     def _replaced_config(
         self,

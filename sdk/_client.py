@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import httpx
@@ -38,6 +38,8 @@ from huabu.sdk.types import ImagesResponse
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 _Self = TypeVar("_Self", bound="Client")
 _ASelf = TypeVar("_ASelf", bound="AsyncClient")
+# The resources each client carries as attributes, in the order both clients list their classes.
+RESOURCES = ("images", "jobs", "models", "feedback", "usage", "keys", "rollouts")
 
 
 def _http_timeout(config: ClientConfig) -> httpx.Timeout:
@@ -60,6 +62,8 @@ class Client(BaseClient[httpx.Client]):
     keys: Keys  # admin scope
     rollouts: Rollouts  # admin scope
 
+    _resources: ClassVar = dict(zip(RESOURCES, (Images, Jobs, Models, Feedback, Usage, Keys, Rollouts), strict=True))
+
     def __init__(
         self,
         base_url: str | None = None,
@@ -73,39 +77,6 @@ class Client(BaseClient[httpx.Client]):
         config = ClientConfig.from_args(base_url, api_key, timeout, max_retries, default_headers)
         http = http_client or httpx.Client(timeout=_http_timeout(config), follow_redirects=True)
         self._setup(config, http, owns_http=http_client is None)
-
-    def _setup(self, config: ClientConfig, http: httpx.Client, *, owns_http: bool) -> None:
-        self._config = config
-        self._http = http
-        self._owns_http = owns_http
-        self.images = Images(self)
-        self.jobs = Jobs(self)
-        self.models = Models(self)
-        self.feedback = Feedback(self)
-        self.usage = Usage(self)
-        self.keys = Keys(self)
-        self.rollouts = Rollouts(self)
-
-    def with_options(
-        self: _Self,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        timeout: float | Timeouts | None = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-    ) -> _Self:
-        """A copy with other defaults, sharing this client's connection pool (closing stays with this one)."""
-        clone = object.__new__(type(self))
-        config = self._replaced_config(
-            base_url=base_url,
-            api_key=api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=default_headers,
-        )
-        clone._setup(config, self._http, owns_http=False)
-        return clone
 
     # --- I/O ------------------------------------------------------------------------------------
 
@@ -180,6 +151,14 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     keys: AsyncKeys  # admin scope
     rollouts: AsyncRollouts  # admin scope
 
+    _resources: ClassVar = dict(
+        zip(
+            RESOURCES,
+            (AsyncImages, AsyncJobs, AsyncModels, AsyncFeedback, AsyncUsage, AsyncKeys, AsyncRollouts),
+            strict=True,
+        )
+    )
+
     def __init__(
         self,
         base_url: str | None = None,
@@ -193,39 +172,6 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         config = ClientConfig.from_args(base_url, api_key, timeout, max_retries, default_headers)
         http = http_client or httpx.AsyncClient(timeout=_http_timeout(config), follow_redirects=True)
         self._setup(config, http, owns_http=http_client is None)
-
-    def _setup(self, config: ClientConfig, http: httpx.AsyncClient, *, owns_http: bool) -> None:
-        self._config = config
-        self._http = http
-        self._owns_http = owns_http
-        self.images = AsyncImages(self)
-        self.jobs = AsyncJobs(self)
-        self.models = AsyncModels(self)
-        self.feedback = AsyncFeedback(self)
-        self.usage = AsyncUsage(self)
-        self.keys = AsyncKeys(self)
-        self.rollouts = AsyncRollouts(self)
-
-    def with_options(
-        self: _ASelf,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        timeout: float | Timeouts | None = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-    ) -> _ASelf:
-        """A copy with other defaults, sharing this client's connection pool (closing stays with this one)."""
-        clone = object.__new__(type(self))
-        config = self._replaced_config(
-            base_url=base_url,
-            api_key=api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=default_headers,
-        )
-        clone._setup(config, self._http, owns_http=False)
-        return clone
 
     # --- I/O ------------------------------------------------------------------------------------
 
