@@ -22,14 +22,8 @@ JITTER = 0.25  # fraction of the computed delay removed at random (0.75x .. 1x)
 MAX_RETRY_AFTER = 60.0  # a longer Retry-After than this is not waited for; fall back to backoff
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
-# Job polling (used by JobHandle.wait when the event stream is unavailable).
-POLL_INTERVAL = 0.5
-MAX_POLL_INTERVAL = 2.0
-DEFAULT_WAIT_TIMEOUT = 600.0
+DEFAULT_WAIT_TIMEOUT = 600.0  # how long JobHandle.wait waits for a job
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REQUEST_ID_HEADER = "x-request-id"
 RETRY_COUNT_HEADER = "x-huabu-retry-count"
-
-# PNG text-chunk keys the server embeds in results (generation parameters, like A1111/ComfyUI do).
-PNG_METADATA_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "size", "model")
