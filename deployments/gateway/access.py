@@ -1,7 +1,6 @@
-"""Access control of the gateway, wired into its FastAPI app in one call (``install``):
-
-    SecurityHeaders (CORS, headers) -> RequestLimits (body size, content types)
-        -> AccessMiddleware (API key, scope, job ownership, rate / quota / concurrency) -> routes
+"""Access control of the gateway: ``AccessMiddleware`` (API key, scope, job ownership, rate / quota /
+concurrency), behind ``SecurityHeaders`` and ``RequestLimits`` in the middleware order that
+``routes.py`` lists.
 
 ``Access`` is one gateway replica's state for it (keys, limits, usage meter); every replica
 shares the same store, so limits hold across replicas. The gateway calls ``job_created`` when a
@@ -17,13 +16,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
 
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.state import KeyValueStore
-from huabu.deployments.gateway import auth, openapi_doc, usage
+from huabu.deployments.gateway import auth
 from huabu.deployments.gateway.auth import (
     ADMIN,
     ANONYMOUS_KEY_ID,
@@ -40,9 +38,7 @@ from huabu.deployments.gateway.security import (
     ASGIApp,
     Message,
     Receive,
-    RequestLimits,
     Scope,
-    SecurityHeaders,
     Send,
     app_state,
     install_log_redaction,
@@ -297,14 +293,3 @@ def websocket_key_protocol(scope: Scope) -> str | None:
     if scope["type"] != "websocket":
         return None
     return next((p for p in scope.get("subprotocols", []) if p.startswith(WS_KEY_PROTOCOL)), None)
-
-
-def install(api: FastAPI) -> None:
-    """Add the access-control middleware and the keys and usage routes to the gateway's app.
-    Starlette runs the last-added middleware first, hence the order."""
-    api.add_middleware(AccessMiddleware)
-    api.add_middleware(RequestLimits)
-    api.add_middleware(SecurityHeaders)
-    api.include_router(auth.router)
-    api.include_router(usage.router)
-    openapi_doc.install(api)

@@ -1,6 +1,10 @@
 """The Gateway: FastAPI ingress with the OpenAI-compatible images API, jobs with SSE and
 WebSocket progress, signed file downloads and health endpoints. It also runs this replica's
-job runner."""
+job runner.
+
+A request meets, in this order: the middleware listed in ``MIDDLEWARE`` (outermost first), then
+a route. Image routes go through ``GenerationService.run``: a cache hit is answered there from the
+result cache, a miss goes down the stages that ``deployments/app.py`` wires."""
 
 import asyncio
 import json
@@ -23,8 +27,8 @@ from huabu.deployments.core.handles import connect
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.state import is_outage, open_store
 from huabu.deployments.core.storage import LocalStorage, open_storage, valid_key
-from huabu.deployments.gateway.access import Access, store_unavailable
-from huabu.deployments.gateway.access import install as install_access
+from huabu.deployments.gateway import auth, openapi_doc, usage
+from huabu.deployments.gateway.access import Access, AccessMiddleware, store_unavailable
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.experiments import Experiments, UnitMiddleware
 from huabu.deployments.gateway.generation import GenerationService
@@ -32,6 +36,7 @@ from huabu.deployments.gateway.jobs import JobRunner, JobStore
 from huabu.deployments.gateway.playground import mount_playground
 from huabu.deployments.gateway.rollouts import RolloutService
 from huabu.deployments.gateway.rollouts import router as rollouts_router
+from huabu.deployments.gateway.security import RequestLimits, SecurityHeaders
 from huabu.sdk.types import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -48,10 +53,24 @@ logger = logging.getLogger("huabu.gateway")
 JOB_KINDS = ("generate", "edit", "outpaint")
 SSE_KEEPALIVE_S = 15.0
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
+
+# What every request passes through, outermost first.
+MIDDLEWARE = (
+    telemetry.HttpTelemetry,  # request id, server span and request metrics around every other layer
+    SecurityHeaders,  # security headers and CORS
+    RequestLimits,  # body size while reading, content types
+    AccessMiddleware,  # API key, scope, job ownership, rate limit, daily quota, concurrency slots
+    UnitMiddleware,  # the A/B unit (user, key, override header) of each request
+)
+for middleware in reversed(MIDDLEWARE):  # Starlette runs the last-added middleware first
+    api.add_middleware(middleware)
+
+# Routes besides the Gateway's own (images, models, files, jobs, admin statistics, health: below).
 mount_playground(api)  # the web playground at GET / (static files, no build step)
 api.include_router(rollouts_router)  # POST /v1/feedback and /v1/admin/rollouts (canary / A/B)
-api.add_middleware(UnitMiddleware)  # the A/B unit (user, key, override header) of each request
-install_access(api)  # API keys, scopes, rate limits, usage metering, hardening (deployments/gateway/access.py)
+api.include_router(auth.router)  # /v1/admin/keys
+api.include_router(usage.router)  # GET /v1/usage
+openapi_doc.install(api)  # the OpenAPI document as the API behaves
 
 
 def _param_of(error: Mapping[str, Any]) -> str | None:
@@ -74,10 +93,6 @@ def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
 
 
 # --- cross-cutting: request ids and the OpenAI error body --------------------------------------
-
-
-# Added last, so outermost: the request id, server span and request metrics cover every other layer.
-api.add_middleware(telemetry.HttpTelemetry)
 
 
 def _error(exc: APIError) -> JSONResponse:
