@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from ray import serve
 
+from huabu.deployments.backends.fixed_latency import FixedLatencyPipeline
 from huabu.deployments.backends.mmdit.checkpoint import load_checkpoint
 from huabu.deployments.backends.mmdit.pipeline import Pipeline
 from huabu.deployments.backends.mmdit.png import encode_png
@@ -41,11 +42,16 @@ def compute_thread(torch_threads: int | None) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmdit-compute", initializer=start)
 
 
-def load_pipeline(model_id: str, settings: Settings) -> Pipeline:
-    """``model_id``'s checkpoint on the GPU when the replica has one, in ``model.dtype``."""
+def load_pipeline(model_id: str, settings: Settings) -> Pipeline | FixedLatencyPipeline:
+    """``model_id``'s checkpoint on the GPU when the replica has one, in ``model.dtype``; held to
+    the fixed latency of ``model.fixed_latency`` where that is set (capacity checks)."""
     device = "cuda" if settings.model.num_gpus > 0 and torch.cuda.is_available() else "cpu"
     bundle = load_checkpoint(model_id, [Path(p) for p in settings.model_dirs])
-    return Pipeline(bundle, device=device, dtype=getattr(torch, settings.model.dtype))
+    pipeline = Pipeline(bundle, device=device, dtype=getattr(torch, settings.model.dtype))
+    fixed = settings.model.fixed_latency
+    if fixed is None:
+        return pipeline
+    return FixedLatencyPipeline(pipeline, fixed.seconds, fixed.batching_efficiency)
 
 
 def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
@@ -102,7 +108,6 @@ class ModelStage:
         self.min_wait_s = settings.model.batch_wait_timeout_s
         self.busy_until = 0.0  # estimated end of the running batch (perf_counter seconds)
         self.seconds_per_step = 0.0  # moving average over recent batches
-        self.fixed_latency = settings.model.fixed_latency
         self.png_compress_level = settings.model.png_compress_level
         logger.info("loaded %s on %s (%s)", self.model_id, self.pipeline.device, settings.model.dtype)
 
@@ -156,7 +161,6 @@ class ModelStage:
         try:
             samples = [r.to_sample() for r in requests]
             results = await loop.run_in_executor(self.compute, self.pipeline, samples, on_step, is_cancelled)
-            await self._hold_fixed_latency(started, len(requests))
         finally:
             await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks land
             reports.close()
@@ -191,14 +195,6 @@ class ModelStage:
         parameters = png_parameters(request, self.model_id)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, encode_png, pixels, parameters, self.png_compress_level)
-
-    async def _hold_fixed_latency(self, started: float, batch_size: int) -> None:
-        """With ``model.fixed_latency`` set, a batch lasts as the capacity model says (capacity checks)."""
-        if self.fixed_latency is not None:
-            from huabu.cluster.capacity import batch_seconds
-
-            cost = batch_seconds(self.fixed_latency.seconds, batch_size, self.fixed_latency.batching_efficiency)
-            await asyncio.sleep(max(0.0, cost - (time.perf_counter() - started)))
 
     async def _flush(self, reports: ProgressReports) -> None:
         for job_id, step, total in reports.take():

@@ -41,8 +41,8 @@ class AutoscalingSettings(_Section):
 
 class FixedLatencySettings(_Section):
     """A model of known cost for capacity checks and cluster tests: each batch of ``n`` images takes at
-    least ``seconds * (1 + (n - 1) * (1 - batching_efficiency))`` (huabu.cluster.capacity), whatever
-    the real computation took. Off unless set."""
+    least ``seconds * (1 + (n - 1) * (1 - batching_efficiency))`` (the ``fixed_latency`` backend,
+    ``huabu.deployments.backends.fixed_latency``), whatever the real computation took. Off unless set."""
 
     seconds: float = Field(gt=0)  # one image alone
     batching_efficiency: float = Field(1.0, ge=0, le=1)  # 1: a batch costs one image; 0: no gain

@@ -81,3 +81,10 @@ def test_capacity_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["cluster", "capacity", "--rps", "1", "--latency", "-1"]) == 2
     assert "per_image_s must be positive" in capsys.readouterr().err
     assert math.isfinite(plan(1, ModelProfile(1.0)).batch_latency_s)
+
+
+def test_the_fixed_latency_backend_follows_the_planners_law() -> None:
+    from huabu.deployments.backends import fixed_latency
+
+    for size, efficiency in ((1, 0.3), (4, 0.0), (4, 0.75), (8, 1.0)):
+        assert fixed_latency.batch_seconds(2.0, size, efficiency) == pytest.approx(batch_seconds(2.0, size, efficiency))

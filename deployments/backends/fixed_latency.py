@@ -1,0 +1,38 @@
+"""A test and benchmark backend: the real pipeline, each batch held to a known cost.
+
+With ``model.fixed_latency`` set, a batch of ``n`` images lasts at least
+``seconds * (1 + (n - 1) * (1 - batching_efficiency))`` whatever the real computation took (the
+real pipeline still runs and its time counts), so placement, autoscaling and the capacity model
+(``huabu.cluster.capacity``, the same law) can be checked with known costs on any machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+from huabu.deployments.backends.mmdit.pipeline import CancelCheck, Pipeline, ProgressCallback, SampleResult
+from huabu.deployments.backends.mmdit.requests import SampleRequest
+
+
+def batch_seconds(per_image_s: float, batch_size: int, batching_efficiency: float) -> float:
+    return per_image_s * (1.0 + (batch_size - 1) * (1.0 - batching_efficiency))
+
+
+class FixedLatencyPipeline:
+    def __init__(self, pipeline: Pipeline, seconds: float, batching_efficiency: float) -> None:
+        self.pipeline = pipeline
+        self.seconds = seconds
+        self.batching_efficiency = batching_efficiency
+        self.config, self.device, self.model_id = pipeline.config, pipeline.device, pipeline.model_id
+
+    def __call__(
+        self,
+        requests: list[SampleRequest],
+        on_step: ProgressCallback | None = None,
+        is_cancelled: CancelCheck | None = None,
+    ) -> list[SampleResult]:
+        started = time.perf_counter()
+        results = self.pipeline(requests, on_step, is_cancelled)
+        cost = batch_seconds(self.seconds, len(requests), self.batching_efficiency)
+        time.sleep(max(0.0, cost - (time.perf_counter() - started)))
+        return results
