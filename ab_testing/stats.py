@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from huabu.ab_testing._base import FrozenModel
 
@@ -432,6 +432,47 @@ def _verdict(significant: bool, alpha: float) -> str:
     return f"significant at alpha={alpha:g}" if significant else f"not significant at alpha={alpha:g}"
 
 
+ResultT = TypeVar("ResultT", bound=StatResult)
+
+
+def _result(
+    result_type: type[ResultT],
+    test: str,
+    *,
+    alternative: Alternative,
+    alpha: float,
+    statistic: float,
+    p_value: float,
+    estimate: float,
+    null_value: float,
+    interval: tuple[float, float],
+    headline: str,
+    interval_kind: str = "",
+    **extra: Any,
+) -> ResultT:
+    """A test's result with its verdict at ``alpha`` and the summary every test writes alike:
+    ``<headline> (<interval>); <verdict>``."""
+    low, high = interval
+    significant = p_value <= alpha
+    summary = (
+        f"{headline} ({interval_kind}{_interval_text(alpha, alternative, low, high)}); {_verdict(significant, alpha)}"
+    )
+    return result_type(
+        test=test,
+        alternative=alternative,
+        alpha=alpha,
+        statistic=statistic,
+        p_value=p_value,
+        estimate=estimate,
+        null_value=null_value,
+        ci_low=low,
+        ci_high=high,
+        significant=significant,
+        summary=summary,
+        **extra,
+    )
+
+
 def welch_t_test(
     control: SummaryLike,
     treatment: SummaryLike,
@@ -457,24 +498,17 @@ def welch_t_test(
     df = (vc + vt) ** 2 / denom if denom > 0 else float(control.n + treatment.n - 2)
     t = _standardise(diff, null_diff, se)
     p = _p_value(lambda x: student_t_sf(x, df), t, alternative)
-    low, high = _critical_interval(diff, alternative, alpha, se, lambda q: student_t_ppf(q, df))
-    significant = p <= alpha
-    summary = (
-        f"Welch t = {_fmt(t)}, df = {df:.1f}, p = {p:.3g}: treatment - control = {_fmt(diff)} "
-        f"({_interval_text(alpha, alternative, low, high)}); {_verdict(significant, alpha)}"
-    )
-    return WelchResult(
-        test="welch_t",
+    return _result(
+        WelchResult,
+        "welch_t",
         alternative=alternative,
         alpha=alpha,
         statistic=t,
         p_value=p,
         estimate=diff,
         null_value=null_diff,
-        ci_low=low,
-        ci_high=high,
-        significant=significant,
-        summary=summary,
+        interval=_critical_interval(diff, alternative, alpha, se, lambda q: student_t_ppf(q, df)),
+        headline=f"Welch t = {_fmt(t)}, df = {df:.1f}, p = {p:.3g}: treatment - control = {_fmt(diff)}",
         df=df,
         se=se,
     )
@@ -511,24 +545,17 @@ def two_proportion_z_test(
         se0 = se_wald
     z = _standardise(diff, null_diff, se0)
     p = _p_value(normal_sf, z, alternative)
-    low, high = _critical_interval(diff, alternative, alpha, se_wald, normal_ppf)
-    significant = p <= alpha
-    summary = (
-        f"two-proportion z = {_fmt(z)}, p = {p:.3g}: {_fmt(pt)} vs {_fmt(pc)}, difference {_fmt(diff)} "
-        f"({_interval_text(alpha, alternative, low, high)}); {_verdict(significant, alpha)}"
-    )
-    return ZTestResult(
-        test="two_proportion_z",
+    return _result(
+        ZTestResult,
+        "two_proportion_z",
         alternative=alternative,
         alpha=alpha,
         statistic=z,
         p_value=p,
         estimate=diff,
         null_value=null_diff,
-        ci_low=low,
-        ci_high=high,
-        significant=significant,
-        summary=summary,
+        interval=_critical_interval(diff, alternative, alpha, se_wald, normal_ppf),
+        headline=f"two-proportion z = {_fmt(z)}, p = {p:.3g}: {_fmt(pt)} vs {_fmt(pc)}, difference {_fmt(diff)}",
         se=se0,
     )
 
@@ -707,24 +734,21 @@ def sequential_test(
     if previous is not None:
         p = min(p, previous.p_value)
         low, high = max(low, previous.ci_low), min(high, previous.ci_high)
-    significant = p <= alpha
-    summary = (
-        f"mixture SPRT log(Lambda) = {_fmt(log_lr)}, always-valid p = {p:.3g}: treatment - control = "
-        f"{_fmt(estimate)} (anytime-valid {_interval_text(alpha, alternative, low, high)}); "
-        f"{_verdict(significant, alpha)}"
-    )
-    return SequentialResult(
-        test="mixture_sprt",
+    return _result(
+        SequentialResult,
+        "mixture_sprt",
         alternative=alternative,
         alpha=alpha,
         statistic=log_lr,
         p_value=p,
         estimate=estimate,
         null_value=null_diff,
-        ci_low=low,
-        ci_high=high,
-        significant=significant,
-        summary=summary,
+        interval=(low, high),
+        headline=(
+            f"mixture SPRT log(Lambda) = {_fmt(log_lr)}, always-valid p = {p:.3g}: "
+            f"treatment - control = {_fmt(estimate)}"
+        ),
+        interval_kind="anytime-valid ",
         mixture_variance=tau2,
         variance=v,
         n_control=control.n,
