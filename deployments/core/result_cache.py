@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
-import ray
 
 from huabu.deployments.core import metrics, telemetry
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import CacheSettings, SafetySettings, Settings
-from huabu.deployments.core.state import detached_actor
+from huabu.deployments.core.state import detached_actor, redis_client
 from huabu.filters.image import bundled_model_path
 
 logger = logging.getLogger("huabu.cache")
@@ -167,14 +166,9 @@ class _LRUIndex:
         return {**self.counters, "entries": len(self.entries), "bytes": self.total_bytes}
 
 
-EmbeddedIndexActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_LRUIndex)
-
-
 class EmbeddedCacheIndex:
     def __init__(self, namespace: str, settings: CacheSettings) -> None:
-        self.actor: Any = detached_actor(
-            EmbeddedIndexActor, f"{namespace}-cache", settings.max_bytes, settings.max_entries
-        )
+        self.actor: Any = detached_actor(_LRUIndex, f"{namespace}-cache", settings.max_bytes, settings.max_entries)
 
     async def get(self, key: str) -> CacheEntry | None:
         raw = await self.actor.get.remote(key)
@@ -194,10 +188,8 @@ class RedisCacheIndex:
     """Entries expire after ``ttl_s``; a sorted set by last use bounds their number."""
 
     def __init__(self, url: str, namespace: str, settings: CacheSettings) -> None:
-        import redis.asyncio as redis
-
         # Short timeouts: a slow or dead Redis must turn into a bypass, not a slow request.
-        self.client = redis.from_url(url, socket_timeout=settings.timeout_s, socket_connect_timeout=settings.timeout_s)
+        self.client = redis_client(url, settings.timeout_s, settings.timeout_s)
         self.prefix = f"{namespace}:cache:"
         self.ttl_s = settings.ttl_s
         self.max_entries = settings.max_entries

@@ -7,6 +7,7 @@ same by construction."""
 from __future__ import annotations
 
 import fnmatch
+import functools
 import time
 from typing import Any, Protocol, cast
 
@@ -150,21 +151,33 @@ class _MemoryState:
         return True
 
 
-# One actor per namespace, detached so that it outlives the replica that created it.
-EmbeddedStateActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_MemoryState)
+# The embedded backends (state, cache index, rate limits) each keep their data in one named actor
+# per namespace and reach Redis the same way; both halves of that are here, once.
 
 
-def detached_actor(actor_class: Any, name: str, *args: Any) -> Any:
-    """The named, detached actor every replica shares (created by the first that asks, with ``args``)."""
-    options = actor_class.options(name=name, namespace="huabu", lifetime="detached", get_if_exists=True)
+@functools.cache
+def _actor_class(state_class: type) -> Any:
+    return ray.remote(num_cpus=0, max_restarts=-1)(state_class)  # no CPU held; restarted when lost
+
+
+def detached_actor(state_class: type, name: str, *args: Any) -> Any:
+    """The named actor holding a ``state_class`` that every replica shares: created by the first that
+    asks (with ``args``), detached so that it outlives the replica that created it."""
+    options = _actor_class(state_class).options(name=name, namespace="huabu", lifetime="detached", get_if_exists=True)
     return options.remote(*args)
+
+
+def redis_client(url: str, timeout_s: float = 5, connect_timeout_s: float = 2) -> Any:
+    import redis.asyncio as redis
+
+    return redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s)
 
 
 class EmbeddedStore:
     """Client of the named Ray actor; every replica that asks gets the same actor."""
 
     def __init__(self, namespace: str) -> None:
-        self.actor: Any = detached_actor(EmbeddedStateActor, f"{namespace}-state")
+        self.actor: Any = detached_actor(_MemoryState, f"{namespace}-state")
 
     async def get(self, key: str) -> bytes | None:
         return await self.actor.get.remote(key)
@@ -211,9 +224,7 @@ class EmbeddedStore:
 
 class RedisStore:
     def __init__(self, url: str, namespace: str) -> None:
-        import redis.asyncio as redis
-
-        self.client = redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.client = redis_client(url)
         self.prefix = namespace + ":"
 
     def _k(self, key: str) -> str:

@@ -17,10 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-import ray
-
 from huabu.deployments.core.settings import StateSettings
-from huabu.deployments.core.state import detached_actor
+from huabu.deployments.core.state import detached_actor, redis_client
 from huabu.sdk.types import RATE_LIMIT_PATTERN
 
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -120,12 +118,9 @@ class _LimitState:
             self.slots.pop(key, None)
 
 
-EmbeddedLimitActor: Any = ray.remote(num_cpus=0, max_restarts=-1)(_LimitState)
-
-
 class EmbeddedLimits:
     def __init__(self, namespace: str) -> None:
-        self.actor: Any = detached_actor(EmbeddedLimitActor, f"{namespace}-limits")
+        self.actor: Any = detached_actor(_LimitState, f"{namespace}-limits")
 
     async def take(self, key: str, rate: Rate, cost: int = 1) -> BucketResult:
         return cast(BucketResult, await self.actor.take.remote(key, rate.per_s, rate.limit, cost))
@@ -190,9 +185,7 @@ return 1
 
 class RedisLimits:
     def __init__(self, url: str, namespace: str) -> None:
-        import redis.asyncio as redis
-
-        self.client = redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self.client = redis_client(url)
         self.prefix = namespace + ":"
         self._take = self.client.register_script(_TAKE_LUA)
         self._acquire = self.client.register_script(_ACQUIRE_LUA)
