@@ -24,16 +24,8 @@ from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import connect
-from huabu.deployments.core.messages import ModelRequest, ModelResult
+from huabu.deployments.core.messages import ModelOverloaded, ModelRequest, ModelResult, UnknownModel
 from huabu.deployments.core.settings import Settings
-
-
-class ModelOverloaded(Exception):
-    """Every replica of the chosen model is busy and its queue is full."""
-
-
-class UnknownModel(LookupError):
-    pass
 
 
 class InjectedFault(RuntimeError):

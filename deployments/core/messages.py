@@ -1,5 +1,6 @@
-"""Typed objects passed between deployments (pickled by Ray): one image request to the model,
-its result, and the block a filter stage raises. The HTTP wire types live in ``huabu.sdk.types``."""
+"""Typed objects passed between deployments (pickled by Ray): one image request to the model, its
+result, and the errors a stage raises for the gateway to answer. The HTTP wire types live in
+``huabu.sdk.types``."""
 
 from __future__ import annotations
 
@@ -76,6 +77,14 @@ class ModelResult:
     generation_s: float = 0.0
     cached: bool = False
     storage_key: str | None = None  # set once the PNG is in storage
+
+
+class ModelOverloaded(Exception):
+    """Every replica of the chosen model is busy and its queue is full (the router raises it)."""
+
+
+class UnknownModel(LookupError):
+    """No variant serves the model a request pinned (the router raises it)."""
 
 
 class ContentBlocked(Exception):

@@ -17,14 +17,20 @@ from ray.serve.handle import DeploymentHandle
 from huabu.deployments.backends.mmdit.config import MMDiTConfig
 from huabu.deployments.backends.mmdit.requests import InvalidRequest, outpainting
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult, Operation
+from huabu.deployments.core.messages import (
+    ContentBlocked,
+    ModelOverloaded,
+    ModelRequest,
+    ModelResult,
+    Operation,
+    UnknownModel,
+)
 from huabu.deployments.core.result_cache import ResultCache, derived_seed
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.storage import Storage
 from huabu.deployments.gateway.errors import APIError, invalid, not_found, overloaded
 from huabu.deployments.gateway.images import decode_image, decode_mask
 from huabu.deployments.gateway.jobs import JobCancelled
-from huabu.deployments.router import ModelOverloaded, UnknownModel
 from huabu.sdk.types import (
     EditJobRequest,
     GenerateJobRequest,
