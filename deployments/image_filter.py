@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import connect
+from huabu.deployments.core.filter_stage import FilterStage
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import ImageFilter
@@ -22,16 +21,11 @@ logger = logging.getLogger("huabu.safety")
 
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
-class ImageFilterStage:
-    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
-        telemetry.configure(settings, "image_filter")
-        self.next_stage = connect(next_stage, settings)
-        self.filter = ImageFilter(settings.safety.image)
-        self.filter.warmup()
+class ImageFilterStage(FilterStage[ImageFilter]):
+    stage = "image_filter"
 
-    async def generate(self, request: ModelRequest) -> ModelResult:
-        with telemetry.hop("image_filter", request):
-            return await self._generate(request)
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        super().__init__(next_stage, settings, ImageFilter(settings.safety.image))
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         result: ModelResult = await self.next_stage.generate.remote(request)
@@ -47,6 +41,3 @@ class ImageFilterStage:
             )
             raise ContentBlocked.from_decision(decision)
         return result
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self.filter.counters.snapshot())

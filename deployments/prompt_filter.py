@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import connect
+from huabu.deployments.core.filter_stage import FilterStage
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import PromptFilter
@@ -23,16 +22,11 @@ logger = logging.getLogger("huabu.safety")
 
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
-class PromptFilterStage:
-    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
-        telemetry.configure(settings, "prompt_filter")
-        self.next_stage = connect(next_stage, settings)
-        self.filter = PromptFilter(settings.safety.prompt)
-        self.filter.warmup()
+class PromptFilterStage(FilterStage[PromptFilter]):
+    stage = "prompt_filter"
 
-    async def generate(self, request: ModelRequest) -> ModelResult:
-        with telemetry.hop("prompt_filter", request):
-            return await self._generate(request)
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
+        super().__init__(next_stage, settings, PromptFilter(settings.safety.prompt))
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         with telemetry.work("prompt_filter.check") as check:
@@ -50,6 +44,3 @@ class PromptFilterStage:
             raise ContentBlocked.from_decision(decision)
         result: ModelResult = await self.next_stage.generate.remote(request)
         return result
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self.filter.counters.snapshot())
