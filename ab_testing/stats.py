@@ -799,25 +799,8 @@ def srm_check(observed: Mapping[str, int], weights: Mapping[str, float], *, alph
     else:
         chi2 = sum((counts[k] - expected[k]) ** 2 / expected[k] for k in live)
         p = chi2_sf(chi2, df)
-    mismatch = p < alpha
-    shares = ", ".join(
-        f"{k} {counts[k]} ({100 * counts[k] / total:.2f}% vs {100 * probs[k]:.2f}%)" if total else f"{k} 0"
-        for k in counts
-    )
-    summary = (
-        f"{'sample ratio mismatch' if mismatch else 'no sample ratio mismatch'}: chi2 = {_fmt(chi2)}, "
-        f"df = {df}, p = {p:.3g} (threshold {alpha:g}); {shares}"
-    )
-    return SRMResult(
-        test="chi2",
-        statistic=chi2,
-        df=df,
-        p_value=p,
-        alpha=alpha,
-        mismatch=mismatch,
-        observed=counts,
-        expected=expected,
-        summary=summary,
+    return _srm_result(
+        "chi2", chi2, f"chi2 = {_fmt(chi2)}, df = {df}, p = {p:.3g}", df, p, alpha, p < alpha, counts, probs
     )
 
 
@@ -841,7 +824,6 @@ def sequential_srm_check(
         raise ValueError(f"concentration must be positive, got {concentration}")
     counts, probs, live = _srm_inputs(observed, weights)
     total = sum(counts.values())
-    expected = {k: total * probs[k] for k in counts}
     stray = sum(counts[k] for k in counts if probs[k] == 0)
     df = max(len(live) - 1, 0)
     if stray:
@@ -855,23 +837,48 @@ def sequential_srm_check(
         for k in live:
             log_bf += math.lgamma(a[k] + counts[k]) - math.lgamma(a[k]) - counts[k] * math.log(probs[k])
     p = math.exp(-log_bf) if log_bf > 0 else 1.0
-    mismatch = p <= alpha
+    return _srm_result(
+        "sequential",
+        log_bf,
+        f"log BF = {_fmt(log_bf)}, always-valid p = {p:.3g}",
+        df,
+        p,
+        alpha,
+        p <= alpha,
+        counts,
+        probs,
+    )
+
+
+def _srm_result(
+    test: str,
+    statistic: float,
+    statistic_text: str,
+    df: int,
+    p: float,
+    alpha: float,
+    mismatch: bool,
+    counts: dict[str, int],
+    probs: dict[str, float],
+) -> SRMResult:
+    """An SRM check's result and the summary both checks write alike."""
+    total = sum(counts.values())
     shares = ", ".join(
         f"{k} {counts[k]} ({100 * counts[k] / total:.2f}% vs {100 * probs[k]:.2f}%)" if total else f"{k} 0"
         for k in counts
     )
     summary = (
-        f"{'sample ratio mismatch' if mismatch else 'no sample ratio mismatch'}: log BF = {_fmt(log_bf)}, "
-        f"always-valid p = {p:.3g} (threshold {alpha:g}); {shares}"
+        f"{'sample ratio mismatch' if mismatch else 'no sample ratio mismatch'}: {statistic_text} "
+        f"(threshold {alpha:g}); {shares}"
     )
     return SRMResult(
-        test="sequential",
-        statistic=log_bf,
+        test=test,
+        statistic=statistic,
         df=df,
         p_value=p,
         alpha=alpha,
         mismatch=mismatch,
         observed=counts,
-        expected=expected,
+        expected={k: total * probs[k] for k in counts},
         summary=summary,
     )
