@@ -200,6 +200,24 @@ class BaseClient(Generic[HttpT]):
     def max_retries(self) -> int:
         return self._config.max_retries
 
+    _http_class: ClassVar[type[Any]]  # httpx.Client or httpx.AsyncClient
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: HttpT | None = None,
+    ) -> None:
+        config = ClientConfig.from_args(base_url, api_key, timeout, max_retries, default_headers)
+        t = config.timeouts
+        timeouts = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
+        http = http_client or self._http_class(timeout=timeouts, follow_redirects=True)
+        self._setup(config, http, owns_http=http_client is None)
+
     def _setup(self, config: ClientConfig, http: HttpT, *, owns_http: bool) -> None:
         self._config = config
         self._http = http

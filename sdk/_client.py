@@ -8,14 +8,13 @@ blocking or awaiting calls.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
 import anyio
 import httpx
 import pydantic
 
-from huabu.sdk._base import BaseClient, ClientConfig, RequestOptions, Timeouts, _Send, _Sleep
+from huabu.sdk._base import BaseClient, RequestOptions, _Send, _Sleep
 from huabu.sdk._results import ImageResults
 from huabu.sdk.resources import (
     AsyncFeedback,
@@ -42,11 +41,6 @@ _ASelf = TypeVar("_ASelf", bound="AsyncClient")
 RESOURCES = ("images", "jobs", "models", "feedback", "usage", "keys", "rollouts")
 
 
-def _http_timeout(config: ClientConfig) -> httpx.Timeout:
-    t = config.timeouts
-    return httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
-
-
 class Client(BaseClient[httpx.Client]):
     """Synchronous huabu client.
 
@@ -62,21 +56,8 @@ class Client(BaseClient[httpx.Client]):
     keys: Keys  # admin scope
     rollouts: Rollouts  # admin scope
 
+    _http_class = httpx.Client
     _resources: ClassVar = dict(zip(RESOURCES, (Images, Jobs, Models, Feedback, Usage, Keys, Rollouts), strict=True))
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float | Timeouts | None = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        config = ClientConfig.from_args(base_url, api_key, timeout, max_retries, default_headers)
-        http = http_client or httpx.Client(timeout=_http_timeout(config), follow_redirects=True)
-        self._setup(config, http, owns_http=http_client is None)
 
     # --- I/O ------------------------------------------------------------------------------------
 
@@ -151,6 +132,7 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
     keys: AsyncKeys  # admin scope
     rollouts: AsyncRollouts  # admin scope
 
+    _http_class = httpx.AsyncClient
     _resources: ClassVar = dict(
         zip(
             RESOURCES,
@@ -158,20 +140,6 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
             strict=True,
         )
     )
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float | Timeouts | None = None,
-        max_retries: int | None = None,
-        default_headers: Mapping[str, str] | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        config = ClientConfig.from_args(base_url, api_key, timeout, max_retries, default_headers)
-        http = http_client or httpx.AsyncClient(timeout=_http_timeout(config), follow_redirects=True)
-        self._setup(config, http, owns_http=http_client is None)
 
     # --- I/O ------------------------------------------------------------------------------------
 
