@@ -7,29 +7,38 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.huabu-installed
+DEV_STAMP := $(VENV)/.huabu-dev-installed
 OUT ?= outputs
 PYTEST_ARGS ?=
 
-.PHONY: setup system run down test test-fast bench filters-eval quality lint format clean
+.PHONY: setup setup-dev system run down test test-fast bench filters-eval quality lint format clean
 
-$(STAMP): pyproject.toml
+# What running needs: the server extra, nothing of the test tooling.
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[server,dev]"
+	$(PY) -m pip install -e ".[server]"
 	touch $(STAMP)
 
-# redis-server backs the Redis state store and cache in tests.
-system:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
-	@# Debian's chromium runs the playground's browser tests (Playwright drives it; no browser download).
-	@command -v chromium >/dev/null 2>&1 || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+# Tests, benchmarks and lint add the dev extra and two system packages.
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[server,dev]"
+	touch $(DEV_STAMP)
 
-setup: $(STAMP) system
+# redis-server backs the Redis state store and cache in tests; Debian's chromium runs the
+# playground's browser tests (Playwright drives it; no browser download).
+system:
+	@for pkg in redis-server:redis-server chromium:chromium; do \
+		cmd=$${pkg%%:*}; deb=$${pkg##*:}; \
+		command -v $$cmd >/dev/null 2>&1 || { \
+			SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			$$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$deb; }; \
+	done
+
+setup: $(STAMP)
+
+setup-dev: $(DEV_STAMP) system
 
 # Start a local cluster on embedded defaults, generate images, write PNGs.
 run: setup
@@ -39,13 +48,13 @@ run: setup
 down:
 	$(VENV)/bin/huabu down
 
-test: setup
+test: setup-dev
 	$(PY) -m pytest --durations=40 $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup-dev
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: setup
+bench: setup-dev
 	$(PY) bench/run.py
 
 # Precision, recall and the confusion by category of the prompt filter on the labelled corpus.
@@ -57,7 +66,7 @@ quality: setup
 	$(PY) -m huabu.deployments.mmdit.quality --model tiny-mmdit@v1
 	$(PY) -m huabu.deployments.mmdit.quality --model tiny-mmdit@v2
 
-lint: setup
+lint: setup-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	@# mypy cannot follow the editable install's import hook: lay the huabu namespace out as a copy.
@@ -66,7 +75,7 @@ lint: setup
 	cd build/mypy && ../../$(PY) -m mypy --config-file ../../pyproject.toml \
 		-p huabu.sdk -p huabu.deployments -p huabu.filters -p huabu.ab_testing -p huabu.cluster
 
-format: setup
+format: setup-dev
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
