@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
@@ -38,14 +38,13 @@ from huabu.sdk.types import (
     ImagesResponse,
     Job,
     JobEvent,
-    ModelInfo,
     ModelList,
     OutpaintRequest,
     job_request_adapter,
 )
+from huabu.sdk.validation import first_problem
 
 logger = logging.getLogger("huabu.gateway")
-JOB_KINDS = ("generate", "edit", "outpaint")
 SSE_KEEPALIVE_S = 15.0
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
 mount_playground(api)  # the web playground at GET / (static files, no build step)
@@ -54,23 +53,10 @@ api.add_middleware(UnitMiddleware)  # the A/B unit (user, key, override header) 
 install_access(api)  # API keys, scopes, rate limits, usage metering, hardening (deployments/access.py)
 
 
-def _param_of(error: Mapping[str, Any]) -> str | None:
-    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
-    if loc and loc[0] in JOB_KINDS:  # a job body's errors are located under its kind tag
-        loc = loc[1:]
-    return ".".join(loc) or None
-
-
 def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
-    errors = exc.errors()
-    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
-    param = _param_of(first)
-    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    if first.get("type") == "extra_forbidden":
-        message = f"unknown parameter {param!r}"
-    elif first.get("type") == "json_invalid":
-        message, param = "request body is not valid JSON", None
-    return invalid(f"{param}: {message}" if param and param not in message else message, param)
+    """Any validation failure, worded as the API words it (the same text the SDK gives locally)."""
+    problem = first_problem(exc)
+    return invalid(problem.message, problem.param)
 
 
 # --- cross-cutting: request ids and the OpenAI error body --------------------------------------
@@ -217,7 +203,7 @@ class Gateway:
 
     @api.get("/v1/models", response_model=ModelList)
     async def models(self) -> ModelList:
-        return ModelList(data=[ModelInfo(id=m) for m in await self.service.catalog.model_ids()])
+        return ModelList(data=await self.service.catalog.models())
 
     @api.get("/v1/files/{key}")
     async def file(self, key: str, expires: int = 0, sig: str = "") -> Response:
