@@ -11,7 +11,9 @@ screen again. That is what lets the gateway answer hits itself (``ResultCache``)
 deployment; the ``Cache`` stage handles what the gateway could not (misses, single flight,
 ``refresh``). It does not read the index again for a request the gateway just missed: a result
 that completed after that lookup is still in the stage's short memory of recent results
-(``RECENT_S``), and index writes leave the request path (they run behind the answer).
+(``RecentResults``), and index writes leave the request path (they run behind the answer). The
+gateway keeps the same memory of the results it answered, PNG included, so a hot prompt is answered
+with no index or storage round trip at all.
 
 The index holds references (storage key and metadata); image bytes stay in storage. Backends:
 an embedded LRU index with a byte budget (a detached Ray actor) and Redis (TTL plus a size bound
@@ -47,8 +49,6 @@ logger = logging.getLogger("huabu.cache")
 STAT_NAMES = ("hits", "misses", "coalesced", "bypassed", "refreshed", "errors")
 INDEX_RETRY_S = 2.0
 COUNT_FLUSH_S = 0.5
-RECENT_S = 10.0  # how long the cache stage remembers a result it produced (see the module doc)
-RECENT_MAX = 256
 
 
 def _array_hash(array: np.ndarray | None) -> str:
@@ -184,11 +184,12 @@ class RedisCacheIndex:
         self.max_entries = settings.max_entries
 
     async def get(self, key: str) -> CacheEntry | None:
-        raw = await self.client.get(self.prefix + key)
-        if raw is None:
-            return None
-        await self.client.zadd(self.prefix + "lru", {key: time.time()})
-        return CacheEntry.from_json(cast(bytes, raw))
+        # One round trip: the read and the touch of its last use (XX: a miss adds nothing).
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.prefix + key)
+            pipe.zadd(self.prefix + "lru", {key: time.time()}, xx=True)
+            raw, _ = await pipe.execute()
+        return None if raw is None else CacheEntry.from_json(cast(bytes, raw))
 
     async def put(self, key: str, entry: CacheEntry) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -225,6 +226,44 @@ def open_cache_index(settings: Settings) -> CacheIndex:
     return EmbeddedCacheIndex(settings.state.namespace, settings.cache)
 
 
+class RecentResults:
+    """Results seen moments ago, kept in this process: least recently used first out, bounded in
+    count and in PNG bytes, each for at most ``ttl_s``. Keys carry the screening policy, so an entry
+    never answers under another policy; the TTL bounds how long a ``cache=refresh`` served by another
+    replica goes unseen here (the older image is still a screened result of the same request)."""
+
+    def __init__(self, settings: CacheSettings) -> None:
+        self.ttl_s = settings.recent_s
+        self.max_entries = settings.recent_entries
+        self.max_bytes = settings.recent_bytes
+        self.entries: OrderedDict[str, tuple[float, ModelResult]] = OrderedDict()  # key -> (expiry, result)
+        self.size_bytes = 0
+
+    def get(self, key: str) -> ModelResult | None:
+        remembered = self.entries.get(key)
+        if remembered is None:
+            return None
+        if remembered[0] < time.monotonic():
+            self._drop(key)
+            return None
+        self.entries.move_to_end(key)
+        return remembered[1]
+
+    def put(self, key: str, result: ModelResult) -> None:
+        if self.ttl_s <= 0 or len(result.png) > self.max_bytes:
+            return
+        if key in self.entries:
+            self._drop(key)
+        self.entries[key] = (time.monotonic() + self.ttl_s, result)
+        self.size_bytes += len(result.png)
+        while len(self.entries) > self.max_entries or self.size_bytes > self.max_bytes:
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, key: str) -> None:
+        _, result = self.entries.pop(key)
+        self.size_bytes -= len(result.png)
+
+
 class ResultCache:
     """The cache as a library: lookups, writes and counters against the index. The gateway holds
     one to answer hits without another hop; the ``Cache`` stage holds one for everything else.
@@ -240,29 +279,48 @@ class ResultCache:
         self.flusher: asyncio.Task[None] | None = None
         self.local_errors = 0  # index failures, also counted here when the index itself is down
         self.unavailable_until = 0.0  # monotonic time before which the index is not tried
+        self.recent = RecentResults(settings.cache)
 
     def key(self, request: ModelRequest) -> str:
         return cache_key(request, self.policy)
 
-    async def hit(self, request: ModelRequest, key: str | None = None) -> ModelResult | None:
-        """The stored result of a ``cache=use`` request (under ``key``, when the caller already has
-        it), counted as a hit; None otherwise (the ``Cache`` stage counts the miss)."""
+    async def hit(self, request: ModelRequest, key: str | None = None, *, indexed: bool = True) -> ModelResult | None:
+        """The result of a ``cache=use`` request (under ``key``, when the caller already has it),
+        counted as a hit: from this process's recent results, else (``indexed``) from the index,
+        whose answer carries no PNG (``png=b""``; the storage key says where it is). None otherwise
+        (the ``Cache`` stage counts the miss)."""
         if request.cache != "use":
             return None
-        entry = await self.lookup(key or self.key(request))
-        if entry is None:
+        key = key or self.key(request)
+        result = self.recent.get(key)
+        if result is None and indexed:
+            entry = await self.lookup(key)
+            if entry is not None:
+                result = ModelResult(
+                    png=b"",
+                    seed=entry.seed,
+                    model=entry.model,
+                    prompt_truncated=entry.prompt_truncated,
+                    variant=entry.variant,
+                    generation_s=entry.generation_s,
+                    storage_key=entry.storage_key,
+                )
+                self.remember(key, result)
+        if result is None:
             return None
-        self.count_hit(entry.generation_s)
-        return ModelResult(
-            png=b"",
-            seed=entry.seed,
-            model=entry.model,
-            prompt_truncated=entry.prompt_truncated,
-            variant=entry.variant,
-            generation_s=0.0,
-            cached=True,
-            storage_key=entry.storage_key,
-        )
+        self.count_hit(result.generation_s)
+        return replace(result, cached=True, generation_s=0.0)
+
+    def attach_png(self, key: str, png: bytes) -> None:
+        """Keep the PNG a caller read from storage with the recent result it belongs to."""
+        remembered = self.recent.get(key)
+        if remembered is not None and not remembered.png and png:
+            self.recent.put(key, replace(remembered, png=png))
+
+    def remember(self, key: str, result: ModelResult) -> None:
+        """Keep a screened, stored result for the next identical request (see ``RecentResults``)."""
+        if result.storage_key and not result.cancelled:
+            self.recent.put(key, result)
 
     def _available(self) -> bool:
         if time.monotonic() < self.unavailable_until:
@@ -339,7 +397,6 @@ class Cache:
         self.results = ResultCache(settings)
         self.storage = open_storage(settings.storage)
         self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
-        self.recent: OrderedDict[str, tuple[float, ModelResult]] = OrderedDict()  # key -> (expiry, result)
         self.writes: set[asyncio.Task[None]] = set()  # index writes still running
 
     async def stats(self) -> dict[str, float]:
@@ -357,9 +414,9 @@ class Cache:
             return await self._produce(request, None)
         key = self.results.key(request)
         if request.cache == "use":
-            hit = self._recent(key)
-            if hit is None and not request.looked_up:
-                hit = await self.results.hit(request, key)
+            # A request the gateway just missed is not looked up in the index again; one of this
+            # stage's recent results may have completed since.
+            hit = await self.results.hit(request, key, indexed=not request.looked_up)
             if hit is not None:
                 return hit
         else:
@@ -402,28 +459,11 @@ class Cache:
                 size_bytes=len(result.png),
                 variant=result.variant,
             )
-            self._remember(key, result)
+            self.results.remember(key, result)
             write = asyncio.get_running_loop().create_task(self.results.store(key, entry))
             self.writes.add(write)
             write.add_done_callback(self.writes.discard)
         return result
-
-    def _remember(self, key: str, result: ModelResult) -> None:
-        self.recent[key] = (time.monotonic() + RECENT_S, result)
-        self.recent.move_to_end(key)
-        while len(self.recent) > RECENT_MAX:
-            self.recent.popitem(last=False)
-
-    def _recent(self, key: str) -> ModelResult | None:
-        """A result this stage produced moments ago (its index entry may not be readable yet)."""
-        now = time.monotonic()
-        while self.recent and next(iter(self.recent.values()))[0] < now:
-            self.recent.popitem(last=False)
-        remembered = self.recent.get(key)
-        if remembered is None:
-            return None
-        self.results.count_hit(remembered[1].generation_s)
-        return self._shared(remembered[1])
 
     @staticmethod
     def _shared(result: ModelResult) -> ModelResult:
