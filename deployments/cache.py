@@ -292,20 +292,14 @@ class ResultCache:
         if request.cache != "use":
             return None
         key = key or self.key(request)
-        result = self.recent.get(key)
-        if result is None and indexed:
-            entry = await self.lookup(key)
-            if entry is not None:
-                result = ModelResult(
-                    png=b"",
-                    seed=entry.seed,
-                    model=entry.model,
-                    prompt_truncated=entry.prompt_truncated,
-                    variant=entry.variant,
-                    generation_s=entry.generation_s,
-                    storage_key=entry.storage_key,
-                )
-                self.remember(key, result)
+        if not indexed:
+            result = self.recent.get(key)
+        else:
+            with telemetry.work("cache.lookup") as lookup:
+                result, source = self.recent.get(key), "recent"
+                if result is None:
+                    result, source = await self._indexed(key), "index"
+                lookup.set(cache_hit=result is not None, cache_source=source if result is not None else None)
         if result is None:
             return None
         self.count_hit(result.generation_s)
@@ -333,14 +327,28 @@ class ResultCache:
         self.unavailable_until = time.monotonic() + INDEX_RETRY_S
         logger.warning("cache index unavailable: %s for %.0f s", what, INDEX_RETRY_S, exc_info=True)
 
+    async def _indexed(self, key: str) -> ModelResult | None:
+        """The index's entry as a result without its PNG (remembered for the next request)."""
+        entry = await self.lookup(key)
+        if entry is None:
+            return None
+        result = ModelResult(
+            png=b"",
+            seed=entry.seed,
+            model=entry.model,
+            prompt_truncated=entry.prompt_truncated,
+            variant=entry.variant,
+            generation_s=entry.generation_s,
+            storage_key=entry.storage_key,
+        )
+        self.remember(key, result)
+        return result
+
     async def lookup(self, key: str) -> CacheEntry | None:
         if not self._available():
             return None
         try:
-            with telemetry.work("cache.lookup") as lookup:
-                entry = await self.index.get(key)
-                lookup.set(cache_hit=entry is not None)
-                return entry
+            return await self.index.get(key)
         except Exception:
             self._failed("serving uncached")
             return None

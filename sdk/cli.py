@@ -8,6 +8,7 @@ the client never pulls in ray or torch.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -28,6 +29,7 @@ SERVER_COMMANDS = frozenset(
     {"up", "down", "status", "demo", "train", "quality", "cluster", "keys", "rollout", "serve-config"}
 )
 SERVER_EXTRA_HINT = "this command needs the server extra: pip install 'huabu[server]'"
+SERVER_EXTRA_MODULES = ("ray", "torch", "yaml", "fastapi", "safetensors")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -437,11 +439,16 @@ def _format_validation(exc: pydantic.ValidationError) -> str:
 
 
 def _delegate(argv: list[str]) -> int:
+    # The server modules ship in every wheel and import their dependencies lazily: look for the
+    # extra's packages first, so an SDK-only install gets the hint, not a traceback halfway in.
+    missing = [name for name in SERVER_EXTRA_MODULES if importlib.util.find_spec(name) is None]
     try:
+        if missing:
+            raise ImportError(name=missing[0])
         from huabu.deployments.cli import main as server_main
     except ImportError as exc:
-        missing = f" (missing: {exc.name})" if exc.name else ""
-        sys.stderr.write(f"{SERVER_EXTRA_HINT}{missing}\n")
+        missing_note = f" (missing: {exc.name})" if exc.name else ""
+        sys.stderr.write(f"{SERVER_EXTRA_HINT}{missing_note}\n")
         return EXIT_USAGE
     return int(server_main(argv) or 0)
 
