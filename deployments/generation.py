@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from huabu.deployments import telemetry
 from huabu.deployments.cache import ResultCache, derived_seed
 from huabu.deployments.errors import APIError, invalid, not_found, overloaded
+from huabu.deployments.handles import call
 from huabu.deployments.images import decode_image, decode_mask
 from huabu.deployments.jobs import JobCancelled
 from huabu.deployments.messages import ModelRequest, ModelResult, Operation
@@ -56,8 +57,9 @@ class ModelCatalog:
 
     async def variants(self) -> dict[str, dict[str, Any]]:
         if self._variants is None:
-            self._variants = await self.router.describe.remote()
-            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in self._variants.values()}
+            variants: dict[str, dict[str, Any]] = await call(self.router.describe.remote())
+            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in variants.values()}
+            self._variants = variants
         return self._variants
 
     async def resolve(self, requested: str | None) -> tuple[str, MMDiTConfig]:
@@ -216,7 +218,7 @@ class GenerationService:
             if hit is not None:
                 return hit
             request = replace(request, looked_up=True)
-        result: ModelResult = await self.entry.generate.remote(request)
+        result: ModelResult = await call(self.entry.generate.remote(request))
         return result
 
     async def _image_data(self, result: ModelResult, response_format: str) -> ImageData:

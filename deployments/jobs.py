@@ -337,9 +337,10 @@ class JobRunner:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)
 
     async def _watched(self, job_id: str, request_json: str, attempt_number: int) -> tuple[ImagesResponse, str | None]:
-        """Run one attempt, abandoning it when its progress stalls once started (its model replica
-        is gone, and a call to a killed replica may never return) or it outlives
-        ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall."""
+        """Run one attempt, abandoning it when its progress stalls once started or it outlives
+        ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall.
+        Both are backstops: a call whose replica died fails within seconds by that replica's
+        liveness (``handles.call``), and the attempt is retried at once."""
         attempt: asyncio.Future[tuple[ImagesResponse, str | None]] = asyncio.ensure_future(
             self.execute(job_id, request_json, attempt_number)
         )
