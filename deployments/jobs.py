@@ -329,9 +329,11 @@ class JobRunner:
             await store.transition(job_id, JobStatus.failed, error=exc.body())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A model replica died or the cluster hiccuped: let a runner (maybe this one) retry.
-            logger.warning("job %s attempt %d failed; will retry", job_id, attempt, exc_info=True)
+        except Exception as exc:
+            # A model replica died or the cluster hiccuped: let a runner (maybe this one) retry. The
+            # cause's type leads the line, so that logs tell liveness (ReplicaLost) from backstops.
+            cause = type(exc).__name__
+            logger.warning("job %s attempt %d failed (%s); will retry", job_id, attempt, cause, exc_info=True)
             await store.release(job_id, self.owner)
         else:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -318,6 +319,17 @@ def job_diagnostics(deployed: Deployed, unfinished: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def retry_causes(deployed: Deployed) -> dict[str, int]:
+    """Why job attempts were retried, by exception type, from the job runners' warnings on every node:
+    ReplicaLost is a call failed by its replica's liveness (deployments/handles.py); JobStalled a
+    backstop timeout."""
+    causes: dict[str, int] = {}
+    for log in LocalCluster(deployed.home).temp_dir.rglob("logs/worker-*.err"):
+        for cause in re.findall(r"attempt \d+ failed \((\w+)\); will retry", log.read_text(errors="replace")):
+            causes[cause] = causes.get(cause, 0) + 1
+    return causes
+
+
 def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
     watch = deployed.watch
     with deployed.client() as client:
@@ -360,6 +372,7 @@ def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
             time.sleep(0.5)
     statuses = {s: list(final.values()).count(s) for s in set(final.values())}
     print(f"jobs accepted {len(jobs)}, finished {statuses}; sync requests ok {load.ok}, failed {len(load.failed)}")
+    print(f"job attempts retried, by cause: {retry_causes(deployed)}")
     unfinished = {job_id: status for job_id, status in last.items() if job_id not in final}
     if unfinished:
         print(job_diagnostics(deployed, unfinished))
@@ -412,6 +425,7 @@ def test_jobs_queued_on_a_lost_node_finish_soon_after_the_replacement_serves(dep
                 if handle.id not in final and (job := handle.status()).status.is_terminal:
                     final[handle.id] = job
             time.sleep(0.5)
+    print(f"job attempts retried (both node losses), by cause: {retry_causes(deployed)}")
     unfinished = {j.id: "unfinished" for j in jobs if j.id not in final}
     if unfinished:
         print(job_diagnostics(deployed, unfinished))
