@@ -163,6 +163,10 @@ class JobSettings(_Section):
     # so that no unforeseen hang can hold a job (and its lease) forever.
     attempt_timeout_s: float = Field(600.0, gt=0)
     stall_timeout_s: float = Field(60.0, gt=0)
+    # An attempt with no first step when another attempt of this runner fails on a lost replica is
+    # abandoned and retried this long after that loss (unless it starts moving meanwhile): its call
+    # may wait on the lost replica in a way that no error reaches.
+    requeue_after_loss_s: float = Field(10.0, gt=0)
     poll_interval_s: float = Field(0.1, gt=0)
     result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
