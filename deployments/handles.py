@@ -9,8 +9,9 @@ carries them; nothing passes object references between stages, which gRPC cannot
 
 A call is awaited with ``call``, bounded by the liveness of the replica it was routed to. Over the
 gRPC transport an answer arrives only on the channel to that replica: when its node is lost, no
-one tells the channel (no reset comes from a machine that is gone, and Serve sets no keepalive or
-deadline), so the call may wait forever while the cluster has already replaced the replica. Ray's
+reset comes from a machine that is gone, Serve sets no deadline, and the channel's keepalive
+(Ray's ``grpc_client_keepalive_time_ms``, 300 s, plus a 120 s timeout) notices only minutes later,
+long after the cluster has replaced the replica. Ray's
 control store (GCS) does know: it marks the replica's actor DEAD once the node misses its health
 checks. ``call`` asks it every ``LIVENESS_POLL_S`` while a routed call is unanswered and fails the
 call with ``ReplicaLost`` when the replica is dead; callers retry (the job runner, the SDK on 503).
