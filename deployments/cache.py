@@ -38,7 +38,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import metrics, telemetry
-from huabu.deployments.handles import connect
+from huabu.deployments.handles import call, connect
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.safety import screening_policy
 from huabu.deployments.settings import CacheSettings, Settings
@@ -453,7 +453,7 @@ class Cache:
         return result
 
     async def _produce(self, request: ModelRequest, key: str | None) -> ModelResult:
-        result: ModelResult = await self.next_stage.generate.remote(request)
+        result: ModelResult = await call(self.next_stage.generate.remote(request))
         if result.cancelled:
             return result
         result.storage_key = await self.storage.put(result.png)

@@ -24,7 +24,7 @@ from huabu.deployments.access import install as install_access
 from huabu.deployments.errors import APIError, invalid, not_found
 from huabu.deployments.experiments import Experiments, UnitMiddleware
 from huabu.deployments.generation import GenerationService
-from huabu.deployments.handles import connect
+from huabu.deployments.handles import ReplicaLost, connect
 from huabu.deployments.jobs import JobRunner, JobStore
 from huabu.deployments.playground import mount_playground
 from huabu.deployments.rollouts import RolloutService
@@ -97,6 +97,10 @@ async def method_handler(request: Request, exc: Exception) -> JSONResponse:
 
 @api.exception_handler(Exception)
 async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, ReplicaLost):  # a stage's replica died mid-request; its replacement answers a retry
+        logger.warning("replica lost on %s: %s", request.url.path, exc)
+        retry = {"Retry-After": "1"}
+        return _error(APIError(f"{exc}; retry", "service_unavailable", code="replica_lost", status=503, headers=retry))
     if is_outage(exc):  # the state store is down or slow: a retry will do, nothing is broken here
         logger.warning("state store unavailable on %s: %r", request.url.path, exc)
         return _error(store_unavailable())

@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from huabu.deployments import telemetry
 from huabu.deployments.cache import ResultCache, derived_seed
 from huabu.deployments.errors import APIError, invalid, not_found, overloaded
+from huabu.deployments.handles import call
 from huabu.deployments.images import decode_image, decode_mask
 from huabu.deployments.jobs import JobCancelled
 from huabu.deployments.messages import ModelRequest, ModelResult, Operation
@@ -80,8 +81,9 @@ class ModelCatalog:
 
     async def variants(self) -> dict[str, dict[str, Any]]:
         if self._variants is None:
-            self._variants = await self.router.describe.remote()
-            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in self._variants.values()}
+            variants: dict[str, dict[str, Any]] = await call(self.router.describe.remote())
+            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in variants.values()}
+            self._variants = variants
         return self._variants
 
     async def resolve(self, requested: str | None) -> tuple[str, MMDiTConfig]:
@@ -250,8 +252,8 @@ class GenerationService:
 
     async def _generate(self, request: ModelRequest, with_png: bool) -> ModelResult:
         if self.cache is None or request.cache == "bypass":
-            result: ModelResult = await self.entry.generate.remote(request)
-            return result
+            bypassed: ModelResult = await call(self.entry.generate.remote(request))
+            return bypassed
         key = self.cache.key(request)
         if request.cache == "use":
             hit = await self.cache.hit(request, key)
@@ -262,7 +264,7 @@ class GenerationService:
                     self.cache.attach_png(key, hit.png)
                 return hit
             request = replace(request, looked_up=True)
-        result = await self.entry.generate.remote(request)
+        result: ModelResult = await call(self.entry.generate.remote(request))
         self.cache.remember(key, result)  # screened and stored by the stages behind this one
         return result
 

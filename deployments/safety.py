@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments import telemetry
-from huabu.deployments.handles import connect
+from huabu.deployments.handles import call, connect
 from huabu.deployments.messages import ModelRequest, ModelResult
 from huabu.deployments.settings import SafetySettings, Settings
 from huabu.filters import Decision, ImageFilter, PromptFilter
@@ -97,7 +97,7 @@ class PromptScreen:
                 request.request_id,
             )
             raise ContentBlocked.from_decision(decision)
-        result: ModelResult = await self.next_stage.generate.remote(request)
+        result: ModelResult = await call(self.next_stage.generate.remote(request))
         return result
 
     def stats(self) -> dict[str, Any]:
@@ -117,7 +117,7 @@ class ImageScreen:
             return await self._generate(request)
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
-        result: ModelResult = await self.next_stage.generate.remote(request)
+        result: ModelResult = await call(self.next_stage.generate.remote(request))
         if result.cancelled or not result.png:
             return result
         with telemetry.work("image_filter.check") as check:

@@ -186,12 +186,16 @@ class JobSettings(_Section):
     lease_s: float = Field(5.0, gt=0)  # a job whose runner stops renewing is taken over after this
     concurrency: int = Field(8, ge=1)  # jobs each gateway replica runs at once
     max_attempts: int = Field(3, ge=1)  # retries when a model replica dies mid-job
-    # An attempt still waiting after this is abandoned and retried: a call to a replica on a node
-    # that died mid-request may never answer, and the runner would renew its lease forever.
+    # Backstops only: a call whose replica dies fails within seconds by that replica's liveness
+    # (handles.call) and is retried at once. An attempt still waiting after attempt_timeout_s, or a
+    # started one whose progress stops for stall_timeout_s, is abandoned and retried all the same,
+    # so that no unforeseen hang can hold a job (and its lease) forever.
     attempt_timeout_s: float = Field(600.0, gt=0)
-    # A started job whose progress stops for this long has lost its model replica (a call to a
-    # killed replica does not always fail): the attempt is abandoned and retried.
     stall_timeout_s: float = Field(60.0, gt=0)
+    # An attempt with no first step when another attempt of this runner fails on a lost replica is
+    # abandoned and retried this long after that loss (unless it starts moving meanwhile): its call
+    # may wait on the lost replica in a way that no error reaches.
+    requeue_after_loss_s: float = Field(10.0, gt=0)
     poll_interval_s: float = Field(0.1, gt=0)
     result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
