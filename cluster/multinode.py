@@ -273,6 +273,22 @@ class MultiNodeCluster:
             raise ClusterError("no multi-node cluster is recorded: start one with `huabu cluster up`")
         return kill_tree(record.node(name).raylet_pid)
 
+    def restart_node(self, name: str, timeout_s: float = 180.0) -> NodeRecord:
+        """Start a worker node again under ``name``, with the resources it had, after ``kill_node``: a
+        replacement machine joining. Ray sees a new node (a new node id); the old one stays dead. It
+        registers with the head shortly after this returns (``huabu cluster status`` shows it)."""
+        if name == HEAD:
+            raise ClusterError("only worker nodes can be restarted")
+        state = self.local.load_state()
+        record = self.load()
+        if state is None or record is None:
+            raise ClusterError("no multi-node cluster is recorded: start one with `huabu cluster up`")
+        old = record.node(name)
+        node = self._start_worker(state, name, old.num_gpus, old.num_cpus, timeout_s)
+        record.nodes = [node if n.name == name else n for n in record.nodes]
+        self.save(record)
+        return node
+
     def down(self, state: ClusterState | None = None) -> int:
         """Workers first, by PID, then the head and anything left under the cluster's temp dir."""
         state = state or self.local.load_state()

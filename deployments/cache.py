@@ -5,28 +5,23 @@ the answer. Lookups, keys and the index are the result cache library
 
 The stage does not read the index again for a request the gateway just missed
 (``ModelRequest.looked_up``): a result that completed after that lookup is still in its short
-memory of recent results (``RECENT_S``).
+memory of recent results (``result_cache.RecentResults``, the same memory the gateway keeps).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import OrderedDict
 from dataclasses import replace
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import connect
+from huabu.deployments.core.handles import call, connect
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.result_cache import CacheEntry, ResultCache
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.storage import open_storage
-
-RECENT_S = 10.0  # how long the cache stage remembers a result it produced (see the module doc)
-RECENT_MAX = 256
 
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
@@ -40,7 +35,6 @@ class CacheStage:
         self.results = ResultCache(settings)
         self.storage = open_storage(settings.storage)
         self.inflight: dict[str, asyncio.Future[ModelResult]] = {}
-        self.recent: OrderedDict[str, tuple[float, ModelResult]] = OrderedDict()  # key -> (expiry, result)
         self.writes: set[asyncio.Task[None]] = set()  # index writes still running
 
     async def stats(self) -> dict[str, float]:
@@ -58,9 +52,9 @@ class CacheStage:
             return await self._produce(request, None)
         key = self.results.key(request)
         if request.cache == "use":
-            hit = self._recent(key)
-            if hit is None and not request.looked_up:
-                hit = await self.results.hit(request, key)
+            # A request the gateway just missed is not looked up in the index again; one of this
+            # stage's recent results may have completed since.
+            hit = await self.results.hit(request, key, indexed=not request.looked_up)
             if hit is not None:
                 return hit
         else:
@@ -89,7 +83,7 @@ class CacheStage:
         return result
 
     async def _produce(self, request: ModelRequest, key: str | None) -> ModelResult:
-        result: ModelResult = await self.next_stage.generate.remote(request)
+        result: ModelResult = await call(self.next_stage.generate.remote(request))
         if result.cancelled:
             return result
         result.storage_key = await self.storage.put(result.png)
@@ -103,28 +97,11 @@ class CacheStage:
                 size_bytes=len(result.png),
                 variant=result.variant,
             )
-            self._remember(key, result)
+            self.results.remember(key, result)
             write = asyncio.get_running_loop().create_task(self.results.store(key, entry))
             self.writes.add(write)
             write.add_done_callback(self.writes.discard)
         return result
-
-    def _remember(self, key: str, result: ModelResult) -> None:
-        self.recent[key] = (time.monotonic() + RECENT_S, result)
-        self.recent.move_to_end(key)
-        while len(self.recent) > RECENT_MAX:
-            self.recent.popitem(last=False)
-
-    def _recent(self, key: str) -> ModelResult | None:
-        """A result this stage produced moments ago (its index entry may not be readable yet)."""
-        now = time.monotonic()
-        while self.recent and next(iter(self.recent.values()))[0] < now:
-            self.recent.popitem(last=False)
-        remembered = self.recent.get(key)
-        if remembered is None:
-            return None
-        self.results.count_hit(remembered[1].generation_s)
-        return self._shared(remembered[1])
 
     @staticmethod
     def _shared(result: ModelResult) -> ModelResult:

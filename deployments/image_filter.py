@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.filter_stage import FilterStage
+from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import ImageFilter
@@ -28,7 +29,7 @@ class ImageFilterStage(FilterStage[ImageFilter]):
         super().__init__(next_stage, settings, ImageFilter(settings.safety.image))
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
-        result: ModelResult = await self.next_stage.generate.remote(request)
+        result: ModelResult = await call(self.next_stage.generate.remote(request))
         if result.cancelled or not result.png:
             return result
         with telemetry.work("image_filter.check") as check:

@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.filter_stage import FilterStage
+from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import PromptFilter
@@ -42,5 +43,5 @@ class PromptFilterStage(FilterStage[PromptFilter]):
                 request.request_id,
             )
             raise ContentBlocked.from_decision(decision)
-        result: ModelResult = await self.next_stage.generate.remote(request)
+        result: ModelResult = await call(self.next_stage.generate.remote(request))
         return result

@@ -23,7 +23,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import connect
+from huabu.deployments.core.handles import call, connect
 from huabu.deployments.core.messages import ModelOverloaded, ModelRequest, ModelResult, UnknownModel
 from huabu.deployments.core.settings import Settings
 
@@ -47,7 +47,7 @@ class Router:
 
     async def describe(self) -> dict[str, dict[str, Any]]:
         """variant -> {"model": name@version, "config": MMDiTConfig dict}."""
-        return {name: await handle.describe.remote() for name, handle in self.variants.items()}
+        return {name: await call(handle.describe.remote()) for name, handle in self.variants.items()}
 
     def replica_id(self) -> str:
         """This replica's id (tests check that weight changes restart nothing)."""
@@ -79,7 +79,7 @@ class Router:
         hop.set(variant=variant, model=self.models.get(variant))
         await self._inject(variant)
         try:
-            result: ModelResult = await self.variants[variant].generate.remote(request)
+            result: ModelResult = await call(self.variants[variant].generate.remote(request))
         except BackPressureError as exc:
             raise ModelOverloaded(str(exc)) from None
         result.variant = variant

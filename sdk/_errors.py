@@ -20,6 +20,7 @@ __all__ = [
     "ContentPolicyViolationError",
     "HuabuError",
     "InternalServerError",
+    "InvalidParameterError",
     "JobCanceledError",
     "JobTimeoutError",
     "NotFoundError",
@@ -95,6 +96,19 @@ class APIStatusError(HuabuError):
 
 class BadRequestError(APIStatusError):
     status_code = 400
+
+
+class InvalidParameterError(BadRequestError, ValueError):
+    """An argument was rejected before anything was sent, in the words the server would use for it.
+
+    A ``BadRequestError``, so one ``except`` catches a bad argument whichever side found it; no
+    request id, since no request was made."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, status_code=400, type="invalid_request_error", param=param)
+
+    def __str__(self) -> str:
+        return f"{self.message} (param={self.param})" if self.param and self.param not in self.message else self.message
 
 
 class AuthenticationError(APIStatusError):

@@ -7,13 +7,16 @@ the keywords) without writing each long signature twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
+import pydantic
 from typing_extensions import Unpack
 
 from huabu.sdk._base import RequestOptions, Timeouts
+from huabu.sdk._errors import InvalidParameterError
 from huabu.sdk._files import ImageInput
 from huabu.sdk.types import CacheMode, ResponseFormat
+from huabu.sdk.validation import first_problem
 
 __all__ = [
     "CallOptions",
@@ -26,7 +29,20 @@ __all__ = [
     "Unpack",
     "request_options",
     "split_params",
+    "wire_request",
 ]
+
+WireModel = TypeVar("WireModel", bound=pydantic.BaseModel)
+
+
+def wire_request(wire_type: type[WireModel], /, **fields: Any) -> WireModel:
+    """Build a request body with the wire type, so a bad argument fails here, before anything is sent,
+    as :class:`InvalidParameterError` worded as the server would word it."""
+    try:
+        return wire_type(**fields)
+    except pydantic.ValidationError as exc:
+        problem = first_problem(exc)
+        raise InvalidParameterError(problem.message, param=problem.param) from None
 
 
 class CallOptions(TypedDict, total=False):

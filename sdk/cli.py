@@ -8,6 +8,7 @@ Server commands (up, down, status, ...) are delegated to the command line the se
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -30,6 +31,7 @@ SERVER_COMMANDS = frozenset(
 )
 SERVER_ENTRY_POINT_GROUP = "huabu.server"
 SERVER_EXTRA_HINT = "this command needs the server extra: pip install 'huabu[server]'"
+SERVER_EXTRA_MODULES = ("ray", "torch", "yaml", "fastapi", "safetensors")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -440,15 +442,20 @@ def _format_validation(exc: pydantic.ValidationError) -> str:
 
 def _delegate(argv: list[str]) -> int:
     # The server registers its command line under an entry point, so the SDK names no server module.
+    # Its modules ship in every wheel and import their dependencies lazily: look for the extra's
+    # packages first, so an SDK-only install gets the hint, not a traceback halfway in.
     commands = entry_points(group=SERVER_ENTRY_POINT_GROUP, name="main")
+    missing = [name for name in SERVER_EXTRA_MODULES if importlib.util.find_spec(name) is None]
     if not commands:
         sys.stderr.write(f"{SERVER_EXTRA_HINT}\n")
         return EXIT_USAGE
     try:
+        if missing:
+            raise ImportError(name=missing[0])
         server_main = next(iter(commands)).load()
     except ImportError as exc:
-        missing = f" (missing: {exc.name})" if exc.name else ""
-        sys.stderr.write(f"{SERVER_EXTRA_HINT}{missing}\n")
+        missing_note = f" (missing: {exc.name})" if exc.name else ""
+        sys.stderr.write(f"{SERVER_EXTRA_HINT}{missing_note}\n")
         return EXIT_USAGE
     return int(server_main(argv) or 0)
 

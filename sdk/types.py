@@ -59,6 +59,7 @@ __all__ = [
     "LatencyBucket",
     "ModelInfo",
     "ModelList",
+    "ModelSampling",
     "OutpaintJobRequest",
     "OutpaintRequest",
     "ResponseFormat",
@@ -351,11 +352,24 @@ class ImagesResponse(_Response):
     data: list[ImageData]
 
 
+class ModelSampling(_Response):
+    """What a request to this model gets for what it leaves out, and the model's limits."""
+
+    size: str = Field(description="default 'WIDTHxHEIGHT'")
+    steps: int = Field(description="default denoising steps")
+    guidance_scale: float = Field(description="default classifier-free guidance (1 = none)")
+    max_steps: int
+    max_side: int = Field(description="largest width or height in pixels")
+    size_multiple: int = Field(description="width and height must be multiples of this many pixels")
+    max_prompt_bytes: int = Field(description="UTF-8 bytes of the prompt the model reads; the rest is cut off")
+
+
 class ModelInfo(_Response):
     id: str = Field(description="'name@version'")
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "huabu"
+    sampling: ModelSampling | None = Field(default=None, description="huabu extension: the model's defaults")
 
 
 class ModelList(_Response):

@@ -11,7 +11,9 @@ again. That is what lets the gateway answer hits itself (``ResultCache``), befor
 deployment; the cache stage (``huabu.deployments.cache.CacheStage``) handles what the gateway could
 not (misses, single flight, ``refresh``). It does not read the index again for a request the gateway
 just missed: a result that completed after that lookup is still in the stage's short memory of
-recent results (``RECENT_S``), and index writes leave the request path (they run behind the answer).
+recent results (``RecentResults``), and index writes leave the request path (they run behind the
+answer). The gateway keeps the same memory of the results it answered, PNG included, so a hot
+prompt is answered with no index or storage round trip at all.
 
 The index holds references (storage key and metadata); image bytes stay in storage. Backends:
 an embedded LRU index with a byte budget (a detached Ray actor) and Redis (TTL plus a size bound
@@ -27,7 +29,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -195,11 +197,12 @@ class RedisCacheIndex:
         self.max_entries = settings.max_entries
 
     async def get(self, key: str) -> CacheEntry | None:
-        raw = await self.client.get(self.prefix + key)
-        if raw is None:
-            return None
-        await self.client.zadd(self.prefix + "lru", {key: time.time()})
-        return CacheEntry.from_json(cast(bytes, raw))
+        # One round trip: the read and the touch of its last use (XX: a miss adds nothing).
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.prefix + key)
+            pipe.zadd(self.prefix + "lru", {key: time.time()}, xx=True)
+            raw, _ = await pipe.execute()
+        return None if raw is None else CacheEntry.from_json(cast(bytes, raw))
 
     async def put(self, key: str, entry: CacheEntry) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -236,6 +239,44 @@ def open_cache_index(settings: Settings) -> CacheIndex:
     return EmbeddedCacheIndex(settings.state.namespace, settings.cache)
 
 
+class RecentResults:
+    """Results seen moments ago, kept in this process: least recently used first out, bounded in
+    count and in PNG bytes, each for at most ``ttl_s``. Keys carry the screening policy, so an entry
+    never answers under another policy; the TTL bounds how long a ``cache=refresh`` served by another
+    replica goes unseen here (the older image is still a screened result of the same request)."""
+
+    def __init__(self, settings: CacheSettings) -> None:
+        self.ttl_s = settings.recent_s
+        self.max_entries = settings.recent_entries
+        self.max_bytes = settings.recent_bytes
+        self.entries: OrderedDict[str, tuple[float, ModelResult]] = OrderedDict()  # key -> (expiry, result)
+        self.size_bytes = 0
+
+    def get(self, key: str) -> ModelResult | None:
+        remembered = self.entries.get(key)
+        if remembered is None:
+            return None
+        if remembered[0] < time.monotonic():
+            self._drop(key)
+            return None
+        self.entries.move_to_end(key)
+        return remembered[1]
+
+    def put(self, key: str, result: ModelResult) -> None:
+        if self.ttl_s <= 0 or len(result.png) > self.max_bytes:
+            return
+        if key in self.entries:
+            self._drop(key)
+        self.entries[key] = (time.monotonic() + self.ttl_s, result)
+        self.size_bytes += len(result.png)
+        while len(self.entries) > self.max_entries or self.size_bytes > self.max_bytes:
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, key: str) -> None:
+        _, result = self.entries.pop(key)
+        self.size_bytes -= len(result.png)
+
+
 class ResultCache:
     """The cache as a library: lookups, writes and counters against the index. The gateway holds
     one to answer hits without another hop; the ``Cache`` stage holds one for everything else.
@@ -251,29 +292,42 @@ class ResultCache:
         self.flusher: asyncio.Task[None] | None = None
         self.local_errors = 0  # index failures, also counted here when the index itself is down
         self.unavailable_until = 0.0  # monotonic time before which the index is not tried
+        self.recent = RecentResults(settings.cache)
 
     def key(self, request: ModelRequest) -> str:
         return cache_key(request, self.policy)
 
-    async def hit(self, request: ModelRequest, key: str | None = None) -> ModelResult | None:
-        """The stored result of a ``cache=use`` request (under ``key``, when the caller already has
-        it), counted as a hit; None otherwise (the ``Cache`` stage counts the miss)."""
+    async def hit(self, request: ModelRequest, key: str | None = None, *, indexed: bool = True) -> ModelResult | None:
+        """The result of a ``cache=use`` request (under ``key``, when the caller already has it),
+        counted as a hit: from this process's recent results, else (``indexed``) from the index,
+        whose answer carries no PNG (``png=b""``; the storage key says where it is). None otherwise
+        (the ``Cache`` stage counts the miss)."""
         if request.cache != "use":
             return None
-        entry = await self.lookup(key or self.key(request))
-        if entry is None:
+        key = key or self.key(request)
+        if not indexed:
+            result = self.recent.get(key)
+        else:
+            with telemetry.work("cache.lookup") as lookup:
+                result, source = self.recent.get(key), "recent"
+                if result is None:
+                    result, source = await self._indexed(key), "index"
+                lookup.set(cache_hit=result is not None, cache_source=source if result is not None else None)
+        if result is None:
             return None
-        self.count_hit(entry.generation_s)
-        return ModelResult(
-            png=b"",
-            seed=entry.seed,
-            model=entry.model,
-            prompt_truncated=entry.prompt_truncated,
-            variant=entry.variant,
-            generation_s=0.0,
-            cached=True,
-            storage_key=entry.storage_key,
-        )
+        self.count_hit(result.generation_s)
+        return replace(result, cached=True, generation_s=0.0)
+
+    def attach_png(self, key: str, png: bytes) -> None:
+        """Keep the PNG a caller read from storage with the recent result it belongs to."""
+        remembered = self.recent.get(key)
+        if remembered is not None and not remembered.png and png:
+            self.recent.put(key, replace(remembered, png=png))
+
+    def remember(self, key: str, result: ModelResult) -> None:
+        """Keep a screened, stored result for the next identical request (see ``RecentResults``)."""
+        if result.storage_key and not result.cancelled:
+            self.recent.put(key, result)
 
     def _available(self) -> bool:
         if time.monotonic() < self.unavailable_until:
@@ -286,14 +340,28 @@ class ResultCache:
         self.unavailable_until = time.monotonic() + INDEX_RETRY_S
         logger.warning("cache index unavailable: %s for %.0f s", what, INDEX_RETRY_S, exc_info=True)
 
+    async def _indexed(self, key: str) -> ModelResult | None:
+        """The index's entry as a result without its PNG (remembered for the next request)."""
+        entry = await self.lookup(key)
+        if entry is None:
+            return None
+        result = ModelResult(
+            png=b"",
+            seed=entry.seed,
+            model=entry.model,
+            prompt_truncated=entry.prompt_truncated,
+            variant=entry.variant,
+            generation_s=entry.generation_s,
+            storage_key=entry.storage_key,
+        )
+        self.remember(key, result)
+        return result
+
     async def lookup(self, key: str) -> CacheEntry | None:
         if not self._available():
             return None
         try:
-            with telemetry.work("cache.lookup") as lookup:
-                entry = await self.index.get(key)
-                lookup.set(cache_hit=entry is not None)
-                return entry
+            return await self.index.get(key)
         except Exception:
             self._failed("serving uncached")
             return None

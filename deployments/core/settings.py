@@ -22,6 +22,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+SERVE_METRICS_INTERVAL_S = 10.0  # Serve's default metric push interval
+
+
+def metric_push_interval_s() -> float:
+    """How often replicas and handles push autoscaling metrics (the larger of Serve's two settings)."""
+    names = ("REPLICA", "HANDLE")
+    return max(
+        float(os.environ.get(f"RAY_SERVE_{name}_AUTOSCALING_METRIC_PUSH_INTERVAL_S", SERVE_METRICS_INTERVAL_S))
+        for name in names
+    )
+
+
 class AutoscalingSettings(_Section):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
@@ -30,12 +42,24 @@ class AutoscalingSettings(_Section):
     upscale_delay_s: float = 3.0
     downscale_delay_s: float = 60.0
     downscale_to_zero_delay_s: float | None = None
-    look_back_period_s: float = 10.0
+    look_back_period_s: float = Field(30.0, gt=0)  # Serve's default window
 
     def to_serve(self) -> dict[str, Any]:
         config = self.model_dump(exclude_none=True)
         if self.min_replicas == 0 and self.initial_replicas is None:
             config["initial_replicas"] = 0
+        # Serve checks the window against its deprecated metrics_interval_s (10 s unless given),
+        # though replicas push at the interval of RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S.
+        # A shorter window is valid when that interval is shorter still: state it, so the config
+        # validates instead of warning at every start.
+        if self.look_back_period_s <= SERVE_METRICS_INTERVAL_S:
+            push_s = metric_push_interval_s()
+            if push_s >= self.look_back_period_s:
+                raise ValueError(
+                    f"autoscaling.look_back_period_s ({self.look_back_period_s}) must be longer than the metric push "
+                    f"interval ({push_s} s, RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S)"
+                )
+            config["metrics_interval_s"] = push_s
         return config
 
 
@@ -140,6 +164,11 @@ class CacheSettings(_Section):
     max_entries: int = Field(100_000, ge=1)
     ttl_s: int = Field(7 * 24 * 3600, ge=1)  # Redis entries expire
     timeout_s: float = Field(0.5, gt=0)  # a slower index counts as unavailable
+    # Each gateway and cache replica remembers the results it saw last (PNGs included), so a hot
+    # prompt is answered without an index or storage round trip; 0 s turns it off.
+    recent_s: float = Field(10.0, ge=0)
+    recent_entries: int = Field(256, ge=1)
+    recent_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
 
 class SafetySettings(_Section):
@@ -154,12 +183,16 @@ class JobSettings(_Section):
     lease_s: float = Field(5.0, gt=0)  # a job whose runner stops renewing is taken over after this
     concurrency: int = Field(8, ge=1)  # jobs each gateway replica runs at once
     max_attempts: int = Field(3, ge=1)  # retries when a model replica dies mid-job
-    # An attempt still waiting after this is abandoned and retried: a call to a replica on a node
-    # that died mid-request may never answer, and the runner would renew its lease forever.
+    # Backstops only: a call whose replica dies fails within seconds by that replica's liveness
+    # (handles.call) and is retried at once. An attempt still waiting after attempt_timeout_s, or a
+    # started one whose progress stops for stall_timeout_s, is abandoned and retried all the same,
+    # so that no unforeseen hang can hold a job (and its lease) forever.
     attempt_timeout_s: float = Field(600.0, gt=0)
-    # A started job whose progress stops for this long has lost its model replica (a call to a
-    # killed replica does not always fail): the attempt is abandoned and retried.
     stall_timeout_s: float = Field(60.0, gt=0)
+    # An attempt with no first step when another attempt of this runner fails on a lost replica is
+    # abandoned and retried this long after that loss (unless it starts moving meanwhile): its call
+    # may wait on the lost replica in a way that no error reaches.
+    requeue_after_loss_s: float = Field(10.0, gt=0)
     poll_interval_s: float = Field(0.1, gt=0)
     result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
@@ -170,8 +203,10 @@ class GatewaySettings(_Section):
     max_ongoing_requests: int = Field(256, ge=1)
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(4096 * 4096, ge=64)
-    default_steps: int = Field(20, ge=1)
-    default_guidance: float = Field(1.0, ge=0)
+    # A request without steps or guidance gets the served model's recommendation (GET /v1/models);
+    # set these only to override every model's (e.g. few steps in tests).
+    default_steps: int | None = Field(None, ge=1)
+    default_guidance: float | None = Field(None, ge=0)
     health_check_period_s: float = 10.0
     health_check_timeout_s: float = 30.0
 

@@ -338,7 +338,7 @@ class Experiments:
                 await self.kv.put(f"ab:image:{image_id}", value, ttl_s=ttl)
                 if request.job_id:
                     await self.kv.put(f"ab:job:{request.job_id}", value, ttl_s=ttl)
-                if self.scorer is not None and result.png:  # cache hits carry no PNG: not re-scored
+                if self.scorer is not None and result.png and not result.cached:  # hits were scored once
                     score = await asyncio.to_thread(self.scorer, result.png, request.prompt)
                     if score is not None:
                         self.buffer.record_quality(assignment, score)

@@ -10,13 +10,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.backends.mmdit.config import MMDiTConfig
 from huabu.deployments.backends.mmdit.requests import InvalidRequest, outpainting
 from huabu.deployments.core import telemetry
+from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import (
     ContentBlocked,
     ModelOverloaded,
@@ -38,6 +39,8 @@ from huabu.sdk.types import (
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
+    ModelInfo,
+    ModelSampling,
     OutpaintJobRequest,
     OutpaintRequest,
     encode_b64_image,
@@ -47,22 +50,45 @@ from huabu.sdk.types import (
 if TYPE_CHECKING:
     from huabu.deployments.gateway.experiments import Experiments
 
+T = TypeVar("T")
+
 # Edits without a mask restyle the whole image; this much of the schedule is re-run.
 DEFAULT_IMG2IMG_STRENGTH = 0.75
+
+
+def first_given(*values: T | None) -> T:
+    """The first value that is set: the request's, else the operator's override, else the model's."""
+    return next(v for v in values if v is not None)
+
+
+def sampling_info(config: MMDiTConfig) -> ModelSampling:
+    """The model's defaults and limits as ``GET /v1/models`` lists them."""
+    height, width = config.default_size
+    return ModelSampling(
+        size=f"{width}x{height}",
+        steps=config.sampling.steps,
+        guidance_scale=config.sampling.guidance,
+        max_steps=config.sampling.max_steps,
+        max_side=config.max_side,
+        size_multiple=config.pixel_multiple,
+        max_prompt_bytes=config.text.max_bytes,
+    )
 
 
 class ModelCatalog:
     """Which models the router serves and their configs (for validation), fetched once."""
 
-    def __init__(self, router: DeploymentHandle) -> None:
+    def __init__(self, router: DeploymentHandle, settings: Settings) -> None:
         self.router = router
+        self.settings = settings
         self._variants: dict[str, dict[str, Any]] | None = None
         self._configs: dict[str, MMDiTConfig] = {}
 
     async def variants(self) -> dict[str, dict[str, Any]]:
         if self._variants is None:
-            self._variants = await self.router.describe.remote()
-            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in self._variants.values()}
+            variants: dict[str, dict[str, Any]] = await call(self.router.describe.remote())
+            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in variants.values()}
+            self._variants = variants
         return self._variants
 
     async def resolve(self, requested: str | None) -> tuple[str, MMDiTConfig]:
@@ -85,6 +111,20 @@ class ModelCatalog:
     async def model_ids(self) -> list[str]:
         return sorted({v["model"] for v in (await self.variants()).values()})
 
+    async def models(self) -> list[ModelInfo]:
+        """Every served model with its sampling defaults, as overridden by the gateway's settings."""
+        await self.variants()
+        gw = self.settings.gateway
+        infos = []
+        for model_id in await self.model_ids():
+            sampling = sampling_info(self._configs[model_id])
+            if gw.default_steps is not None:
+                sampling.steps = gw.default_steps
+            if gw.default_guidance is not None:
+                sampling.guidance_scale = gw.default_guidance
+            infos.append(ModelInfo(id=model_id, sampling=sampling))
+        return infos
+
 
 class GenerationService:
     def __init__(self, entry: DeploymentHandle, router: DeploymentHandle, storage: Storage, settings: Settings) -> None:
@@ -92,7 +132,7 @@ class GenerationService:
         self.router = router
         self.storage = storage
         self.settings = settings
-        self.catalog = ModelCatalog(router)
+        self.catalog = ModelCatalog(router, settings)
         # Hits are answered here, before any other deployment (see deployments/cache.py).
         self.cache = ResultCache(settings) if settings.cache.enabled else None
         self.experiments: Experiments | None = None  # A/B assignment and metrics, set by the gateway
@@ -121,8 +161,8 @@ class GenerationService:
             seed=0,  # decided in _checked, once the request (and so its cache key) is complete
             height=height,
             width=width,
-            steps=req.steps if req.steps is not None else gw.default_steps,
-            guidance=req.guidance_scale if req.guidance_scale is not None else gw.default_guidance,
+            steps=first_given(req.steps, gw.default_steps, config.sampling.steps),
+            guidance=first_given(req.guidance_scale, gw.default_guidance, config.sampling.guidance),
             model=model_id,  # pinned, so the cache key names the version that serves it
             cache=req.cache,
             job_id=job_id,
@@ -192,7 +232,7 @@ class GenerationService:
     async def run(self, requests: list[ModelRequest], response_format: str) -> tuple[ImagesResponse, str | None]:
         telemetry.carry(requests)  # the next stage's span is a child of this request's span
         try:
-            call = asyncio.gather(*(self._generate(r) for r in requests))
+            call = asyncio.gather(*(self._generate(r, with_png=response_format == "b64_json") for r in requests))
             results: list[ModelResult] = await (self.experiments.track(requests, call) if self.experiments else call)
         except ModelOverloaded:
             raise overloaded(self.settings.model.retry_after_s) from None
@@ -215,13 +255,22 @@ class GenerationService:
         data = await images
         return ImagesResponse(created=int(time.time()), data=list(data)), results[0].variant
 
-    async def _generate(self, request: ModelRequest) -> ModelResult:
-        if self.cache is not None and request.cache == "use":
-            hit = await self.cache.hit(request)
+    async def _generate(self, request: ModelRequest, with_png: bool) -> ModelResult:
+        if self.cache is None or request.cache == "bypass":
+            bypassed: ModelResult = await call(self.entry.generate.remote(request))
+            return bypassed
+        key = self.cache.key(request)
+        if request.cache == "use":
+            hit = await self.cache.hit(request, key)
             if hit is not None:
+                if with_png and not hit.png and hit.storage_key:
+                    # Read once, then kept with the entry: the next hit needs no storage round trip.
+                    hit = replace(hit, png=await self.storage.get(hit.storage_key) or b"")
+                    self.cache.attach_png(key, hit.png)
                 return hit
             request = replace(request, looked_up=True)
-        result: ModelResult = await self.entry.generate.remote(request)
+        result: ModelResult = await call(self.entry.generate.remote(request))
+        self.cache.remember(key, result)  # screened and stored by the stages behind this one
         return result
 
     async def _image_data(self, result: ModelResult, response_format: str) -> ImageData:

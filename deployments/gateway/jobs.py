@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,15 @@ class JobCancelled(Exception):
 
 class JobStalled(Exception):
     """An attempt stopped making progress, or ran out of time: it is abandoned and retried."""
+
+
+def replica_lost(exc: BaseException) -> bool:
+    """Whether an attempt failed because a replica on its path died (not because of the request)."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    from huabu.deployments.handles import ReplicaLost
+
+    return isinstance(exc, (ReplicaLost, RayActorError, ActorUnavailableError))
 
 
 def new_job_id() -> str:
@@ -234,6 +244,7 @@ class JobRunner:
         self.tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self.lost_at = -math.inf  # monotonic time an attempt here last failed on a lost replica
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -329,17 +340,24 @@ class JobRunner:
             await store.transition(job_id, JobStatus.failed, error=exc.body())
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A model replica died or the cluster hiccuped: let a runner (maybe this one) retry.
-            logger.warning("job %s attempt %d failed; will retry", job_id, attempt, exc_info=True)
+        except Exception as exc:
+            # A model replica died or the cluster hiccuped: let a runner (maybe this one) retry. The
+            # cause's type leads the line, so that logs tell liveness (ReplicaLost) from backstops.
+            cause = type(exc).__name__
+            if replica_lost(exc):
+                self.lost_at = time.monotonic()
+            logger.warning("job %s attempt %d failed (%s); will retry", job_id, attempt, cause, exc_info=True)
             await store.release(job_id, self.owner)
         else:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)
 
     async def _watched(self, job_id: str, request_json: str, attempt_number: int) -> tuple[ImagesResponse, str | None]:
-        """Run one attempt, abandoning it when its progress stalls once started (its model replica
-        is gone, and a call to a killed replica may never return) or it outlives
-        ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall."""
+        """Run one attempt, abandoning it when its progress stalls once started or it outlives
+        ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall,
+        unless a replica was lost since the attempt began (another attempt here failed on one) and
+        ``requeue_after_loss_s`` passed without a first step. All three are backstops: a call whose
+        replica died fails within seconds by that replica's liveness (``handles.call``), and the
+        attempt is retried at once."""
         attempt: asyncio.Future[tuple[ImagesResponse, str | None]] = asyncio.ensure_future(
             self.execute(job_id, request_json, attempt_number)
         )
@@ -357,6 +375,8 @@ class JobRunner:
                     mark, quiet_since, moving = latest, now, True
                 elif moving and now - quiet_since > self.settings.stall_timeout_s:
                     raise JobStalled(f"no progress for {now - quiet_since:.0f} s")
+                elif not moving and started_at < self.lost_at < now - self.settings.requeue_after_loss_s:
+                    raise JobStalled(f"no first step {now - self.lost_at:.0f} s after a replica was lost")
                 if now - started_at > self.settings.attempt_timeout_s:
                     raise JobStalled(f"attempt still running after {now - started_at:.0f} s")
         finally:

@@ -56,6 +56,7 @@ from huabu.sdk.types import (
     RolloutStartRequest,
     VariantStats,
 )
+from huabu.sdk.validation import describe
 
 logger = logging.getLogger("huabu.rollouts")
 Action = Literal["pause", "resume", "promote", "rollback"]
@@ -199,8 +200,8 @@ class RolloutService:
             policy = RolloutPolicy.model_validate(body.policy or {})
         except ValidationError as exc:
             first = exc.errors()[0]
-            param = ".".join(["policy", *(str(p) for p in first["loc"])])
-            raise invalid(f"{param}: {str(first['msg']).removeprefix('Value error, ')}", param) from None
+            problem = describe({**first, "loc": ("policy", *first["loc"])})
+            raise invalid(problem.message, problem.param) from None
         now = time.time()
         rollout_id = body.id or f"{canary}.{int(now)}"
         try:

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import connect
+from huabu.deployments.core.handles import ReplicaLost, connect
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.state import is_outage, open_store
 from huabu.deployments.core.storage import LocalStorage, open_storage, valid_key
@@ -43,14 +43,13 @@ from huabu.sdk.types import (
     ImagesResponse,
     Job,
     JobEvent,
-    ModelInfo,
     ModelList,
     OutpaintRequest,
     job_request_adapter,
 )
+from huabu.sdk.validation import first_problem
 
 logger = logging.getLogger("huabu.gateway")
-JOB_KINDS = ("generate", "edit", "outpaint")
 SSE_KEEPALIVE_S = 15.0
 api = FastAPI(title="huabu", version="0.1.0", description="Serverless image generation for MMDiT models")
 
@@ -73,23 +72,10 @@ api.include_router(usage.router)  # GET /v1/usage
 openapi_doc.install(api)  # the OpenAPI document as the API behaves
 
 
-def _param_of(error: Mapping[str, Any]) -> str | None:
-    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
-    if loc and loc[0] in JOB_KINDS:  # a job body's errors are located under its kind tag
-        loc = loc[1:]
-    return ".".join(loc) or None
-
-
 def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
-    errors = exc.errors()
-    first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
-    param = _param_of(first)
-    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
-    if first.get("type") == "extra_forbidden":
-        message = f"unknown parameter {param!r}"
-    elif first.get("type") == "json_invalid":
-        message, param = "request body is not valid JSON", None
-    return invalid(f"{param}: {message}" if param and param not in message else message, param)
+    """Any validation failure, worded as the API words it (the same text the SDK gives locally)."""
+    problem = first_problem(exc)
+    return invalid(problem.message, problem.param)
 
 
 # --- cross-cutting: request ids and the OpenAI error body --------------------------------------
@@ -126,6 +112,10 @@ async def method_handler(request: Request, exc: Exception) -> JSONResponse:
 
 @api.exception_handler(Exception)
 async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, ReplicaLost):  # a stage's replica died mid-request; its replacement answers a retry
+        logger.warning("replica lost on %s: %s", request.url.path, exc)
+        retry = {"Retry-After": "1"}
+        return _error(APIError(f"{exc}; retry", "service_unavailable", code="replica_lost", status=503, headers=retry))
     if is_outage(exc):  # the state store is down or slow: a retry will do, nothing is broken here
         logger.warning("state store unavailable on %s: %r", request.url.path, exc)
         return _error(store_unavailable())
@@ -232,7 +222,7 @@ class Gateway:
 
     @api.get("/v1/models", response_model=ModelList)
     async def models(self) -> ModelList:
-        return ModelList(data=[ModelInfo(id=m) for m in await self.service.catalog.model_ids()])
+        return ModelList(data=await self.service.catalog.models())
 
     @api.get("/v1/files/{key}")
     async def file(self, key: str, expires: int = 0, sig: str = "") -> Response:

@@ -6,7 +6,15 @@ from typing import Any
 
 from huabu.sdk._base import RequestOptions
 from huabu.sdk._files import ImageInput, image_bytes, multipart_file
-from huabu.sdk._params import EditParams, GenerateParams, OutpaintParams, Unpack, request_options, split_params
+from huabu.sdk._params import (
+    EditParams,
+    GenerateParams,
+    OutpaintParams,
+    Unpack,
+    request_options,
+    split_params,
+    wire_request,
+)
 from huabu.sdk._results import ImageResults
 from huabu.sdk.resources._resource import AsyncResource, SyncResource
 from huabu.sdk.types import ImageEditRequest, ImageGenerationRequest, OutpaintRequest, encode_b64_image
@@ -17,19 +25,19 @@ def _wire(model: Any) -> dict[str, Any]:
 
 
 # The request builders are shared by both surfaces. Validating with the wire types here reports a bad
-# argument (ValueError / pydantic.ValidationError) before anything is sent.
+# argument (InvalidParameterError, a ValueError) before anything is sent.
 
 
 def generate_options(prompt: str, params: GenerateParams) -> RequestOptions:
     fields, call = split_params(params)
-    body = ImageGenerationRequest(prompt=prompt, **fields)
+    body = wire_request(ImageGenerationRequest, prompt=prompt, **fields)
     return request_options("POST", "/v1/images/generations", "images.generate", call, json=_wire(body))
 
 
 def edit_options(image: ImageInput, prompt: str, params: EditParams) -> RequestOptions:
     fields, call = split_params(params)
     mask = fields.pop("mask", None)
-    body = ImageEditRequest(prompt=prompt, **fields)
+    body = wire_request(ImageEditRequest, prompt=prompt, **fields)
     files = {"image": multipart_file("image", image)}
     if mask is not None:
         files["mask"] = multipart_file("mask", mask)
@@ -39,7 +47,7 @@ def edit_options(image: ImageInput, prompt: str, params: EditParams) -> RequestO
 
 def outpaint_options(image: ImageInput, prompt: str, params: OutpaintParams) -> RequestOptions:
     fields, call = split_params(params)
-    body = OutpaintRequest(prompt=prompt, image=encode_b64_image(image_bytes(image)), **fields)
+    body = wire_request(OutpaintRequest, prompt=prompt, image=encode_b64_image(image_bytes(image)), **fields)
     return request_options("POST", "/v1/images/outpaint", "images.outpaint", call, json=_wire(body))
 
 

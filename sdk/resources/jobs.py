@@ -13,6 +13,7 @@ from huabu.sdk._params import (
     SubmitOutpaintParams,
     Unpack,
     split_params,
+    wire_request,
 )
 from huabu.sdk.resources._resource import AsyncResource, SyncResource
 from huabu.sdk.types import EditJobRequest, GenerateJobRequest, Job, OutpaintJobRequest, encode_b64_image
@@ -25,13 +26,14 @@ def _split(params: Any) -> tuple[dict[str, Any], CallOptions, str | None]:
 
 def generate_job(prompt: str, params: SubmitGenerateParams) -> tuple[AnyJobRequest, CallOptions, str | None]:
     fields, call, key = _split(params)
-    return GenerateJobRequest(prompt=prompt, **fields), call, key
+    return wire_request(GenerateJobRequest, prompt=prompt, **fields), call, key
 
 
 def edit_job(image: ImageInput, prompt: str, params: SubmitEditParams) -> tuple[AnyJobRequest, CallOptions, str | None]:
     fields, call, key = _split(params)
     mask = fields.pop("mask", None)
-    body = EditJobRequest(
+    body = wire_request(
+        EditJobRequest,
         prompt=prompt,
         image=encode_b64_image(image_bytes(image)),
         mask=None if mask is None else encode_b64_image(image_bytes(mask)),
@@ -44,7 +46,8 @@ def outpaint_job(
     image: ImageInput, prompt: str, params: SubmitOutpaintParams
 ) -> tuple[AnyJobRequest, CallOptions, str | None]:
     fields, call, key = _split(params)
-    return OutpaintJobRequest(prompt=prompt, image=encode_b64_image(image_bytes(image)), **fields), call, key
+    body = wire_request(OutpaintJobRequest, prompt=prompt, image=encode_b64_image(image_bytes(image)), **fields)
+    return body, call, key
 
 
 class Jobs(SyncResource):

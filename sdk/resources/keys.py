@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from huabu.sdk._base import RequestOptions
-from huabu.sdk._params import CallOptions, Unpack, request_options
+from huabu.sdk._params import CallOptions, Unpack, request_options, wire_request
 from huabu.sdk.resources._resource import AsyncResource, SyncResource
 from huabu.sdk.types import ApiKeyCreated, ApiKeyCreateRequest, ApiKeyInfo, ApiKeyList, ApiKeyScope
 
@@ -23,8 +23,13 @@ def create_options(
     daily_images: int | None,
     call: CallOptions,
 ) -> RequestOptions:
-    body = ApiKeyCreateRequest(
-        name=name, scopes=list(scopes), rate=rate, max_concurrent=max_concurrent, daily_images=daily_images
+    body = wire_request(
+        ApiKeyCreateRequest,
+        name=name,
+        scopes=list(scopes),
+        rate=rate,
+        max_concurrent=max_concurrent,
+        daily_images=daily_images,
     )
     return request_options("POST", PATH, "keys.create", call, json=body.model_dump(mode="json", exclude_none=True))
 

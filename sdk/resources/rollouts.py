@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from huabu.sdk._base import RequestOptions
-from huabu.sdk._params import CallOptions, Unpack, request_options
+from huabu.sdk._params import CallOptions, Unpack, request_options, wire_request
 from huabu.sdk.resources._resource import AsyncResource, SyncResource
 from huabu.sdk.types import RolloutActionRequest, RolloutInfo, RolloutList, RolloutStartRequest
 
@@ -27,7 +27,8 @@ def start_options(
     policy: Mapping[str, Any] | None,
     call: CallOptions,
 ) -> RequestOptions:
-    body = RolloutStartRequest(
+    body = wire_request(
+        RolloutStartRequest,
         id=rollout_id,
         canary_model=canary_model,
         stable_model=stable_model,
@@ -41,7 +42,7 @@ def status_options(rollout_id: str | None, call: CallOptions) -> RequestOptions:
 
 
 def action_options(rollout_id: str | None, action: Action, reason: str | None, call: CallOptions) -> RequestOptions:
-    body = RolloutActionRequest(reason=reason).model_dump(mode="json", exclude_none=True)
+    body = wire_request(RolloutActionRequest, reason=reason).model_dump(mode="json", exclude_none=True)
     return request_options("POST", f"{BASE}/{rollout_id or ACTIVE}/{action}", f"rollouts.{action}", call, json=body)
 
 

@@ -256,9 +256,29 @@ def test_generate_sends_native_extensions(client: hs.Client, server: FakeServer)
     assert image.image.size == (16, 16) and image.metadata["prompt"] == "狐狸"
 
 
-def test_bad_arguments_fail_before_sending(client: hs.Client, server: FakeServer) -> None:
-    with pytest.raises(ValueError, match="size"):
-        client.images.generate("x", size="big")
+@pytest.mark.parametrize(
+    ("prompt", "params", "param", "message"),
+    [
+        ("x", {"size": "big"}, "size", "size must look like '512x512'"),
+        ("", {}, "prompt", "prompt must not be empty"),
+        ("x", {"cache": "sometimes"}, "cache", "cache must be one of 'use', 'bypass', 'refresh'"),
+        ("x", {"steps": 0}, "steps", "steps must be >= 1"),
+        ("x", {"n": 5}, "n", "n must be <= 4"),
+    ],
+)
+def test_bad_arguments_fail_before_sending(
+    client: hs.Client, server: FakeServer, prompt: str, params: dict, param: str, message: str
+) -> None:
+    """One error type for a bad argument, whichever side catches it: a BadRequestError (so also a
+    HuabuError) and a ValueError, naming the parameter; never pydantic's own exception."""
+    with pytest.raises(hs.InvalidParameterError) as caught:
+        client.images.generate(prompt, **params)
+    error = caught.value
+    assert isinstance(error, hs.BadRequestError) and isinstance(error, hs.HuabuError) and isinstance(error, ValueError)
+    assert error.param == param and message in error.message and error.request_id is None
+    assert type(error.__cause__).__name__ != "ValidationError" and error.__suppress_context__
+    with pytest.raises(hs.InvalidParameterError, match=message.split("'")[0]):
+        client.jobs.submit(prompt, **params)
     assert server.requests == []
 
 

@@ -21,12 +21,38 @@ def test_health_ready_models_and_request_ids(app) -> None:
         ready = c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["models"] == ["tiny-mmdit@v1"]
         models = c.get("/v1/models", headers={"x-request-id": "req-mine"})
+        # The model's own sampling statement, with the steps this test app's settings override.
+        sampling = {
+            "size": "32x32",
+            "steps": 4,
+            "guidance_scale": 5.0,
+            "max_steps": 200,
+            "max_side": 512,
+            "size_multiple": 8,
+            "max_prompt_bytes": 96,
+        }
         assert models.json() == {
             "object": "list",
-            "data": [{"id": "tiny-mmdit@v1", "object": "model", "created": 0, "owned_by": "huabu"}],
+            "data": [
+                {"id": "tiny-mmdit@v1", "object": "model", "created": 0, "owned_by": "huabu", "sampling": sampling}
+            ],
         }
         assert models.headers["x-request-id"] == "req-mine"
         assert c.get("/v1/nope").headers["x-request-id"]
+
+
+def test_a_request_without_sampling_parameters_gets_the_models(app) -> None:
+    """The bundled model recommends guidance 5 (its record; docs/MODEL.md): a request that names no
+    guidance, such as every request of the official openai client, is sampled with it."""
+    body = {"prompt": "a blue square at the top", "seed": 11, "cache": "bypass"}
+    with app.client() as c:
+        implicit = c.post("/v1/images/generations", json=body)
+        explicit = c.post("/v1/images/generations", json={**body, "guidance_scale": 5.0, "steps": 4, "size": "32x32"})
+        plain = c.post("/v1/images/generations", json={**body, "guidance_scale": 1.0})
+    params = read_png_parameters(first_image(implicit))
+    assert params["guidance_scale"] == "5.0" and params["steps"] == "4" and params["size"] == "32x32", params
+    assert first_image(implicit) == first_image(explicit)
+    assert first_image(implicit) != first_image(plain)
 
 
 def test_generation_png_carries_parameters_and_is_deterministic(app) -> None:

@@ -35,24 +35,46 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+# Each message names the parameter and says what is allowed, in the API's words (sdk/validation.py).
 GENERATION_CASES = [
-    ({"prompt": "x", "size": "33x32"}, 400, "size", "multiple of 8"),
-    ({"prompt": "x", "size": "big"}, 400, "size", "WIDTHxHEIGHT"),
-    ({"prompt": "x", "size": "4096x4096"}, 400, "size", "larger than"),
-    ({"prompt": "x", "steps": 0}, 400, "steps", "greater than or equal to 1"),
-    ({"prompt": "x", "steps": 5000}, 400, "steps", "less than or equal to 200"),
-    ({"prompt": "x", "guidance_scale": -1}, 400, "guidance_scale", "greater than or equal"),
-    ({"prompt": "x", "guidance_scale": 1e9}, 400, "guidance_scale", "less than or equal"),
-    ({"prompt": ""}, 400, "prompt", "at least 1 character"),
-    ({"prompt": "   "}, 400, "prompt", "at least 1 character"),
-    ({"prompt": "x" * 5000}, 400, "prompt", "at most 4000"),
-    ({"prompt": "x", "n": 9}, 400, "n", "less than or equal to 4"),
-    ({"prompt": "x", "seed": -3}, 400, "seed", "greater than or equal to 0"),
-    ({"prompt": "x", "stpes": 3}, 400, "stpes", "unknown parameter"),
-    ({"prompt": "x", "model": "dall-e-3"}, 404, "model", "not served here"),
-    ({"prompt": "x", "response_format": "gif"}, 400, "response_format", "b64_json"),
-    ({"size": "32x32"}, 400, "prompt", "Field required"),
+    ({"prompt": "x", "size": "33x32"}, 400, "size", "width must be a positive multiple of 8 pixels, got 33"),
+    ({"prompt": "x", "size": "big"}, 400, "size", "size must look like '512x512' (WIDTHxHEIGHT in pixels)"),
+    ({"prompt": "x", "size": "4096x4096"}, 400, "size", "height 4096 is larger than 512 pixels"),
+    ({"prompt": "x", "steps": 0}, 400, "steps", "steps must be >= 1 (got 0)"),
+    ({"prompt": "x", "steps": 5000}, 400, "steps", "steps must be <= 200 (got 5000)"),
+    ({"prompt": "x", "steps": "many"}, 400, "steps", "steps must be an integer (got 'many')"),
+    ({"prompt": "x", "guidance_scale": -1}, 400, "guidance_scale", "guidance_scale must be >= 0"),
+    ({"prompt": "x", "guidance_scale": 1e9}, 400, "guidance_scale", "guidance_scale must be <= 30"),
+    ({"prompt": ""}, 400, "prompt", "prompt must not be empty"),
+    ({"prompt": "   "}, 400, "prompt", "prompt must not be empty"),
+    ({"prompt": "x" * 5000}, 400, "prompt", "prompt must have at most 4000 characters (got 5000)"),
+    ({"prompt": "x", "n": 9}, 400, "n", "n must be <= 4 (got 9)"),
+    ({"prompt": "x", "seed": -3}, 400, "seed", "seed must be >= 0 (got -3)"),
+    ({"prompt": "x", "stpes": 3}, 400, "stpes", "unknown parameter 'stpes'"),
+    ({"prompt": "x", "model": "dall-e-3"}, 404, "model", "model 'dall-e-3' is not served here; available:"),
+    ({"prompt": "x", "response_format": "gif"}, 400, "response_format", "must be one of 'b64_json', 'url' (got 'gif')"),
+    ({"prompt": "x", "cache": "sometimes"}, 400, "cache", "cache must be one of 'use', 'bypass', 'refresh'"),
+    ({"size": "32x32"}, 400, "prompt", "prompt is required"),
 ]
+
+JOB_CASES = [
+    ({"prompt": "x"}, "kind", "kind is required: one of 'generate', 'edit', 'outpaint'"),
+    ({"kind": "paint", "prompt": "x"}, "kind", "kind must be one of 'generate', 'edit', 'outpaint' (got 'paint')"),
+    ({"kind": "generate", "prompt": "x", "steps": -1}, "steps", "steps must be >= 1 (got -1)"),
+    ({"kind": "edit", "prompt": "x"}, "image", "image is required"),
+    ({"kind": "generate"}, "prompt", "prompt is required"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "message"), JOB_CASES)
+def test_jobs_reject_in_the_apis_words(app, body: dict, param: str, message: str) -> None:
+    with app.client() as c:
+        r = c.post("/v1/jobs", json=body)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["type"] == "invalid_request_error", r.text
+    assert error["param"] == param and message in error["message"], error
+    assert "Input should" not in error["message"] and "Field required" not in error["message"]
+    assert "discriminator" not in error["message"] and "Input should" not in error["message"]
 
 
 @pytest.mark.parametrize(("body", "status", "param", "message"), GENERATION_CASES)

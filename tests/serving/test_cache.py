@@ -174,6 +174,59 @@ def test_redis_outage_bypasses_the_cache_and_recovers(deploy_app, redis_launcher
         redis_proc.terminate()
 
 
+def redis_calls(url: str, command: str) -> int:
+    import redis
+
+    info = redis.Redis.from_url(url).info("commandstats")
+    return int(info.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def test_a_hot_hit_costs_no_store_round_trip_and_a_cold_one_costs_one(deploy_app, redis_url: str) -> None:
+    """The gateway remembers the results it answered for ``cache.recent_s``: repeats of a hot prompt
+    read neither the index nor storage; once forgotten, a hit is one index read (GET and the LRU
+    touch pipelined), never more."""
+    app = deploy_app(lifetime="test", cache={"backend": "redis", "redis_url": redis_url, "recent_s": 2.0})
+    with app.client() as c:
+        first = generate(c, prompt="remembered by the gateway")
+        wait_until(lambda: stats(c)["entries"] >= 1)  # the stage indexes it behind the answer
+        before = {cmd: redis_calls(redis_url, cmd) for cmd in ("get", "zadd")}
+        hot = [generate(c, prompt="remembered by the gateway", response_format=f) for f in ("b64_json", "url") * 3]
+        during = {cmd: redis_calls(redis_url, cmd) for cmd in ("get", "zadd")}
+        time.sleep(2.5)  # past recent_s: forgotten
+        cold = generate(c, prompt="remembered by the gateway")
+        after = {cmd: redis_calls(redis_url, cmd) for cmd in ("get", "zadd")}
+    assert not first["cached"] and all(h["cached"] for h in hot) and cold["cached"]
+    png = base64.b64decode(first["b64_json"])
+    assert all(base64.b64decode(h["b64_json"]) == png for h in hot if h.get("b64_json"))
+    assert base64.b64decode(cold["b64_json"]) == png
+    assert during == before, "a remembered hit read the store"
+    assert after["get"] - during["get"] == 1 and after["zadd"] - during["zadd"] == 1
+
+
+def test_recent_results_are_bounded_in_count_bytes_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huabu.deployments.core import result_cache as cache
+    from huabu.deployments.core.settings import CacheSettings
+
+    now = [100.0]
+    monkeypatch.setattr(cache.time, "monotonic", lambda: now[0])
+    recent = cache.RecentResults(CacheSettings(recent_s=5, recent_entries=3, recent_bytes=100))
+
+    def result(size: int, key: str | None = "k.png") -> ModelResult:
+        return ModelResult(png=b"x" * size, seed=0, model="m@1", prompt_truncated=False, storage_key=key)
+
+    for name in "abcd":
+        recent.put(name, result(10))
+    assert recent.get("a") is None and [recent.get(n) is not None for n in "bcd"] == [True] * 3  # count bound
+    recent.put("e", result(90))  # bytes: 10 + 10 + 90 > 100, least recently used out first
+    assert recent.get("b") is None and recent.get("c") is None and recent.get("e") is not None
+    assert recent.size_bytes == sum(len(r.png) for _, r in recent.entries.values()) <= 100
+    recent.put("big", result(101))  # larger than the whole budget: never kept
+    assert recent.get("big") is None
+    now[0] += 5.1
+    assert recent.get("e") is None and recent.size_bytes == 10  # expired, and its bytes given back
+    assert cache.RecentResults(CacheSettings(recent_s=0)).get("x") is None
+
+
 def test_the_cache_stage_answers_a_result_it_just_made_without_the_index(app) -> None:
     """The gateway looked the request up and missed (``looked_up``); the cache stage does not read
     the index again, yet a result it finished after that lookup is not generated twice."""

@@ -1,5 +1,6 @@
 """The job runner's retry rules, on an in-memory store (no Ray): a started job whose progress
-stalls is abandoned and retried; a job still waiting for its first step is left alone."""
+stalls is abandoned and retried; a job still waiting for its first step is left alone, unless a
+replica was lost meanwhile."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from huabu.deployments.core.handles import ReplicaLost
 from huabu.deployments.core.settings import JobSettings
 from huabu.deployments.core.state import _MemoryState
 from huabu.deployments.gateway import jobs
@@ -78,6 +80,41 @@ async def test_a_job_waiting_for_its_first_step_is_not_a_stall(monkeypatch: pyte
     job_id, store = await run_one_job(lambda store: execute, stall_timeout_s=0.2)
     job = await store.get(job_id)
     assert job is not None and job.status == JobStatus.succeeded and attempts == [1]
+
+
+async def test_a_job_waiting_when_another_attempt_loses_its_replica_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Job "lost" fails on a dead replica; job "queued" waits with no step and no error (its call sits
+    on the lost replica in a way that never fails): it is retried requeue_after_loss_s after the loss,
+    long before its attempt timeout."""
+    monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
+    config = JobSettings(poll_interval_s=0.01, lease_s=5.0, requeue_after_loss_s=0.3, attempt_timeout_s=60)
+    store = JobStore(MemoryKV(), config)  # type: ignore[arg-type]
+    queued, _ = await store.create("generate", '"queued"')
+    lost, _ = await store.create("generate", '"lost"')
+    calls: list[tuple[str, int]] = []
+
+    async def execute(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
+        calls.append((request_json, attempt))
+        if attempt == 1 and request_json == '"lost"':
+            await asyncio.sleep(0.2)
+            raise ReplicaLost("replica actor ab12 died before answering")
+        if attempt == 1:
+            await asyncio.Event().wait()
+        return ImagesResponse(created=0, data=[]), "stable"
+
+    runner = JobRunner(store, execute, config, owner="test")
+    runner.start()
+    try:
+        async with asyncio.timeout(20):
+            for job_id in (queued.id, lost.id):
+                while not (await store.get(job_id)).status.is_terminal:  # type: ignore[union-attr]
+                    await asyncio.sleep(0.02)
+    finally:
+        await runner.stop()
+    for job_id in (queued.id, lost.id):
+        job = await store.get(job_id)
+        assert job is not None and job.status == JobStatus.succeeded
+    assert sorted(calls) == [('"lost"', 1), ('"lost"', 2), ('"queued"', 1), ('"queued"', 2)]
 
 
 async def test_an_attempt_past_its_time_limit_is_retried_then_fails(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -65,6 +65,21 @@ class CodecConfig:
 
 
 @dataclass(frozen=True)
+class SamplingConfig:
+    """How the model is meant to be sampled: what a request that does not say gets, and the most
+    steps it accepts. A checkpoint states it in its config; a model that states nothing gets plain
+    conditional sampling (guidance 1 needs no classifier-free training)."""
+
+    steps: int = 20
+    guidance: float = 1.0
+    max_steps: int = 200
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.steps <= self.max_steps, f"sampling steps must be in 1..{self.max_steps}, got {self.steps}")
+        _require(self.guidance >= 0, f"sampling guidance must be >= 0, got {self.guidance}")
+
+
+@dataclass(frozen=True)
 class MMDiTConfig:
     """The dual-stream MMDiT (SD3 / Qwen-Image family)."""
 
@@ -90,6 +105,8 @@ class MMDiTConfig:
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     default_size: tuple[int, int] = (32, 32)  # (height, width) in pixels
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    max_side_multiples: int = 64  # the largest side is this many pixel multiples
 
     def __post_init__(self) -> None:
         _require(self.depth > 0, f"depth must be positive, got {self.depth}")
@@ -114,7 +131,9 @@ class MMDiTConfig:
                 self.text_width == self.text.width,
                 f"text_width {self.text_width} must equal the text encoder width {self.text.width}",
             )
+        _require(self.max_side_multiples >= 1, f"max_side_multiples must be positive, got {self.max_side_multiples}")
         h, w = self.default_size
+        _require(max(h, w) <= self.max_side, f"default_size {self.default_size} exceeds max_side {self.max_side}")
         _require(
             h % self.pixel_multiple == 0 and w % self.pixel_multiple == 0,
             f"default_size {self.default_size} must be a multiple of {self.pixel_multiple}",
@@ -137,6 +156,11 @@ class MMDiTConfig:
         """Image sides must be multiples of this many pixels (codec downsample x patch)."""
         return self.codec.downsample * self.patch_size
 
+    @property
+    def max_side(self) -> int:
+        """The largest image side in pixels."""
+        return self.max_side_multiples * self.pixel_multiple
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -153,6 +177,8 @@ class MMDiTConfig:
             data["text"] = TextEncoderConfig(**data["text"])
         if "codec" in data:
             data["codec"] = CodecConfig(**data["codec"])
+        if "sampling" in data:
+            data["sampling"] = SamplingConfig(**data["sampling"])
         for key in ("rope_axes", "default_size"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -184,6 +210,9 @@ def qwen_image_config() -> MMDiTConfig:
         text=TextEncoderConfig(width=3584, depth=1, num_heads=28, max_bytes=1024),
         codec=CodecConfig(kind="external", latent_channels=16, downsample=8),
         default_size=(1024, 1024),
+        # The Qwen-Image model card's recommendation (50 steps, true CFG 4.0).
+        sampling=SamplingConfig(steps=50, guidance=4.0),
+        max_side_multiples=128,  # 2048 pixels
     )
 
 

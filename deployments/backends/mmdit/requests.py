@@ -12,7 +12,6 @@ import numpy as np
 
 from huabu.deployments.backends.mmdit.config import MMDiTConfig
 
-MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**63 - 1
 
@@ -51,10 +50,10 @@ class SampleRequest:
         for name, value in (("height", self.height), ("width", self.width)):
             if value < multiple or value % multiple:
                 raise InvalidRequest(f"{name} must be a positive multiple of {multiple} pixels, got {value}", "size")
-            if value > 64 * multiple:
-                raise InvalidRequest(f"{name} {value} is larger than {64 * multiple} pixels", "size")
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise InvalidRequest(f"steps must be between 1 and {MAX_STEPS}, got {self.steps}", "steps")
+            if value > config.max_side:
+                raise InvalidRequest(f"{name} {value} is larger than {config.max_side} pixels", "size")
+        if not 1 <= self.steps <= config.sampling.max_steps:
+            raise InvalidRequest(f"steps must be between 1 and {config.sampling.max_steps}, got {self.steps}", "steps")
         if not (math.isfinite(self.guidance) and 0.0 <= self.guidance <= MAX_GUIDANCE):
             raise InvalidRequest(
                 f"guidance_scale must be a number from 0 to {MAX_GUIDANCE}, got {self.guidance}", "guidance_scale"
