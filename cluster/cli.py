@@ -486,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 PASS_THROUGH = {
     "train": "huabu.deployments.backends.mmdit.training.train",  # train a checkpoint on the synthetic dataset
     "quality": "huabu.deployments.backends.mmdit.eval.quality",  # the prompt-adherence table of a checkpoint
+    "convert": "huabu.deployments.backends.mmdit.convert",  # Qwen-Image weights <-> the own MMDiT
     "rollout": "huabu.cluster.rollout_cli",  # canary rollouts: start, status, ..., report
     "keys": "huabu.cluster.keys_cli",  # API keys: create, list, revoke
 }

@@ -27,7 +27,7 @@ from huabu.sdk._results import ImageResults
 from huabu.sdk.types import Job, JobEvent
 
 SERVER_COMMANDS = frozenset(
-    {"up", "down", "status", "demo", "train", "quality", "cluster", "keys", "rollout", "serve-config"}
+    {"up", "down", "status", "demo", "train", "quality", "convert", "cluster", "keys", "rollout", "serve-config"}
 )
 SERVER_ENTRY_POINT_GROUP = "huabu.server"
 SERVER_EXTRA_HINT = "this command needs the server extra: pip install 'huabu[server]'"

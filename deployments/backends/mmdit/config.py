@@ -13,6 +13,15 @@ from typing import Any, Literal
 
 Prediction = Literal["velocity", "sample"]
 CodecKind = Literal["patch", "autoencoder", "external"]
+# Where rotary positions come from. "text-axis": text tokens count 1..L on axis 0, image tokens sit
+# at (0, row, column). "qwen": Qwen-Image's layout (image rows and columns centred on 0, text
+# tokens on the diagonal after the largest image index, tables in float32 as it computes them).
+RopeLayout = Literal["text-axis", "qwen"]
+# How flow time becomes a sinusoid. "dit": sin-cos of (1000 t) in float32. "qwen": diffusers'
+# Timesteps as Qwen-Image calls it: t and the frequencies first cast to the model dtype, then
+# 1000 (t f) -- a different rounding, which matters for bit-level parity.
+TimeEmbedding = Literal["dit", "qwen"]
+GeluApproximate = Literal["none", "tanh"]
 
 
 class ConfigError(ValueError):
@@ -91,6 +100,9 @@ class MMDiTConfig:
     text_width: int = 128  # width of the text encoder's output (Qwen-Image: 3584)
     rope_axes: tuple[int, int, int] = (8, 12, 12)  # (text index, row, column); sums to head dim
     rope_theta: float = 10000.0
+    rope_layout: RopeLayout = "text-axis"
+    time_embedding: TimeEmbedding = "dit"
+    gelu_approximate: GeluApproximate = "none"  # Qwen-Image's feed-forward uses the tanh GELU
     pooled_text: bool = True  # add the mean text embedding to the timestep conditioning (SD3)
     # Fixed 2-D sin-cos position added to image tokens (DiT / SD3). Parameter-free; with rotary
     # positions alone a tiny model trained briefly on a CPU never learned where objects go.
@@ -122,6 +134,12 @@ class MMDiTConfig:
             f"rope_axes {self.rope_axes} must sum to the head dim {head_dim} (width / num_heads)",
         )
         _require(all(a % 2 == 0 for a in self.rope_axes), f"each rope axis must be even: {self.rope_axes}")
+        _require(self.rope_layout in ("text-axis", "qwen"), f"unknown rope_layout {self.rope_layout!r}")
+        _require(self.time_embedding in ("dit", "qwen"), f"unknown time_embedding {self.time_embedding!r}")
+        _require(
+            self.gelu_approximate in ("none", "tanh"),
+            f"gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}",
+        )
         _require(self.patch_size >= 1, f"patch_size must be positive, got {self.patch_size}")
         _require(self.mlp_ratio > 0, "mlp_ratio must be positive")
         _require(self.prediction in ("velocity", "sample"), "prediction must be 'velocity' or 'sample'")
@@ -192,7 +210,9 @@ def tiny_config(**overrides: Any) -> MMDiTConfig:
 
 def qwen_image_config() -> MMDiTConfig:
     """Qwen-Image's published transformer: 60 joint blocks, 24 heads x 128, text width 3584,
-    16 latent channels (VAE downsample 8), patch 2, rotary axes (16, 56, 56)."""
+    16 latent channels (VAE downsample 8), patch 2, rotary axes (16, 56, 56) in its own layout,
+    its timestep rounding and the tanh GELU: with weights converted by ``convert.py`` it computes
+    what diffusers' ``QwenImageTransformer2DModel`` computes (tests/mmdit/test_qwen_parity.py)."""
     return MMDiTConfig(
         depth=60,
         width=24 * 128,
@@ -201,6 +221,9 @@ def qwen_image_config() -> MMDiTConfig:
         patch_size=2,
         text_width=3584,
         rope_axes=(16, 56, 56),
+        rope_layout="qwen",
+        time_embedding="qwen",
+        gelu_approximate="tanh",
         pooled_text=False,
         prediction="velocity",
         base_shift=0.5,

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from huabu.deployments.backends.mmdit.config import GeluApproximate, RopeLayout, TimeEmbedding
+
 
 class RowStableLinear(nn.Linear):
     """A linear layer whose per-row result does not depend on how many rows there are.
@@ -32,40 +34,63 @@ class RowStableLinear(nn.Linear):
 
 
 class TimestepEmbedder(nn.Module):
-    """Scalar flow time t in [0, 1] -> vector of width D (sinusoid of 1000 t, then an MLP)."""
+    """Scalar flow time t in [0, 1] -> vector of width D (sinusoid of 1000 t, then an MLP).
 
-    def __init__(self, width: int, frequency_dim: int = 256) -> None:
+    ``layout`` "qwen" rounds as diffusers' ``Timesteps`` does inside Qwen-Image (t and the
+    frequencies in the model dtype, then 1000 (t f)); "dit" is (1000 t) f in float32."""
+
+    def __init__(self, width: int, frequency_dim: int = 256, layout: TimeEmbedding = "dit") -> None:
         super().__init__()
         self.frequency_dim = frequency_dim
+        self.layout = layout
         self.mlp = nn.Sequential(RowStableLinear(frequency_dim, width), nn.SiLU(), RowStableLinear(width, width))
 
-    def sinusoid(self, t: Tensor) -> Tensor:
+    def sinusoid(self, t: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         # t: (B,) -> (B, frequency_dim), [cos | sin] as in DiT / diffusers (flip_sin_to_cos).
         half = self.frequency_dim // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-        args = (t.float() * 1000.0)[:, None] * freqs[None]
+        if self.layout == "qwen":
+            t = t.to(dtype)
+            args = 1000.0 * (t.float()[:, None] * freqs.to(dtype).float()[None])
+        else:
+            args = (t.float() * 1000.0)[:, None] * freqs[None]
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
     def forward(self, t: Tensor) -> Tensor:
         first = cast(nn.Linear, self.mlp[0])
-        return self.mlp(self.sinusoid(t).to(first.weight.dtype))  # (B, D)
+        return self.mlp(self.sinusoid(t, first.weight.dtype).to(first.weight.dtype))  # (B, D)
 
 
 class RotaryEmbedding(nn.Module):
-    """Multi-axis rotary positions: axis 0 indexes text tokens, axes 1-2 are the image row and
-    column (image tokens sit at text index 0, text tokens at row = column = 0)."""
+    """Multi-axis rotary positions (axis 0 and the image row and column), laid out as ``layout``:
 
-    def __init__(self, axes: tuple[int, ...], theta: float) -> None:
+    - "text-axis": axis 0 indexes text tokens 1..L, image tokens sit at (0, row, column) and
+      text tokens at row = column = 0; angles in float64, then rounded.
+    - "qwen": Qwen-Image's ``QwenEmbedRope``: image rows and columns centred on 0 (rows
+      -(h - h//2) .. h//2 - 1), text token i at (m + i, m + i, m + i) with m = max(h//2, w//2);
+      angles in float32 exactly as its tables are built, so rotations match it bit for bit.
+    """
+
+    def __init__(self, axes: tuple[int, ...], theta: float, layout: RopeLayout = "text-axis") -> None:
         super().__init__()
         self.axes = axes
         self.theta = theta
+        self.layout = layout
+
+    def positions(self, text_len: int, grid_h: int, grid_w: int, device: torch.device) -> Tensor:
+        """Positions of [text tokens; image tokens] -> (L + N, 3) integer."""
+        if self.layout == "qwen":
+            return qwen_positions(text_len, grid_h, grid_w, device)
+        return joint_positions(text_len, grid_h, grid_w, device)
 
     def forward(self, positions: Tensor) -> Tensor:
         # positions: (S, n_axes) integer -> unit complex rotations (S, 1, Dh/2), broadcast over heads
+        exact = self.layout != "qwen"
+        dtype = torch.float64 if exact else torch.float32
         angles = []
         for axis, dim in enumerate(self.axes):
-            inv_freq = 1.0 / (self.theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
-            angles.append(positions[:, axis, None].double() * inv_freq[None].to(positions.device))
+            inv_freq = 1.0 / (self.theta ** (torch.arange(0, dim, 2, dtype=dtype) / dim))
+            angles.append(positions[:, axis, None].to(dtype) * inv_freq[None].to(positions.device))
         angle = torch.cat(angles, dim=-1).float()
         return torch.polar(torch.ones_like(angle), angle)[:, None, :]
 
@@ -91,6 +116,18 @@ def joint_positions(text_len: int, grid_h: int, grid_w: int, device: torch.devic
     text[:, 0] = torch.arange(1, text_len + 1, device=device)
     rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
     cols = torch.arange(grid_w, device=device).repeat(grid_h)
+    image = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)
+    return torch.cat([text, image], dim=0)
+
+
+def qwen_positions(text_len: int, grid_h: int, grid_w: int, device: torch.device) -> Tensor:
+    """Qwen-Image's positions for [text tokens; image tokens] -> (L + N, 3): a single frame at
+    index 0, rows and columns centred on 0, text on the diagonal after the image."""
+    start = max(grid_h // 2, grid_w // 2)
+    diagonal = torch.arange(start, start + text_len, device=device)
+    text = diagonal[:, None].expand(text_len, 3)
+    rows = (torch.arange(grid_h, device=device) - (grid_h - grid_h // 2)).repeat_interleave(grid_w)
+    cols = (torch.arange(grid_w, device=device) - (grid_w - grid_w // 2)).repeat(grid_h)
     image = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)
     return torch.cat([text, image], dim=0)
 
@@ -127,23 +164,25 @@ def _has_fused_linear_gelu() -> bool:
 FUSED_LINEAR_GELU = _has_fused_linear_gelu()
 
 
-def linear_gelu(x: Tensor, layer: nn.Linear) -> Tensor:
+def linear_gelu(x: Tensor, layer: nn.Linear, approximate: GeluApproximate = "none") -> Tensor:
     """GELU(x W^T + b). On CPU in float32, oneDNN applies bias and GELU inside the GEMM, which
-    saves two passes over the widest activation of the block (same bits as the unfused form)."""
+    saves two passes over the widest activation of the block (exact GELU: same bits as the
+    unfused form; tanh GELU: within 1 ulp)."""
     if FUSED_LINEAR_GELU and x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], "none")
-    return F.gelu(layer(x))
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu", [], approximate)
+    return F.gelu(layer(x), approximate=approximate)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, width: int, mlp_ratio: float) -> None:
+    def __init__(self, width: int, mlp_ratio: float, gelu_approximate: GeluApproximate = "none") -> None:
         super().__init__()
         hidden = int(width * mlp_ratio)
+        self.gelu_approximate = gelu_approximate
         self.fc1 = nn.Linear(width, hidden)
         self.fc2 = nn.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(linear_gelu(x, self.fc1))
+        return self.fc2(linear_gelu(x, self.fc1, self.gelu_approximate))
 
 
 class BlockModulation(NamedTuple):
@@ -161,7 +200,9 @@ class BlockModulation(NamedTuple):
 class StreamProjections(nn.Module):
     """One stream's (text or image) own weights around the shared joint attention."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, width: int, num_heads: int, mlp_ratio: float, gelu_approximate: GeluApproximate = "none"
+    ) -> None:
         super().__init__()
         head_dim = width // num_heads
         self.num_heads = num_heads
@@ -170,7 +211,7 @@ class StreamProjections(nn.Module):
         self.q_norm = nn.RMSNorm(head_dim, eps=1e-6)
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6)
         self.out = nn.Linear(width, width)
-        self.mlp = FeedForward(width, mlp_ratio)
+        self.mlp = FeedForward(width, mlp_ratio, gelu_approximate)
 
     def qkv_heads(self, x_mod: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         # x_mod: (B, T, D) -> q, k, v: (B, T, H, Dh), with QK RMSNorm
@@ -185,11 +226,13 @@ class StreamProjections(nn.Module):
 class JointBlock(nn.Module):
     """Dual-stream block: separate text/image weights, one attention over both sequences."""
 
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, width: int, num_heads: int, mlp_ratio: float, gelu_approximate: GeluApproximate = "none"
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.image = StreamProjections(width, num_heads, mlp_ratio)
-        self.text = StreamProjections(width, num_heads, mlp_ratio)
+        self.image = StreamProjections(width, num_heads, mlp_ratio, gelu_approximate)
+        self.text = StreamProjections(width, num_heads, mlp_ratio, gelu_approximate)
 
     def forward(
         self,

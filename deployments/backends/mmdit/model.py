@@ -19,7 +19,6 @@ from huabu.deployments.backends.mmdit.layers import (
     RotaryEmbedding,
     RowStableLinear,
     TimestepEmbedder,
-    joint_positions,
     sincos_2d,
 )
 
@@ -46,10 +45,12 @@ class MMDiT(nn.Module):
         self.image_in = nn.Linear(config.patch_dim, d)
         self.text_norm = nn.RMSNorm(config.text_width, eps=1e-6)
         self.text_in = nn.Linear(config.text_width, d)
-        self.time_embed = TimestepEmbedder(d)
+        self.time_embed = TimestepEmbedder(d, layout=config.time_embedding)
         self.pooled_embed = RowStableLinear(config.text_width, d) if config.pooled_text else None
-        self.rope = RotaryEmbedding(config.rope_axes, config.rope_theta)
-        self.blocks = nn.ModuleList(JointBlock(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth))
+        self.rope = RotaryEmbedding(config.rope_axes, config.rope_theta, config.rope_layout)
+        self.blocks = nn.ModuleList(
+            JointBlock(d, config.num_heads, config.mlp_ratio, config.gelu_approximate) for _ in range(config.depth)
+        )
         self.final = FinalLayer(d, config.patch_dim)
         self.initialize_weights()
 
@@ -99,7 +100,7 @@ class MMDiT(nn.Module):
         if self.config.image_pos_embed:
             img = img + sincos_2d(grid[0], grid[1], img.shape[-1], img.device).to(img.dtype)
         txt = self.text_in(self.text_norm(text))  # (B, L, D)
-        rope = self.rope(joint_positions(n_txt, grid[0], grid[1], img.device))  # (S, 1, Dh/2) complex
+        rope = self.rope(self.rope.positions(n_txt, grid[0], grid[1], img.device))  # (S, 1, Dh/2) complex
         attn_mask = None
         if not bool(text_mask.all()):
             image_mask = torch.ones(b, img.shape[1], dtype=torch.bool, device=img.device)
