@@ -1,6 +1,8 @@
-"""Our MMDiT forward pass against diffusers' QwenImageTransformer2DModel with the identical
-configuration, interleaved in one process, with each one's FLOP/s against a matmul peak
-measured in the same run. Usage: python bench/bench_transformer.py [--rounds N]"""
+"""Our MMDiT forward pass against diffusers' QwenImageTransformer2DModel on identical weights
+(diffusers' random init, converted into ours by ``convert.py``; the outputs are checked to agree),
+interleaved in one process, with each one's FLOP/s against a matmul peak measured in the same run.
+Usage: python bench/bench_transformer.py [--rounds N]; a Qwen-Image-like token mix (long text,
+1024 image tokens): --grid 32 --text-tokens 256 --batch 1"""
 
 from __future__ import annotations
 
@@ -11,26 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from huabu.deployments.backends.mmdit.config import CodecConfig, MMDiTConfig, TextEncoderConfig
+from huabu.deployments.backends.mmdit.convert import config_from_diffusers, state_dict_from_diffusers
 from huabu.deployments.backends.mmdit.model import MMDiT
-
-
-def bench_config(depth: int, width: int, heads: int) -> MMDiTConfig:
-    head_dim = width // heads
-    rope_axes = (head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8)
-    return MMDiTConfig(
-        depth=depth,
-        width=width,
-        num_heads=heads,
-        patch_size=2,
-        text_width=width,
-        rope_axes=rope_axes,
-        pooled_text=False,
-        prediction="velocity",
-        codec=CodecConfig(kind="external", latent_channels=16, downsample=8),
-        text=TextEncoderConfig(width=width, depth=1, num_heads=heads),
-        default_size=(256, 256),
-    )
 
 
 def matmul_peak(seconds: float = 1.0, n: int = 1024) -> float:
@@ -66,18 +50,20 @@ def main() -> None:
     from diffusers import QwenImageTransformer2DModel
 
     torch.manual_seed(0)
-    cfg = bench_config(args.depth, args.width, args.heads)
-    ours = MMDiT(cfg).eval()
+    head_dim = args.width // args.heads
     theirs = QwenImageTransformer2DModel(
         patch_size=2,
-        in_channels=cfg.patch_dim,
-        out_channels=cfg.latent_channels,
-        num_layers=cfg.depth,
-        attention_head_dim=cfg.head_dim,
-        num_attention_heads=cfg.num_heads,
-        joint_attention_dim=cfg.text_width,
-        axes_dims_rope=cfg.rope_axes,
+        in_channels=64,
+        out_channels=16,
+        num_layers=args.depth,
+        attention_head_dim=head_dim,
+        num_attention_heads=args.heads,
+        joint_attention_dim=args.width,
+        axes_dims_rope=(head_dim // 4, 3 * head_dim // 8, 3 * head_dim // 8),
     ).eval()
+    cfg = config_from_diffusers(dict(theirs.config))
+    ours = MMDiT(cfg).eval()
+    ours.load_state_dict(state_dict_from_diffusers(theirs.state_dict()), strict=True)  # identical weights
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
 
@@ -98,6 +84,9 @@ def main() -> None:
 
     flops = ours.flops_per_forward(b, n_img, n_txt)
     with torch.inference_mode():
+        out, ref = run_ours(), run_theirs()[0]  # type: ignore[index]
+        error = (out - ref).abs().max().item()  # type: ignore[operator]
+        assert error <= 1e-4, f"the two models disagree by {error}: not the same function"
         for _ in range(2):
             run_ours(), run_theirs()
         peaks, t_ours, t_theirs = [], [], []
@@ -111,6 +100,7 @@ def main() -> None:
         f"config: depth={cfg.depth} width={cfg.width} heads={cfg.num_heads} batch={b} tokens={n_img}+{n_txt} "
         f"threads={torch.get_num_threads()} params ours={n_ours:,} diffusers={n_theirs:,}"
     )
+    print(f"max abs difference of the outputs: {error:.1e}")
     print(f"matmul peak (median): {peak / 1e9:.1f} GFLOP/s; forward FLOPs {flops / 1e9:.2f} G")
     print(f"ours      median {mo * 1e3:7.1f} ms  {flops / mo / 1e9:6.1f} GFLOP/s  {flops / mo / peak:6.1%} of peak")
     print(f"diffusers median {mt * 1e3:7.1f} ms  {flops / mt / 1e9:6.1f} GFLOP/s  {flops / mt / peak:6.1%} of peak")
