@@ -270,7 +270,7 @@ class ShardWriter:
     def close(self) -> None:
         self.flush()
         n = len(self.parts)
-        weight_map = {}
+        weight_map: dict[str, str] = {}
         for i, names in enumerate(self.parts):
             final = f"{self.prefix}-{i + 1:05d}-of-{n:05d}.safetensors"
             (self.out / f"{self.prefix}.part{i}").replace(self.out / final)
