@@ -156,7 +156,7 @@ def deployed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 # A runner retries a failed attempt at once, and for a few seconds after a node dies
                 # Serve may still route to its replicas: attempts must outlast that window. The
                 # attempt timeout is a backstop far above JOB_BOUND_S: a call lost with its node must be
-                # failed by the liveness of its replica (deployments/handles.py), not by this timeout.
+                # failed by the liveness of its replica (deployments/core/handles.py), not by this timeout.
                 "jobs": {"lease_s": 2.0, "max_attempts": 10, "attempt_timeout_s": 120},
                 "graceful_shutdown_timeout_s": 1,
             }
@@ -332,7 +332,7 @@ def job_diagnostics(deployed: Deployed, unfinished: dict[str, str]) -> str:
 
 def retry_causes(deployed: Deployed) -> dict[str, int]:
     """Why job attempts were retried, by exception type, from the job runners' warnings on every node:
-    ReplicaLost is a call failed by its replica's liveness (deployments/handles.py); JobStalled a
+    ReplicaLost is a call failed by its replica's liveness (deployments/core/handles.py); JobStalled a
     backstop timeout."""
     causes: dict[str, int] = {}
     for log in LocalCluster(deployed.home).temp_dir.rglob("logs/worker-*.err"):
