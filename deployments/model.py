@@ -161,6 +161,8 @@ class ModelStage:
         try:
             samples = [r.to_sample() for r in requests]
             results = await loop.run_in_executor(self.compute, self.pipeline, samples, on_step, is_cancelled)
+            if isinstance(self.pipeline, FixedLatencyPipeline):
+                await asyncio.sleep(self.pipeline.remaining_s(len(requests), started))
         finally:
             await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks land
             reports.close()

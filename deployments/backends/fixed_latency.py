@@ -1,6 +1,6 @@
 """A test and benchmark backend: the real pipeline, each batch held to a known cost.
 
-With ``model.fixed_latency`` set, a batch of ``n`` images lasts at least
+With ``model.fixed_latency`` set, the model stage holds a batch of ``n`` images for at least
 ``seconds * (1 + (n - 1) * (1 - batching_efficiency))`` whatever the real computation took (the
 real pipeline still runs and its time counts), so placement, autoscaling and the capacity model
 (``huabu.cluster.capacity``, the same law) can be checked with known costs on any machine.
@@ -31,8 +31,11 @@ class FixedLatencyPipeline:
         on_step: ProgressCallback | None = None,
         is_cancelled: CancelCheck | None = None,
     ) -> list[SampleResult]:
-        started = time.perf_counter()
-        results = self.pipeline(requests, on_step, is_cancelled)
-        cost = batch_seconds(self.seconds, len(requests), self.batching_efficiency)
-        time.sleep(max(0.0, cost - (time.perf_counter() - started)))
-        return results
+        return self.pipeline(requests, on_step, is_cancelled)
+
+    def remaining_s(self, batch_size: int, started: float) -> float:
+        """How much longer a batch begun at ``started`` (perf_counter) must be held. The model stage
+        waits it out on its event loop, not in its compute thread, so the next batch can compute
+        meanwhile, as on a GPU whose batches overlap their host work."""
+        cost = batch_seconds(self.seconds, batch_size, self.batching_efficiency)
+        return max(0.0, cost - (time.perf_counter() - started))

@@ -133,7 +133,7 @@ class GenerationService:
         self.storage = storage
         self.settings = settings
         self.catalog = ModelCatalog(router, settings)
-        # Hits are answered here, before any other deployment (see deployments/cache.py).
+        # Hits are answered here, before any other deployment (see deployments/core/result_cache.py).
         self.cache = ResultCache(settings) if settings.cache.enabled else None
         self.experiments: Experiments | None = None  # A/B assignment and metrics, set by the gateway
         self.on_results: Callable[[list[ModelRequest], list[ModelResult]], Awaitable[None]] | None = None

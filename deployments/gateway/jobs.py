@@ -43,7 +43,7 @@ def replica_lost(exc: BaseException) -> bool:
     """Whether an attempt failed because a replica on its path died (not because of the request)."""
     from ray.exceptions import ActorUnavailableError, RayActorError
 
-    from huabu.deployments.handles import ReplicaLost
+    from huabu.deployments.core.handles import ReplicaLost
 
     return isinstance(exc, (ReplicaLost, RayActorError, ActorUnavailableError))
 

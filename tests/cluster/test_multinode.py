@@ -156,7 +156,7 @@ def deployed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 # A runner retries a failed attempt at once, and for a few seconds after a node dies
                 # Serve may still route to its replicas: attempts must outlast that window. The
                 # attempt timeout is a backstop far above JOB_BOUND_S: a call lost with its node must be
-                # failed by the liveness of its replica (deployments/handles.py), not by this timeout.
+                # failed by the liveness of its replica (deployments/core/handles.py), not by this timeout.
                 "jobs": {"lease_s": 2.0, "max_attempts": 10, "attempt_timeout_s": 120},
                 "graceful_shutdown_timeout_s": 1,
             }
@@ -226,6 +226,17 @@ class Load:
         self.stop.set()
         for thread in self.threads:
             thread.join(180)
+
+
+def busiest_and_other_worker(snapshot: dict[str, Any]) -> tuple[str, str, int]:
+    """The worker holding the most model replicas (the one to kill), another that holds some, and
+    how many the first holds."""
+    names = {n["node_id"]: n["name"] for n in snapshot["nodes"]}
+    counts: dict[str, int] = {}
+    for replica in model_replicas(snapshot):
+        counts[names[replica["node_id"]]] = counts.get(names[replica["node_id"]], 0) + 1
+    victim = max(counts, key=lambda name: counts[name])
+    return victim, next(name for name in counts if name != victim), counts[victim]
 
 
 def test_scale_to_zero_and_cold_start(deployed: Deployed) -> None:
@@ -321,7 +332,7 @@ def job_diagnostics(deployed: Deployed, unfinished: dict[str, str]) -> str:
 
 def retry_causes(deployed: Deployed) -> dict[str, int]:
     """Why job attempts were retried, by exception type, from the job runners' warnings on every node:
-    ReplicaLost is a call failed by its replica's liveness (deployments/handles.py); JobStalled a
+    ReplicaLost is a call failed by its replica's liveness (deployments/core/handles.py); JobStalled a
     backstop timeout."""
     causes: dict[str, int] = {}
     for log in LocalCluster(deployed.home).temp_dir.rglob("logs/worker-*.err"):
@@ -338,15 +349,10 @@ def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
             at_max = watch.wait_for(f"{MAX_REPLICAS} replicas", lambda s: len(model_replicas(s)) == MAX_REPLICAS, 240)
             jobs += [client.jobs.submit("a blue square", size="16x16", seed=200 + i) for i in range(12)]
             # Kill the worker holding two replicas, so that the survivor has a GPU free for a replacement.
-            names = {n["node_id"]: n["name"] for n in at_max["nodes"]}
-            counts: dict[str, int] = {}
-            for replica in model_replicas(at_max):
-                counts[names[replica["node_id"]]] = counts.get(names[replica["node_id"]], 0) + 1
-            victim = max(counts, key=lambda name: counts[name])
-            survivor = next(name for name in counts if name != victim)
+            victim, survivor, held = busiest_and_other_worker(at_max)
             killed_at = time.time()
             killed = MultiNodeCluster(LocalCluster(deployed.home)).kill_node(victim)
-            print(f"killed {victim} ({killed} processes) holding {counts[victim]} of {MAX_REPLICAS} replicas")
+            print(f"killed {victim} ({killed} processes) holding {held} of {MAX_REPLICAS} replicas")
 
             dead = watch.wait_for(f"{victim} marked dead", lambda s: not nodes_by_name(s)[victim]["alive"], 120)
             print(f"{victim} seen dead after {dead['t'] - killed_at:.1f} s")
@@ -404,16 +410,11 @@ def test_jobs_queued_on_a_lost_node_finish_soon_after_the_replacement_serves(dep
             # More jobs than the runner runs at once (jobs.concurrency): calls wait in the replicas'
             # batch queues and in the router's queue, behind the load, when the node goes.
             jobs = [client.jobs.submit("a green triangle", size="16x16", seed=400 + i) for i in range(24)]
-            names = {n["node_id"]: n["name"] for n in at_max["nodes"]}
-            counts: dict[str, int] = {}
-            for replica in model_replicas(at_max):
-                counts[names[replica["node_id"]]] = counts.get(names[replica["node_id"]], 0) + 1
-            victim = max(counts, key=lambda name: counts[name])
-            survivor = next(name for name in counts if name != victim)
+            victim, survivor, held = busiest_and_other_worker(at_max)
             killed_at = time.time()
             cluster.kill_node(victim)
             waiting = [j.id for j in jobs if (job := j.status()).status.value == "running" and job.progress.step == 0]
-            print(f"killed {victim} holding {counts[victim]} replicas; jobs running without a step: {len(waiting)}")
+            print(f"killed {victim} holding {held} replicas; jobs running without a step: {len(waiting)}")
             back = watch.wait_for(f"replicas back on {survivor}", replicas_back_on(survivor, killed_at), timeout=240)
             print(f"{GPUS_PER_NODE} replicas running on {survivor} {back['t'] - killed_at:.1f} s after the kill")
 

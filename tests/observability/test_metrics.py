@@ -78,6 +78,6 @@ def test_metrics_are_scraped_from_the_ray_metrics_port(traced_app) -> None:
 def test_every_metric_is_documented() -> None:
     """docs/OBSERVABILITY.md names every metric that deployments/core/metrics.py defines."""
     root = Path(__file__).resolve().parents[2]
-    defined = set(re.findall(r'"(huabu_[a-z_]+)"', (root / "deployments" / "metrics.py").read_text()))
+    defined = set(re.findall(r'"(huabu_[a-z_]+)"', (root / "deployments" / "core" / "metrics.py").read_text()))
     documented = (root / "docs" / "OBSERVABILITY.md").read_text()
     assert defined and not [name for name in defined if name not in documented]
