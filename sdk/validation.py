@@ -20,6 +20,7 @@ __all__ = ["Problem", "describe", "first_problem"]
 # Where a value lives is not part of its parameter name.
 _LOCATIONS = frozenset({"body", "query", "path", "header", "form"})
 _DISCRIMINATORS: dict[str, tuple[str, ...]] = {"kind": get_args(JobKind)}
+_TAGS = frozenset(tag for tags in _DISCRIMINATORS.values() for tag in tags)
 _MAX_SHOWN = 40  # characters of a rejected value repeated back in a message
 _BOUNDS = {
     "greater_than_equal": (">=", "ge"),
@@ -43,9 +44,9 @@ class Problem(NamedTuple):
     message: str
 
 
-def _param(loc: Sequence[Any], skip: Sequence[str]) -> str | None:
+def _param(loc: Sequence[Any]) -> str | None:
     parts = [str(p) for p in loc if p not in _LOCATIONS]
-    if parts and parts[0] in skip:  # a tagged union's errors are located under the tag's value
+    if parts and parts[0] in _TAGS:  # a tagged union's errors are located under the tag's value
         parts = parts[1:]
     return ".".join(parts) or None
 
@@ -59,11 +60,11 @@ def _choices(expected: str) -> str:
     return expected.replace(" or ", ", ")
 
 
-def describe(error: Mapping[str, Any], skip: Sequence[str] = tuple(_DISCRIMINATORS["kind"])) -> Problem:
+def describe(error: Mapping[str, Any]) -> Problem:
     """One pydantic error (an item of ``ValidationError.errors()``) as a :class:`Problem`."""
     kind = str(error.get("type", ""))
     ctx: Mapping[str, Any] = error.get("ctx") or {}
-    param = _param(error.get("loc", ()), skip)
+    param = _param(error.get("loc", ()))
     name = param or "the request body"
     got = f" (got {_shown(error['input'])})" if "input" in error and not isinstance(error["input"], dict) else ""
 
