@@ -19,7 +19,7 @@ import time
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from huabu.deployments.backends.mmdit import requests as R
+from huabu.deployments.backends import requests as R
 from huabu.deployments.backends.mmdit.checkpoint import load_checkpoint
 from huabu.deployments.backends.mmdit.pipeline import Pipeline
 from huabu.deployments.backends.mmdit.png import encode_png, encoder_threads

@@ -112,13 +112,13 @@ class InProcess:
     def __init__(self, settings: Any) -> None:
         import torch
 
+        from huabu.deployments.backends.loader import load_backend
         from huabu.deployments.core.storage import open_storage
-        from huabu.deployments.model import load_pipeline
         from huabu.filters import ImageFilter, PromptFilter
 
         torch.set_num_threads(1)  # the replicas run one torch thread too (model.torch_threads)
-        self.model_id = settings.variants["stable"].model
-        self.pipeline = load_pipeline(self.model_id, settings)  # as the replica loads it
+        self.model_id = settings.variants["stable"].model_id
+        self.pipeline = load_backend(settings.variants["stable"], settings)  # as the replica loads it
         self.prompt_filter = PromptFilter(settings.safety.prompt)
         self.image_filter = ImageFilter(settings.safety.image)
         self.prompt_filter.warmup()
@@ -127,7 +127,7 @@ class InProcess:
         self.png_compress_level = settings.model.png_compress_level
 
     def _png(self, prompt: str, seed: int, size: tuple[int, int], steps: int) -> bytes:
-        from huabu.deployments.backends.mmdit import requests as R
+        from huabu.deployments.backends import requests as R
         from huabu.deployments.backends.mmdit.png import encode_png
 
         result = self.pipeline([R.generation(prompt, seed=seed, size=size, steps=steps)])[0]

@@ -44,8 +44,10 @@ OUTPAINT_PROMPT = "a red circle on the left, wide blue sky"
 # --- settings for a local deployment -----------------------------------------------------------
 
 
-def load_settings(path: str | None, host: str | None = None, port: int | None = None) -> Settings:
-    """Settings from ``--settings FILE`` and ``HUABU__*`` variables; ``--host``/``--port`` win."""
+def load_settings(
+    path: str | None, host: str | None = None, port: int | None = None, model: str | None = None
+) -> Settings:
+    """Settings from ``--settings FILE`` and ``HUABU__*`` variables; ``--host``/``--port``/``--model`` win."""
     from huabu.deployments.core.settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -53,7 +55,25 @@ def load_settings(path: str | None, host: str | None = None, port: int | None = 
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if model is not None:  # the stable variant serves it; its other settings (LoRA, defaults) stay
+        overrides["variants"] = {"stable": {"model": model}}
     return Settings.load(path, **overrides)
+
+
+def check_models(settings: Settings, local: bool) -> None:
+    """Every variant's model reference, before anything starts: a wrong one fails here, naming it,
+    instead of as a half-deployed application. Own checkpoints are looked up only on a local cluster
+    (a remote one may keep them on its workers)."""
+    from huabu.cluster.local import ClusterError
+    from huabu.deployments.backends.loader import check_model, is_diffusers
+
+    for name, variant in settings.variants.items():
+        if not local and not is_diffusers(variant.model):
+            continue
+        try:
+            check_model(variant, settings)
+        except Exception as exc:
+            raise ClusterError(f"variant {name!r} cannot serve its model: {exc}") from None
 
 
 def localize(settings: Settings, host: str, port: int, cluster: LocalCluster) -> Settings:
@@ -99,7 +119,9 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
         wait_ready,
     )
 
-    settings = load_settings(args.settings, args.host, args.port)  # fail on bad settings before starting Ray
+    # Fail on bad settings and model references before starting Ray.
+    settings = load_settings(args.settings, args.host, args.port, args.model)
+    check_models(settings, local=not args.address)
     if args.no_auth:  # the only way to serve without API keys
         settings = settings.model_copy(update={"auth": settings.auth.model_copy(update={"enabled": False})})
     cluster = LocalCluster()
@@ -143,7 +165,13 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
     else:
         say(f"Deploying {settings.app_name!r} (model {settings.stable_model}) ...")
         deploy(build_app(settings), settings.app_name, settings.route_prefix)
-    waited = wait_ready(url, settings.app_name, args.timeout)
+    try:
+        waited = wait_ready(url, settings.app_name, args.timeout)
+    except ClusterError as exc:
+        from ray import serve
+
+        serve.delete(settings.app_name)  # never leave a half-deployed application behind
+        raise ClusterError(f"{exc}\n(the application was removed; the model replicas' logs say more)") from None
     state.url, state.app_name, state.settings_digest = url, settings.app_name, digest
     cluster.save_state(state)
     import ray
@@ -419,7 +447,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve_config(args: argparse.Namespace) -> int:
     from huabu.cluster.serve_config import render
 
-    text = render(load_settings(args.settings, args.host, args.port), full=args.full)
+    text = render(load_settings(args.settings, args.host, args.port, args.model), full=args.full)
     if args.output:
         Path(args.output).write_text(text)
         say(f"wrote {args.output}")
@@ -439,6 +467,12 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray head (default: this machine's)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /readyz (default 300)")
     parser.add_argument("--no-auth", action="store_true", help="serve without API keys (development only)")
+    parser.add_argument(
+        "--model",
+        metavar="REF",
+        help="serve this model as the stable variant: name@version (own checkpoint) or "
+        "diffusers:<folder or hub id>, e.g. diffusers:Qwen/Qwen-Image",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -472,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", metavar="FILE", help="settings YAML (HUABU__SECTION__FIELD variables apply too)")
     p.add_argument("--host", help="HTTP host (default: settings)")
     p.add_argument("--port", type=int, help="HTTP port (default: settings)")
+    p.add_argument("--model", metavar="REF", help="the stable variant's model (as for `huabu up`)")
     p.add_argument("--full", action="store_true", help="list every setting in args, not only those set")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_serve_config)

@@ -50,7 +50,7 @@ def build_app(settings: Settings) -> Application:
     model, router_cls, gateway = cast(Deployment, ModelStage), cast(Deployment, Router), cast(Deployment, Gateway)
     # 1. One autoscaled, batched model deployment per variant (stable; canary with A/B).
     models = {
-        variant: model.options(**model_options(settings, variant)).bind(v.model, settings)
+        variant: model.options(**model_options(settings, variant)).bind(v, settings)
         for variant, v in settings.variants.items()
     }
     # 2. The router picks the variant for each request.

@@ -1,6 +1,7 @@
-"""The MMDiT model deployment: loads ``name@version``, batches requests with ``@serve.batch``
-(the pipeline groups them by shape), reports per-step progress to the job store and stops
-cancelled jobs between steps."""
+"""The model deployment: loads a variant's model through its backend (the own MMDiT for
+``name@version``, diffusers for ``diffusers:...``; ``backends/loader.py``), batches requests with
+``@serve.batch`` (the backend groups them by shape), reports per-step progress to the job store and
+stops cancelled jobs between steps. A GPU out of memory answers that batch 503; the replica goes on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,11 @@ import torch
 from ray import serve
 
 from huabu.deployments.backends.fixed_latency import FixedLatencyPipeline
-from huabu.deployments.backends.mmdit.checkpoint import load_checkpoint
-from huabu.deployments.backends.mmdit.pipeline import Pipeline
+from huabu.deployments.backends.loader import load_backend
 from huabu.deployments.backends.mmdit.png import encode_png
 from huabu.deployments.core import metrics, telemetry
-from huabu.deployments.core.messages import ModelRequest, ModelResult
-from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.messages import ModelOverloaded, ModelRequest, ModelResult
+from huabu.deployments.core.settings import Settings, VariantSettings
 from huabu.deployments.core.state import open_store
 from huabu.deployments.gateway.jobs import JobStore
 
@@ -40,18 +39,6 @@ def compute_thread(torch_threads: int | None) -> ThreadPoolExecutor:
             torch.set_num_threads(torch_threads)
 
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmdit-compute", initializer=start)
-
-
-def load_pipeline(model_id: str, settings: Settings) -> Pipeline | FixedLatencyPipeline:
-    """``model_id``'s checkpoint on the GPU when the replica has one, in ``model.dtype``; held to
-    the fixed latency of ``model.fixed_latency`` where that is set (capacity checks)."""
-    device = "cuda" if settings.model.num_gpus > 0 and torch.cuda.is_available() else "cpu"
-    bundle = load_checkpoint(model_id, [Path(p) for p in settings.model_dirs])
-    pipeline = Pipeline(bundle, device=device, dtype=getattr(torch, settings.model.dtype))
-    fixed = settings.model.fixed_latency
-    if fixed is None:
-        return pipeline
-    return FixedLatencyPipeline(pipeline, fixed.seconds, fixed.batching_efficiency)
 
 
 def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
@@ -92,14 +79,15 @@ class ProgressReports:
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 class ModelStage:
-    def __init__(self, model_id: str, settings: Settings) -> None:
+    def __init__(self, variant: VariantSettings, settings: Settings) -> None:
         telemetry.configure(settings, "model")
         self.variant = telemetry.replica_variant()
         self.queue = metrics.ModelQueue(self.variant)
         self.job_stages: dict[str, telemetry.StageSpan] = {}  # job id -> its model span, for progress events
         self.compute = compute_thread(settings.model.torch_threads)
-        self.pipeline = load_pipeline(model_id, settings)
+        self.pipeline = load_backend(variant, settings)
         self.model_id = self.pipeline.model_id
+        self.model_name = variant.model
         self.jobs = JobStore(open_store(settings.state), settings.jobs)
         batch: Any = self.generate_batch  # type: ignore[misc]  # serve.batch's typing misses methods
         batch.set_max_batch_size(settings.model.max_batch_size)
@@ -109,10 +97,18 @@ class ModelStage:
         self.busy_until = 0.0  # estimated end of the running batch (perf_counter seconds)
         self.seconds_per_step = 0.0  # moving average over recent batches
         self.png_compress_level = settings.model.png_compress_level
+        self.retry_after_s = settings.model.retry_after_s
         logger.info("loaded %s on %s (%s)", self.model_id, self.pipeline.device, settings.model.dtype)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model_id, "config": self.pipeline.config.to_dict()}
+        """For the gateway's validation and ``GET /v1/models``: the served id, the reference it was
+        asked for, the limits, and the backend's own details."""
+        return {
+            "model": self.model_id,
+            "name": self.model_name,
+            "limits": self.pipeline.limits.to_dict(),
+            **self.pipeline.describe(),
+        }
 
     async def generate(self, request: ModelRequest) -> ModelResult:
         # The model span: queue wait, batch size and steps as attributes and child spans.
@@ -160,7 +156,17 @@ class ModelStage:
         reporter = loop.create_task(self._report(reports, set(job_ids.values())))
         try:
             samples = [r.to_sample() for r in requests]
-            results = await loop.run_in_executor(self.compute, self.pipeline, samples, on_step, is_cancelled)
+            try:
+                results = await loop.run_in_executor(self.compute, self.pipeline, samples, on_step, is_cancelled)
+            except torch.OutOfMemoryError:
+                # This batch did not fit on the card; the memory is freed and the replica serves on.
+                logger.warning("out of GPU memory on a batch of %d", len(requests), exc_info=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise ModelOverloaded(
+                    f"the model ran out of GPU memory on this batch; retry in {self.retry_after_s} s "
+                    "or ask for a smaller size"
+                ) from None
             if isinstance(self.pipeline, FixedLatencyPipeline):
                 await asyncio.sleep(self.pipeline.remaining_s(len(requests), started))
         finally:

@@ -37,7 +37,7 @@ class Router:
     def __init__(self, variants: dict[str, DeploymentHandle], settings: Settings) -> None:
         telemetry.configure(settings, "router")
         self.variants = {name: connect(handle, settings) for name, handle in variants.items()}
-        self.models = {name: v.model for name, v in settings.variants.items()}
+        self.models = {name: v.model_id for name, v in settings.variants.items()}
         self.faults = {
             name: (v.inject_error_rate, v.inject_latency_s)
             for name, v in settings.variants.items()
@@ -46,7 +46,7 @@ class Router:
         self.random = random.Random()
 
     async def describe(self) -> dict[str, dict[str, Any]]:
-        """variant -> {"model": name@version, "config": MMDiTConfig dict}."""
+        """variant -> the model stage's ``describe()``: served id, reference, limits, backend details."""
         return {name: await call(handle.describe.remote()) for name, handle in self.variants.items()}
 
     def replica_id(self) -> str:

@@ -120,7 +120,10 @@ ERROR_STATUS: dict[str, int] = {
 ERROR_TYPES: tuple[str, ...] = tuple(ERROR_STATUS)
 
 _SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
-_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
+_MODEL_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # own checkpoints: name@version
+    r"|^diffusers:[A-Za-z0-9._/~-]{1,255}(\+lora-[0-9a-f]{12})?$"  # diffusers folders and hub ids (+ LoRA set)
+)
 _DATA_URL_RE = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
@@ -162,7 +165,10 @@ class _GenerationParams(_Request):
     """Fields every image operation accepts (OpenAI's plus huabu's native extensions)."""
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    model: str | None = Field(default=None, description="'name@version' or 'name' (latest); default model if unset")
+    model: str | None = Field(
+        default=None,
+        description="'name@version', 'name' (latest) or a served 'diffusers:...' id; default model if unset",
+    )
     n: int = Field(default=1, ge=1, le=MAX_N)
     response_format: ResponseFormat = "b64_json"
     user: str | None = Field(default=None, max_length=256)
@@ -177,7 +183,10 @@ class _GenerationParams(_Request):
     @classmethod
     def _check_model(cls, value: str | None) -> str | None:
         if value is not None and not _MODEL_RE.match(value):
-            raise ValueError("model must look like 'name' or 'name@version' (letters, digits, '.', '_', '-')")
+            raise ValueError(
+                "model must look like 'name' or 'name@version' (letters, digits, '.', '_', '-'), "
+                "or 'diffusers:<folder or hub id>' as GET /v1/models lists it"
+            )
         return value
 
 
@@ -361,15 +370,24 @@ class ModelSampling(_Response):
     max_steps: int
     max_side: int = Field(description="largest width or height in pixels")
     size_multiple: int = Field(description="width and height must be multiples of this many pixels")
+    min_side: int | None = Field(default=None, description="smallest width or height in pixels")
     max_prompt_bytes: int = Field(description="UTF-8 bytes of the prompt the model reads; the rest is cut off")
+    operations: list[Literal["generate", "inpaint", "img2img"]] | None = Field(
+        default=None,
+        description="what the model can do: generate; inpaint (edits with a mask, outpaint); "
+        "img2img (edits without one)",
+    )
 
 
 class ModelInfo(_Response):
-    id: str = Field(description="'name@version'")
+    id: str = Field(description="'name@version', or 'diffusers:<folder or hub id>' (+ '+lora-<digest>')")
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "huabu"
     sampling: ModelSampling | None = Field(default=None, description="huabu extension: the model's defaults")
+    backend: str | None = Field(default=None, description="huabu extension: 'mmdit' or 'diffusers'")
+    pipeline: str | None = Field(default=None, description="huabu extension: the diffusers pipeline class")
+    dtype: str | None = Field(default=None, description="huabu extension: weights' dtype on the replica")
 
 
 class ModelList(_Response):

@@ -9,9 +9,12 @@ real pipeline still runs and its time counts), so placement, autoscaling and the
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from huabu.deployments.backends.mmdit.pipeline import CancelCheck, Pipeline, ProgressCallback, SampleResult
-from huabu.deployments.backends.mmdit.requests import SampleRequest
+import torch
+
+from huabu.deployments.backends.contract import Backend, CancelCheck, ModelLimits, ProgressCallback, SampleResult
+from huabu.deployments.backends.requests import SampleRequest
 
 
 def batch_seconds(per_image_s: float, batch_size: int, batching_efficiency: float) -> float:
@@ -19,11 +22,19 @@ def batch_seconds(per_image_s: float, batch_size: int, batching_efficiency: floa
 
 
 class FixedLatencyPipeline:
-    def __init__(self, pipeline: Pipeline, seconds: float, batching_efficiency: float) -> None:
+    def __init__(self, pipeline: Backend, seconds: float, batching_efficiency: float) -> None:
         self.pipeline = pipeline
         self.seconds = seconds
         self.batching_efficiency = batching_efficiency
-        self.config, self.device, self.model_id = pipeline.config, pipeline.device, pipeline.model_id
+        self.model_id = pipeline.model_id
+        self.limits: ModelLimits = pipeline.limits
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.device
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.pipeline.describe(), "fixed_latency_s": self.seconds}
 
     def __call__(
         self,

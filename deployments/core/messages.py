@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from huabu.ab_testing.assignment import Assignment
-from huabu.deployments.backends.mmdit.requests import SampleRequest
+from huabu.deployments.backends.requests import SampleRequest
 from huabu.filters import Decision
 from huabu.sdk.types import CacheMode
 

@@ -4,6 +4,7 @@ variables ``HUABU__SECTION__FIELD=value`` (``HUABU__STATE__BACKEND=redis``)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ from huabu.filters.settings import ImageFilterSettings, PromptFilterSettings
 from huabu.sdk.types import RATE_LIMIT_PATTERN
 
 ENV_PREFIX = "HUABU__"
+DIFFUSERS_PREFIX = "diffusers:"  # a variant model served by the diffusers backend
 
 
 class _Section(BaseModel):
@@ -103,6 +105,12 @@ class ModelDeploymentSettings(_Section):
     health_check_timeout_s: float = 30.0
     retry_after_s: int = Field(2, ge=1)
     fixed_latency: FixedLatencySettings | None = None
+    # diffusers models: move each component to the GPU only while it runs (for cards smaller than
+    # the model; slower), and the limits a pipeline does not state itself.
+    cpu_offload: bool = False
+    max_side: int = Field(2048, ge=16)
+    max_steps: int = Field(100, ge=1)
+    max_prompt_bytes: int = Field(2048, ge=8)
 
     @model_validator(mode="after")
     def _batch_fits(self) -> ModelDeploymentSettings:
@@ -114,12 +122,41 @@ class ModelDeploymentSettings(_Section):
         return self
 
 
+class LoraSettings(_Section):
+    """A LoRA adapter fused into a diffusers variant's transformer at load (``load_lora_weights``)."""
+
+    path: str  # a .safetensors file, or a folder holding one
+    scale: float = Field(1.0, ge=-4, le=4)
+
+
 class VariantSettings(_Section):
-    model: str = "tiny-mmdit@v1"  # checkpoint name@version (the bundled, trained default)
+    # The bundled, trained default. Or another own checkpoint ``name@version``, or
+    # ``diffusers:<folder or hub id>`` for any diffusers pipeline (backends/diffusers).
+    model: str = "tiny-mmdit@v1"
+    lora: list[LoraSettings] = Field(default_factory=list)  # diffusers models only
+    # Defaults for requests that leave them out, over the model's own (a few-step distillation such
+    # as Qwen-Image-Lightning: steps 8, guidance 1).
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0)
     weight: float = Field(100.0, ge=0, le=100)  # percent of traffic
     # Fault injection in the Router, for canary drills and tests: a failing or slow variant.
     inject_error_rate: float = Field(0.0, ge=0, le=1)
     inject_latency_s: float = Field(0.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _lora_needs_diffusers(self) -> VariantSettings:
+        if self.lora and not self.model.startswith(DIFFUSERS_PREFIX):
+            raise ValueError(f"lora adapters need a {DIFFUSERS_PREFIX}<folder or hub id> model, not {self.model!r}")
+        return self
+
+    @property
+    def model_id(self) -> str:
+        """The served version, which the cache key and the router name: the model reference, plus
+        a digest of its LoRA set, so that another adapter or scale never answers from the cache."""
+        if not self.lora:
+            return self.model
+        adapters = json.dumps([[adapter.path, adapter.scale] for adapter in self.lora])
+        return f"{self.model}+lora-{hashlib.sha256(adapters.encode()).hexdigest()[:12]}"
 
 
 class ExperimentSettings(_Section):
@@ -282,7 +319,7 @@ class Settings(_Section):
 
     @property
     def stable_model(self) -> str:
-        return self.variants["stable"].model
+        return self.variants["stable"].model_id
 
     @classmethod
     def load(cls, path: str | Path | None = None, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

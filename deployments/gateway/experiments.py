@@ -207,7 +207,7 @@ class Experiments:
         self.kv = kv
         self.settings = settings
         self.config = settings.ab
-        self.variants = {name: v.model for name, v in settings.variants.items()}
+        self.variants = {name: v.model_id for name, v in settings.variants.items()}
         self.buffer = MetricsBuffer(replica_id)
         self.scorer = load_scorer(self.config.scorer)
         self.rollout: Rollout | None = None  # the active rollout as last read

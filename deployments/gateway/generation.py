@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ray.serve.handle import DeploymentHandle
 
-from huabu.deployments.backends.mmdit.config import MMDiTConfig
-from huabu.deployments.backends.mmdit.requests import InvalidRequest, outpainting
+from huabu.deployments.backends.contract import ModelLimits
+from huabu.deployments.backends.requests import InvalidRequest, outpainting
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import (
@@ -61,44 +61,48 @@ def first_given(*values: T | None) -> T:
     return next(v for v in values if v is not None)
 
 
-def sampling_info(config: MMDiTConfig) -> ModelSampling:
+def sampling_info(limits: ModelLimits) -> ModelSampling:
     """The model's defaults and limits as ``GET /v1/models`` lists them."""
-    height, width = config.default_size
+    height, width = limits.default_size
     return ModelSampling(
         size=f"{width}x{height}",
-        steps=config.sampling.steps,
-        guidance_scale=config.sampling.guidance,
-        max_steps=config.sampling.max_steps,
-        max_side=config.max_side,
-        size_multiple=config.pixel_multiple,
-        max_prompt_bytes=config.text.max_bytes,
+        steps=limits.steps,
+        guidance_scale=limits.guidance,
+        max_steps=limits.max_steps,
+        max_side=limits.max_side,
+        size_multiple=limits.pixel_multiple,
+        min_side=limits.smallest_side,
+        max_prompt_bytes=limits.max_prompt_bytes,
+        operations=list(limits.capabilities),
     )
 
 
 class ModelCatalog:
-    """Which models the router serves and their configs (for validation), fetched once."""
+    """Which models the router serves and their limits (for validation), fetched once."""
 
     def __init__(self, router: DeploymentHandle, settings: Settings) -> None:
         self.router = router
         self.settings = settings
         self._variants: dict[str, dict[str, Any]] | None = None
-        self._configs: dict[str, MMDiTConfig] = {}
+        self._limits: dict[str, ModelLimits] = {}
 
     async def variants(self) -> dict[str, dict[str, Any]]:
         if self._variants is None:
             variants: dict[str, dict[str, Any]] = await call(self.router.describe.remote())
-            self._configs = {v["model"]: MMDiTConfig.from_dict(v["config"]) for v in variants.values()}
+            self._limits = {v["model"]: ModelLimits.from_dict(v["limits"]) for v in variants.values()}
             self._variants = variants
         return self._variants
 
-    async def resolve(self, requested: str | None) -> tuple[str, MMDiTConfig]:
+    async def resolve(self, requested: str | None) -> tuple[str, ModelLimits]:
+        """-> (the served model id, its limits) for a request's ``model``: the id itself, the
+        reference its variant was configured with, or an own model's name without ``@version``."""
         variants = await self.variants()
         if requested is None:
             model_id = variants["stable"]["model"]
-            return model_id, self._configs[model_id]
+            return model_id, self._limits[model_id]
         for info in variants.values():
-            if requested in (info["model"], info["model"].split("@")[0]):
-                return info["model"], self._configs[info["model"]]
+            if requested in (info["model"], info["name"], info["model"].split("@")[0]):
+                return info["model"], self._limits[info["model"]]
         served = sorted(v["model"] for v in variants.values())
         raise APIError(
             f"model {requested!r} is not served here; available: {served}",
@@ -113,16 +117,26 @@ class ModelCatalog:
 
     async def models(self) -> list[ModelInfo]:
         """Every served model with its sampling defaults, as overridden by the gateway's settings."""
-        await self.variants()
+        variants = await self.variants()
+        details = {info["model"]: info for info in variants.values()}
         gw = self.settings.gateway
         infos = []
         for model_id in await self.model_ids():
-            sampling = sampling_info(self._configs[model_id])
+            sampling = sampling_info(self._limits[model_id])
             if gw.default_steps is not None:
                 sampling.steps = gw.default_steps
             if gw.default_guidance is not None:
                 sampling.guidance_scale = gw.default_guidance
-            infos.append(ModelInfo(id=model_id, sampling=sampling))
+            info = details[model_id]
+            infos.append(
+                ModelInfo(
+                    id=model_id,
+                    sampling=sampling,
+                    backend=info.get("backend"),
+                    pipeline=info.get("pipeline"),
+                    dtype=info.get("dtype"),
+                )
+            )
         return infos
 
 
@@ -147,12 +161,12 @@ class GenerationService:
         size: tuple[int, int] | None,
         request_id: str,
         job_id: str | None,
-    ) -> tuple[ModelRequest, MMDiTConfig, int | None]:
-        """-> (request without its final seed, the serving model's config, the user's seed)."""
-        # The A/B variant is chosen first: it decides the model, and so the config and the cache key.
+    ) -> tuple[ModelRequest, ModelLimits, int | None]:
+        """-> (request without its final seed, the serving model's limits, the user's seed)."""
+        # The A/B variant is chosen first: it decides the model, and so the limits and the cache key.
         assignment = await self.experiments.assign(req.model, req.user, job_id) if self.experiments else None
-        model_id, config = await self.catalog.resolve(assignment.model if assignment else req.model)
-        height, width = size if size is not None else config.default_size
+        model_id, limits = await self.catalog.resolve(assignment.model if assignment else req.model)
+        height, width = size if size is not None else limits.default_size
         gw = self.settings.gateway
         base = ModelRequest(
             operation=operation,
@@ -161,17 +175,17 @@ class GenerationService:
             seed=0,  # decided in _checked, once the request (and so its cache key) is complete
             height=height,
             width=width,
-            steps=first_given(req.steps, gw.default_steps, config.sampling.steps),
-            guidance=first_given(req.guidance_scale, gw.default_guidance, config.sampling.guidance),
+            steps=first_given(req.steps, gw.default_steps, limits.steps),
+            guidance=first_given(req.guidance_scale, gw.default_guidance, limits.guidance),
             model=model_id,  # pinned, so the cache key names the version that serves it
             cache=req.cache,
             job_id=job_id,
             request_id=request_id,
             assignment=assignment,
         )
-        return base, config, req.seed
+        return base, limits, req.seed
 
-    def _checked(self, base: ModelRequest, config: MMDiTConfig, n: int, seed: int | None) -> list[ModelRequest]:
+    def _checked(self, base: ModelRequest, limits: ModelLimits, n: int, seed: int | None) -> list[ModelRequest]:
         """n requests with consecutive seeds, each validated against the serving model. An
         unseeded request gets a seed derived from its content (so the same prompt hits the
         cache), or a random one when it bypasses the cache."""
@@ -180,7 +194,7 @@ class GenerationService:
         requests = [replace(base, seed=(seed + i) % 2**63) for i in range(n)]
         try:
             for request in requests:
-                request.to_sample().validate(config)
+                request.to_sample().validate(limits)
         except InvalidRequest as exc:
             raise invalid(str(exc), exc.param) from None
         return requests
@@ -189,10 +203,10 @@ class GenerationService:
         self, req: ImageGenerationRequest, request_id: str, job_id: str | None = None
     ) -> list[ModelRequest]:
         size = req.dimensions
-        base, config, seed = await self._base(
+        base, limits, seed = await self._base(
             req, "generate", None if size is None else (size[1], size[0]), request_id, job_id
         )
-        return self._checked(base, config, req.n, seed)
+        return self._checked(base, limits, req.n, seed)
 
     async def edit_requests(
         self, req: ImageEditRequest, image: bytes, mask: bytes | None, request_id: str, job_id: str | None = None
@@ -206,11 +220,11 @@ class GenerationService:
                 "omit size for edits or resize the image",
                 "size",
             )
-        base, config, seed = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
+        base, limits, seed = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
         strength = (
             req.strength if req.strength is not None else (1.0 if repaint is not None else DEFAULT_IMG2IMG_STRENGTH)
         )
-        return self._checked(replace(base, image=pixels, mask=repaint, strength=strength), config, req.n, seed)
+        return self._checked(replace(base, image=pixels, mask=repaint, strength=strength), limits, req.n, seed)
 
     async def outpaint_requests(
         self, req: OutpaintRequest, request_id: str, job_id: str | None = None
@@ -224,8 +238,8 @@ class GenerationService:
             raise invalid(str(exc), exc.param) from None
         if grown.height * grown.width > self.settings.gateway.max_image_pixels:
             raise invalid(f"the outpainted canvas {grown.width}x{grown.height} is above the pixel limit", "right")
-        base, config, seed = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id)
-        return self._checked(replace(base, image=grown.init_image, mask=grown.mask), config, req.n, seed)
+        base, limits, seed = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id)
+        return self._checked(replace(base, image=grown.init_image, mask=grown.mask), limits, req.n, seed)
 
     # --- model requests -> response ----------------------------------------------------------
 

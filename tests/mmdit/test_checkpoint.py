@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from huabu.deployments.backends.mmdit import requests as R
+from huabu.deployments.backends import requests as R
 from huabu.deployments.backends.mmdit.checkpoint import (
     CheckpointError,
     ModelBundle,

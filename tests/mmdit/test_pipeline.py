@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from huabu.deployments.backends.mmdit import requests as R
+from huabu.deployments.backends import requests as R
 from huabu.deployments.backends.mmdit.checkpoint import load_checkpoint
 from huabu.deployments.backends.mmdit.pipeline import Pipeline
 from huabu.deployments.backends.mmdit.png import encode_png, read_png_parameters
-from huabu.deployments.backends.mmdit.requests import InvalidRequest
+from huabu.deployments.backends.requests import InvalidRequest
 
 
 def gen(prompt: str = "a red circle on the left", seed: int = 1, **kw: object) -> R.SampleRequest:

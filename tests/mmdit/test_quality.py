@@ -17,8 +17,8 @@ from huabu.deployments.backends.mmdit.eval.quality import (
     measure,
 )
 from huabu.deployments.backends.mmdit.pipeline import Pipeline
-from huabu.deployments.backends.mmdit.requests import generation, inpainting
 from huabu.deployments.backends.mmdit.training import synthetic
+from huabu.deployments.backends.requests import generation, inpainting
 
 MAX_BYTES = 20 * 1024 * 1024
 # Measured on the 24 prompts and 12 edits below (see docs/MODEL.md), minus a margin for other CPUs'

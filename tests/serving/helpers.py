@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 
 import httpx
@@ -43,3 +44,13 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 120.0, until: t
             last = exc
         time.sleep(0.1)
     raise TimeoutError(f"job {job_id} not done: {last}")
+
+
+def sse_events(client: httpx.Client, job_id: str) -> list[dict]:
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events

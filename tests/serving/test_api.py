@@ -29,12 +29,23 @@ def test_health_ready_models_and_request_ids(app) -> None:
             "max_steps": 200,
             "max_side": 512,
             "size_multiple": 8,
+            "min_side": 8,
             "max_prompt_bytes": 96,
+            "operations": ["generate", "inpaint", "img2img"],
         }
         assert models.json() == {
             "object": "list",
             "data": [
-                {"id": "tiny-mmdit@v1", "object": "model", "created": 0, "owned_by": "huabu", "sampling": sampling}
+                {
+                    "id": "tiny-mmdit@v1",
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "huabu",
+                    "sampling": sampling,
+                    "backend": "mmdit",
+                    "pipeline": None,
+                    "dtype": "float32",
+                }
             ],
         }
         assert models.headers["x-request-id"] == "req-mine"

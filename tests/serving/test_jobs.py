@@ -7,22 +7,11 @@ import json
 import threading
 import time
 
-import httpx
 import pytest
 import ray
-from helpers import wait_job
+from helpers import sse_events, wait_job
 
 pytestmark = pytest.mark.serve
-
-
-def sse_events(client: httpx.Client, job_id: str) -> list[dict]:
-    events = []
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-        assert r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
-    return events
 
 
 def test_job_progress_over_sse_ends_with_the_result(app) -> None:

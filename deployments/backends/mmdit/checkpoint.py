@@ -78,17 +78,25 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(model_id: str, roots: list[Path] | None = None) -> ModelBundle:
-    """Load ``name@version`` from the first root that has it (``random-init@vN`` is built, seeded)."""
-    name, version = parse_model_id(model_id)
+def find_checkpoint(model_id: str, roots: list[Path] | None = None) -> Path | None:
+    """The folder of ``name@version`` in the first root that has it; None for ``random-init@vN``."""
+    name, _ = parse_model_id(model_id)
     if name == RANDOM_INIT_NAME:
-        return random_init(seed=int(version.lstrip("v") or 0))
+        return None
     for root in search_roots(roots):
         if (root / model_id).is_dir():
-            return load_checkpoint_dir(root / model_id)
+            return root / model_id
     raise CheckpointError(
         f"no checkpoint {model_id!r} in {[str(r) for r in search_roots(roots)]}; available: {available_models(roots)}"
     )
+
+
+def load_checkpoint(model_id: str, roots: list[Path] | None = None) -> ModelBundle:
+    """Load ``name@version`` from the first root that has it (``random-init@vN`` is built, seeded)."""
+    path = find_checkpoint(model_id, roots)
+    if path is None:
+        return random_init(seed=int(parse_model_id(model_id)[1].lstrip("v") or 0))
+    return load_checkpoint_dir(path)
 
 
 def load_checkpoint_dir(path: Path) -> ModelBundle:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from huabu.deployments.backends.contract import ModelLimits
+
 Prediction = Literal["velocity", "sample"]
 CodecKind = Literal["patch", "autoencoder", "external"]
 # Where rotary positions come from. "text-axis": text tokens count 1..L on axis 0, image tokens sit
@@ -178,6 +180,18 @@ class MMDiTConfig:
     def max_side(self) -> int:
         """The largest image side in pixels."""
         return self.max_side_multiples * self.pixel_multiple
+
+    def limits(self) -> ModelLimits:
+        """What the model accepts, as the gateway validates requests for it (backends/contract.py)."""
+        return ModelLimits(
+            default_size=self.default_size,
+            pixel_multiple=self.pixel_multiple,
+            max_side=self.max_side,
+            steps=self.sampling.steps,
+            guidance=self.sampling.guidance,
+            max_steps=self.sampling.max_steps,
+            max_prompt_bytes=self.text.max_bytes,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

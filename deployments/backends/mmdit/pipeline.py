@@ -8,27 +8,18 @@ a request's result does not depend on what else is in its batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from huabu.deployments.backends.contract import CancelCheck, ModelLimits, ProgressCallback, SampleResult
 from huabu.deployments.backends.mmdit.checkpoint import ModelBundle
 from huabu.deployments.backends.mmdit.model import patchify, unpatchify
-from huabu.deployments.backends.mmdit.requests import SampleRequest
 from huabu.deployments.backends.mmdit.sampler import euler_sample, guided, shift_mu, timesteps, velocity_from_output
-
-ProgressCallback = Callable[[list[int], int, int], None]  # (request indices, step, total) after each step
-CancelCheck = Callable[[int], bool]  # request index -> has it been cancelled?
-
-
-@dataclass
-class SampleResult:
-    pixels: np.ndarray | None  # (H, W, 3) uint8; None when cancelled
-    prompt_truncated: bool
-    cancelled: bool = False
+from huabu.deployments.backends.requests import SampleRequest
 
 
 class _AllCancelled(Exception):
@@ -46,18 +37,24 @@ def to_uint8(pixels: Tensor) -> np.ndarray:
 
 
 class Pipeline:
-    """Text (and an image to edit) -> pixels. The networks run in ``dtype``; the sampler's state
-    (latents, timesteps, guidance) stays float32, so that half-precision steps still add up."""
+    """Text (and an image to edit) -> pixels: the own MMDiT backend (backends/contract.py). The
+    networks run in ``dtype``; the sampler's state (latents, timesteps, guidance) stays float32, so
+    that half-precision steps still add up."""
 
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.bundle = bundle.to(device=device, dtype=dtype).eval()
         self.config = bundle.config
-        self.device = torch.device(device)
+        self.limits: ModelLimits = bundle.config.limits()
+        self._device = torch.device(device)
         self.dtype = dtype
+        self.model_id = bundle.model_id
 
     @property
-    def model_id(self) -> str:
-        return self.bundle.model_id
+    def device(self) -> torch.device:
+        return self._device
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "mmdit", "dtype": str(self.dtype).removeprefix("torch."), "config": self.config.to_dict()}
 
     @torch.inference_mode()
     def __call__(
@@ -67,7 +64,7 @@ class Pipeline:
         is_cancelled: CancelCheck | None = None,
     ) -> list[SampleResult]:
         for request in requests:
-            request.validate(self.config)
+            request.validate(self.limits)
         results: list[SampleResult | None] = [None] * len(requests)
         groups: dict[tuple[int, int, int, int], list[int]] = {}
         for index, request in enumerate(requests):

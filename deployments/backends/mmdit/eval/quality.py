@@ -21,8 +21,8 @@ import torch
 from huabu.deployments.backends.mmdit.checkpoint import ModelBundle, load_checkpoint
 from huabu.deployments.backends.mmdit.eval.adherence import evaluate, score_inpaint_case, seam_score
 from huabu.deployments.backends.mmdit.pipeline import Pipeline
-from huabu.deployments.backends.mmdit.requests import generation, inpainting, outpainting
 from huabu.deployments.backends.mmdit.training import synthetic
+from huabu.deployments.backends.requests import generation, inpainting, outpainting
 
 # The sampling settings the table (and the docs) recommend for the bundled model.
 DEFAULT_STEPS = 20

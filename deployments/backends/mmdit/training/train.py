@@ -38,9 +38,9 @@ from huabu.deployments.backends.mmdit.config import MMDiTConfig, TextEncoderConf
 from huabu.deployments.backends.mmdit.eval.adherence import evaluate
 from huabu.deployments.backends.mmdit.model import patchify
 from huabu.deployments.backends.mmdit.pipeline import Pipeline, to_unit_range
-from huabu.deployments.backends.mmdit.requests import generation
 from huabu.deployments.backends.mmdit.sampler import shift_mu
 from huabu.deployments.backends.mmdit.training import synthetic
+from huabu.deployments.backends.requests import generation
 
 # Mostly the default 32x32, sometimes wider or taller: outpainting grows the canvas, and a model that
 # never saw a wide canvas leaves the new strip empty.

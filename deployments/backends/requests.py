@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from huabu.deployments.backends.mmdit.config import MMDiTConfig
+from huabu.deployments.backends.contract import Capability, ModelLimits
 
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**63 - 1
@@ -43,17 +43,31 @@ class SampleRequest:
         """Requests with equal keys run in one batch: same size and the same step schedule."""
         return (self.height, self.width, self.steps, first_step(self.steps, self.strength))
 
-    def validate(self, config: MMDiTConfig) -> None:
+    @property
+    def capability(self) -> Capability:
+        if self.init_image is None:
+            return "generate"
+        return "inpaint" if self.mask is not None else "img2img"
+
+    def validate(self, limits: ModelLimits) -> None:
         if not self.prompt.strip():
             raise InvalidRequest("prompt is empty: describe the image to generate", "prompt")
-        multiple = config.pixel_multiple
+        if self.capability not in limits.capabilities:
+            raise InvalidRequest(
+                f"this model cannot {self.capability} (it can: {', '.join(limits.capabilities)}); "
+                "choose a model that can or change the request",
+                "mask" if self.capability == "inpaint" else "image",
+            )
+        multiple, smallest = limits.pixel_multiple, limits.smallest_side
         for name, value in (("height", self.height), ("width", self.width)):
             if value < multiple or value % multiple:
                 raise InvalidRequest(f"{name} must be a positive multiple of {multiple} pixels, got {value}", "size")
-            if value > config.max_side:
-                raise InvalidRequest(f"{name} {value} is larger than {config.max_side} pixels", "size")
-        if not 1 <= self.steps <= config.sampling.max_steps:
-            raise InvalidRequest(f"steps must be between 1 and {config.sampling.max_steps}, got {self.steps}", "steps")
+            if value < smallest:
+                raise InvalidRequest(f"{name} must be at least {smallest} pixels, got {value}", "size")
+            if value > limits.max_side:
+                raise InvalidRequest(f"{name} {value} is larger than {limits.max_side} pixels", "size")
+        if not 1 <= self.steps <= limits.max_steps:
+            raise InvalidRequest(f"steps must be between 1 and {limits.max_steps}, got {self.steps}", "steps")
         if not (math.isfinite(self.guidance) and 0.0 <= self.guidance <= MAX_GUIDANCE):
             raise InvalidRequest(
                 f"guidance_scale must be a number from 0 to {MAX_GUIDANCE}, got {self.guidance}", "guidance_scale"

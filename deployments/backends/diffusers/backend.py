@@ -1,0 +1,208 @@
+"""Batches of ``SampleRequest`` through diffusers pipelines, under the same replica contract as the own
+MMDiT (``backends/contract.py``):
+
+- requests that agree on operation, size, steps, guidance and strength run as one pipeline call, each
+  with its own prompt, negative prompt and CPU ``torch.Generator`` (the same seed gives the same
+  noise on any device, and a request's noise does not depend on its batch);
+- ``callback_on_step_end`` reports every step and, once every request of the call is cancelled, sets
+  the pipeline's interrupt flag, so the remaining steps are skipped;
+- inpainting answers the input's pixels outside the mask byte-exact (the VAE round trip would change
+  them); outpainting arrives here already padded and masked (``backends/requests.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from huabu.deployments.backends.contract import (
+    CancelCheck,
+    Capability,
+    ModelLimits,
+    ProgressCallback,
+    SampleResult,
+)
+from huabu.deployments.backends.diffusers.loading import DiffusionPipeline, LoadedPipelines, load_pipelines
+from huabu.deployments.backends.requests import SampleRequest
+from huabu.deployments.core.settings import ModelDeploymentSettings, VariantSettings
+
+# Qwen-Image's reference sampling turns true classifier-free guidance on only with a negative
+# prompt; a blank one is what its examples pass when the user gives none.
+BLANK_NEGATIVE = " "
+
+
+@dataclass(frozen=True)
+class CallKey:
+    """Requests with equal keys share one pipeline call (its scalar arguments)."""
+
+    capability: Capability
+    height: int
+    width: int
+    steps: int
+    guidance: float
+    strength: float
+
+
+def call_key(request: SampleRequest) -> CallKey:
+    return CallKey(request.capability, request.height, request.width, request.steps, request.guidance, request.strength)
+
+
+def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text, False
+    return data[:max_bytes].decode(errors="ignore"), True
+
+
+def call_defaults(pipeline: DiffusionPipeline) -> dict[str, Any]:
+    """The keyword defaults of the pipeline's ``__call__`` (its recommended steps and guidance)."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(pipeline.__call__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+class DiffusersBackend:
+    def __init__(self, pipelines: LoadedPipelines, model_id: str, settings: ModelDeploymentSettings) -> None:
+        self.pipelines = pipelines
+        self.model_id = model_id
+        main = pipelines.text_to_image
+        self.pipeline_class = type(main).__name__
+        self.dtype = main.dtype
+        self.cpu_offload = settings.cpu_offload
+        self.parameters = set(inspect.signature(main.__call__).parameters)
+        # Qwen-Image's guidance is true CFG (``true_cfg_scale``); SD3's and FLUX's is ``guidance_scale``.
+        self.guidance_parameter = "true_cfg_scale" if "true_cfg_scale" in self.parameters else "guidance_scale"
+        self.limits = self._limits(main, settings)
+
+    @classmethod
+    def load(
+        cls, variant: VariantSettings, settings: ModelDeploymentSettings, device: str, dtype: torch.dtype
+    ) -> DiffusersBackend:
+        pipelines = load_pipelines(variant.model, dtype, device, lora=variant.lora, cpu_offload=settings.cpu_offload)
+        return cls(pipelines, variant.model_id, settings)
+
+    def _limits(self, main: DiffusionPipeline, settings: ModelDeploymentSettings) -> ModelLimits:
+        vae_scale = int(getattr(main, "vae_scale_factor", 8))
+        transformer = getattr(main, "transformer", None)
+        patch = int(getattr(getattr(transformer, "config", None), "patch_size", None) or 1)
+        multiple = vae_scale * patch  # latents are vae_scale smaller, then packed patch x patch
+        defaults = call_defaults(main)
+        side = int(getattr(main, "default_sample_size", 128)) * vae_scale
+        side = min(side - side % multiple, settings.max_side - settings.max_side % multiple)
+        guidance = defaults.get(self.guidance_parameter)
+        capabilities: tuple[Capability, ...] = ("generate",)
+        if self.pipelines.inpaint is not None:
+            capabilities += ("inpaint",)
+        if self.pipelines.img2img is not None:
+            capabilities += ("img2img",)
+        return ModelLimits(
+            default_size=(side, side),
+            pixel_multiple=multiple,
+            max_side=settings.max_side,
+            steps=min(int(defaults.get("num_inference_steps") or 28), settings.max_steps),
+            guidance=float(guidance) if guidance is not None else 1.0,
+            max_steps=settings.max_steps,
+            max_prompt_bytes=settings.max_prompt_bytes,
+            capabilities=capabilities,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.pipelines.text_to_image._execution_device)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "diffusers",
+            "pipeline": self.pipeline_class,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "reference": self.pipelines.reference,
+            "cpu_offload": self.cpu_offload,
+        }
+
+    def __call__(
+        self,
+        requests: list[SampleRequest],
+        on_step: ProgressCallback | None = None,
+        is_cancelled: CancelCheck | None = None,
+    ) -> list[SampleResult]:
+        for request in requests:
+            request.validate(self.limits)
+        groups: dict[CallKey, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(call_key(request), []).append(index)
+        results: dict[int, SampleResult] = {}
+        for key, indices in groups.items():
+            for index, result in zip(
+                indices, self._call(key, [requests[i] for i in indices], indices, on_step, is_cancelled), strict=True
+            ):
+                results[index] = result
+        return [results[i] for i in range(len(requests))]
+
+    def _pipeline_for(self, capability: Capability) -> DiffusionPipeline:
+        pipeline = {
+            "generate": self.pipelines.text_to_image,
+            "inpaint": self.pipelines.inpaint,
+            "img2img": self.pipelines.img2img,
+        }[capability]
+        assert pipeline is not None  # validate() refused what the model cannot do
+        return pipeline
+
+    @torch.inference_mode()
+    def _call(
+        self,
+        key: CallKey,
+        requests: list[SampleRequest],
+        indices: list[int],
+        on_step: ProgressCallback | None,
+        is_cancelled: CancelCheck | None,
+    ) -> list[SampleResult]:
+        pipeline = self._pipeline_for(key.capability)
+        prompts = [truncate_utf8(r.prompt, self.limits.max_prompt_bytes) for r in requests]
+        blank = BLANK_NEGATIVE if self.guidance_parameter == "true_cfg_scale" else ""
+        negatives = [truncate_utf8(r.negative_prompt, self.limits.max_prompt_bytes)[0] or blank for r in requests]
+        cancelled = [False] * len(requests)
+
+        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:
+                on_step(indices, step + 1, int(getattr(pipe, "num_timesteps", key.steps)))
+            if is_cancelled is not None:
+                cancelled[:] = [is_cancelled(i) for i in indices]
+                if all(cancelled):
+                    pipe._interrupt = True  # the remaining steps are skipped
+            return tensors
+
+        arguments: dict[str, Any] = {
+            "prompt": [text for text, _ in prompts],
+            "negative_prompt": negatives,
+            self.guidance_parameter: key.guidance,
+            "height": key.height,
+            "width": key.width,
+            "num_inference_steps": key.steps,
+            "generator": [torch.Generator().manual_seed(r.seed) for r in requests],
+            "output_type": "np",
+            "callback_on_step_end": step_end,
+        }
+        if key.capability != "generate":
+            arguments["image"] = [Image.fromarray(r.init_image) for r in requests if r.init_image is not None]
+            arguments["strength"] = key.strength
+        if key.capability == "inpaint":  # white = repaint, as diffusers reads masks
+            arguments["mask_image"] = [
+                Image.fromarray(r.mask.astype(np.uint8) * 255) for r in requests if r.mask is not None
+            ]
+        images = pipeline(**arguments).images  # (B, H, W, 3) float in [0, 1]
+        pixels = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        results = []
+        for i, request in enumerate(requests):
+            image = pixels[i]
+            if request.mask is not None and request.init_image is not None:
+                image = np.where(request.mask[..., None], image, request.init_image)
+            gone = cancelled[i] or (is_cancelled is not None and is_cancelled(indices[i]))
+            results.append(SampleResult(pixels=None if gone else image, prompt_truncated=prompts[i][1], cancelled=gone))
+        return results
