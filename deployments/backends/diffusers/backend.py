@@ -76,10 +76,10 @@ class DiffusersBackend:
         self.pipeline_class = type(main).__name__
         self.dtype = main.dtype
         self.cpu_offload = settings.cpu_offload
-        self.parameters = set(inspect.signature(main.__call__).parameters)
+        defaults = call_defaults(main)
         # Qwen-Image's guidance is true CFG (``true_cfg_scale``); SD3's and FLUX's is ``guidance_scale``.
-        self.guidance_parameter = "true_cfg_scale" if "true_cfg_scale" in self.parameters else "guidance_scale"
-        self.limits = self._limits(main, settings)
+        self.guidance_parameter = "true_cfg_scale" if "true_cfg_scale" in defaults else "guidance_scale"
+        self.limits = self._limits(main, defaults, settings)
 
     @classmethod
     def load(
@@ -88,12 +88,13 @@ class DiffusersBackend:
         pipelines = load_pipelines(variant.model, dtype, device, lora=variant.lora, cpu_offload=settings.cpu_offload)
         return cls(pipelines, variant.model_id, settings)
 
-    def _limits(self, main: DiffusionPipeline, settings: ModelDeploymentSettings) -> ModelLimits:
+    def _limits(
+        self, main: DiffusionPipeline, defaults: dict[str, Any], settings: ModelDeploymentSettings
+    ) -> ModelLimits:
         vae_scale = int(getattr(main, "vae_scale_factor", 8))
         transformer = getattr(main, "transformer", None)
         patch = int(getattr(getattr(transformer, "config", None), "patch_size", None) or 1)
         multiple = vae_scale * patch  # latents are vae_scale smaller, then packed patch x patch
-        defaults = call_defaults(main)
         side = int(getattr(main, "default_sample_size", 128)) * vae_scale
         side = min(side - side % multiple, settings.max_side - settings.max_side % multiple)
         guidance = defaults.get(self.guidance_parameter)
