@@ -302,6 +302,10 @@ class JobRunner:
         run = loop.create_task(self._traced_attempt(job_id))
         try:
             await asyncio.wait({keeper, run}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done() and not run.cancelled() and run.exception() is not None:
+                logger.warning(
+                    "job %s: the runner failed; the lease lapses for a retry", job_id, exc_info=run.exception()
+                )
         finally:
             for task in (run, keeper):
                 task.cancel()
@@ -324,6 +328,7 @@ class JobRunner:
             await store.transition(job_id, JobStatus.canceled)
             return
         attempt = await store.next_attempt(job_id)
+        logger.info("job %s attempt %d started by %s", job_id, attempt, self.owner)
         if attempt > self.settings.max_attempts:
             await store.transition(
                 job_id,

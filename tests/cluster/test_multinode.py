@@ -104,6 +104,8 @@ class Deployed:
     env: dict[str, str]
     url: str
     watch: Watch
+    redis_url: str
+    namespace: str
 
     def client(self) -> Client:
         return Client(base_url=self.url, max_retries=8, timeout=60)
@@ -124,6 +126,7 @@ def deployed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         RAY_health_check_failure_threshold="3",
     )
     files = tmp_path_factory.mktemp("files")
+    namespace = f"mn{free_port()}"
     settings = tmp_path_factory.mktemp("settings") / "settings.yaml"
     settings.write_text(
         yaml.safe_dump(
@@ -151,7 +154,7 @@ def deployed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 "cache": {"enabled": False},
                 "safety": {"prompt_enabled": False, "image": {"enabled": False}},
                 # Jobs must outlive any node: their state is in Redis, not in a Ray actor.
-                "state": {"backend": "redis", "redis_url": redis_url, "namespace": f"mn{free_port()}"},
+                "state": {"backend": "redis", "redis_url": redis_url, "namespace": namespace},
                 "storage": {"local_dir": str(files)},
                 # A runner retries a failed attempt at once, and for a few seconds after a node dies
                 # Serve may still route to its replicas: attempts must outlast that window. The
@@ -179,7 +182,7 @@ def deployed(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )
         watch = Watch(watcher)
         threading.Thread(target=watch.read, daemon=True).start()
-        yield Deployed(home, env, f"http://127.0.0.1:{port}", watch)
+        yield Deployed(home, env, f"http://127.0.0.1:{port}", watch, redis_url, namespace)
     finally:
         if watcher is not None:
             watcher.terminate()
@@ -319,7 +322,10 @@ def job_diagnostics(deployed: Deployed, unfinished: dict[str, str]) -> str:
     """What the gateways' logs say about jobs that never finished (for a failure report). Called
     after the client is closed, so it reads the last status each job was seen in."""
     ids = list(unfinished)
-    lines = [f"job {job_id}: last seen {status}" for job_id, status in unfinished.items()]
+    lines = [
+        f"job {job_id}: last seen {status}; {stored_job_state(deployed, job_id)}"
+        for job_id, status in unfinished.items()
+    ]
     temp_dir = LocalCluster(deployed.home).temp_dir
     # Every node's logs: a gateway (and its runner) may run on a worker node, whose logs are below
     # its own temp dir (cluster/multinode.py), and runner warnings go to the worker's stderr file.
@@ -328,6 +334,22 @@ def job_diagnostics(deployed: Deployed, unfinished: dict[str, str]) -> str:
         mentions = [line for line in log.read_text(errors="replace").splitlines() if any(i in line for i in ids)]
         lines += [f"{log.name}: {line[:400]}" for line in mentions[-20:]]
     return "\n".join(lines)
+
+
+def stored_job_state(deployed: Deployed, job_id: str) -> str:
+    """The job's runner-facing state in the store: who holds its lease, how many attempts began,
+    whether runners still see it as active, and its last events."""
+    import redis
+
+    client = redis.Redis.from_url(deployed.redis_url)
+    key = f"{deployed.namespace}:job:{job_id}"
+    lease = client.get(f"{key}:lease")
+    events = [e.decode()[:160] for e in client.lrange(f"{key}:events", -4, -1)]
+    return (
+        f"lease {lease!r} (ttl {client.pttl(f'{key}:lease')} ms), attempts {client.get(f'{key}:attempts')!r}, "
+        f"active {bool(client.sismember(f'{deployed.namespace}:jobs:active', job_id))}, "
+        f"progress {client.get(f'{key}:progress')!r}, last events {events}"
+    )
 
 
 def retry_causes(deployed: Deployed) -> dict[str, int]:
