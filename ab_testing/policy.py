@@ -57,7 +57,8 @@ if TYPE_CHECKING:
     from huabu.ab_testing.rollout import Rollout
 
 Action = Literal["hold", "advance", "promote", "rollback", "pause", "resume"]
-CheckStatus = Literal["pass", "fail", "inconclusive", "insufficient_data", "disabled"]
+CheckStatus = Literal["pass", "fail", "inconclusive", "insufficient_data", "disabled", "not_applicable"]
+NOT_BLOCKING: tuple[CheckStatus, ...] = ("pass", "disabled", "not_applicable")
 
 
 class Guardrail(FrozenModel):
@@ -70,6 +71,9 @@ class Guardrail(FrozenModel):
     margin: float = Field(gt=0)
     min_samples: int = Field(default=100, ge=2)  # per arm before it can pass or fail
     required: bool = True  # advancing waits for it; optional ones can only fail
+    # Why this guardrail cannot be measured for the rollout's models (the quality scorer cannot
+    # judge one of them): it is then reported, never waited for.
+    not_applicable: str | None = Field(default=None, max_length=300)
 
 
 class LatencyGuardrail(FrozenModel):
@@ -191,6 +195,9 @@ def _compare(
     )
     if not guard.enabled:
         return check
+    if guard.not_applicable:
+        detail = f"{name}: not applicable ({guard.not_applicable})"
+        return check.model_copy(update={"status": "not_applicable", "detail": detail})
     if stable.n < guard.min_samples or canary.n < guard.min_samples:
         detail = f"{name}: waiting for {guard.min_samples} per arm (stable {stable.n}, canary {canary.n})"
         return check.model_copy(update={"status": "insufficient_data", "detail": detail})
@@ -314,7 +321,7 @@ def _required(policy: RolloutPolicy, name: str) -> bool:
 
 def _blocks(check: GuardrailCheck, *, required: bool, evidence_needed: bool) -> bool:
     """Does this check keep the step from advancing?"""
-    if check.status in ("pass", "disabled") or not required:
+    if check.status in NOT_BLOCKING or not required:
         return False
     if check.status == "inconclusive":
         return evidence_needed or not check.within_margin

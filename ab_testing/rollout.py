@@ -9,7 +9,6 @@ The rollout id is also the experiment id that assignment hashes and metrics are 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -20,10 +19,10 @@ from huabu.ab_testing.assignment import CANARY, STABLE, TrafficSplit
 from huabu.ab_testing.metrics import load_metrics
 from huabu.ab_testing.policy import Action, Decision, RolloutPolicy, decide
 from huabu.ab_testing.store import KEY_PREFIX, ConflictError, StateStore
+from huabu.sdk.types import SERVED_MODEL_RE
 
 RolloutStatus = Literal["running", "paused", "promoted", "rolled_back"]
 STATUSES: tuple[RolloutStatus, ...] = get_args(RolloutStatus)
-MODEL_NAME = re.compile(r"^[^@\s:]+@[^@\s:]+$")
 
 
 class StaleDecisionError(ValueError):
@@ -36,7 +35,7 @@ class RolloutExistsError(ValueError):
 
 class Rollout(FrozenModel):
     id: str
-    stable_model: str  # "name@version"
+    stable_model: str  # a served model id: "name@version" or "diffusers:..."
     canary_model: str
     policy: RolloutPolicy = Field(default_factory=RolloutPolicy)
     status: RolloutStatus = "running"
@@ -56,8 +55,8 @@ class Rollout(FrozenModel):
     @field_validator("stable_model", "canary_model")
     @classmethod
     def _model(cls, v: str) -> str:
-        if not MODEL_NAME.match(v):
-            raise ValueError(f"model must be named 'name@version', got {v!r}")
+        if not SERVED_MODEL_RE.match(v):
+            raise ValueError(f"model must be a served id ('name@version' or 'diffusers:...'), got {v!r}")
         return v
 
     @model_validator(mode="after")

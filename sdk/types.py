@@ -120,10 +120,10 @@ ERROR_STATUS: dict[str, int] = {
 ERROR_TYPES: tuple[str, ...] = tuple(ERROR_STATUS)
 
 _SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
-_MODEL_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # own checkpoints: name@version
-    r"|^diffusers:[A-Za-z0-9._/~-]{1,255}(\+lora-[0-9a-f]{12})?$"  # diffusers folders and hub ids (+ LoRA set)
-)
+_OWN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # own checkpoints: name@version
+_DIFFUSERS_ID = r"diffusers:[A-Za-z0-9._/~-]{1,255}(\+lora-[0-9a-f]{12})?"  # folders and hub ids (+ LoRA set)
+_MODEL_RE = re.compile(rf"^{_OWN_NAME}(@{_OWN_NAME})?$|^{_DIFFUSERS_ID}$")  # what a request may name
+SERVED_MODEL_RE = re.compile(rf"^{_OWN_NAME}@{_OWN_NAME}$|^{_DIFFUSERS_ID}$")  # what /v1/models lists
 _DATA_URL_RE = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
@@ -459,8 +459,8 @@ class RolloutStartRequest(_Request):
     """``POST /v1/admin/rollouts``: start moving traffic from the stable model to the canary."""
 
     id: str | None = Field(default=None, max_length=128, description="default: derived from the canary and time")
-    canary_model: str | None = Field(default=None, description="'name@version'; default: the served canary variant")
-    stable_model: str | None = Field(default=None, description="'name@version'; default: the served stable variant")
+    canary_model: str | None = Field(default=None, description="a served model id; default: the served canary variant")
+    stable_model: str | None = Field(default=None, description="a served model id; default: the served stable variant")
     policy: dict[str, Any] | None = Field(
         default=None, description="rollout policy fields (steps, min_samples_per_step, guardrails, ...)"
     )
@@ -476,7 +476,7 @@ class RolloutCheck(_Response):
     """One guardrail of a decision: the numbers behind it."""
 
     name: str
-    status: str  # pass | fail | inconclusive | insufficient_data | disabled
+    status: str  # pass | fail | inconclusive | insufficient_data | disabled | not_applicable
     threshold: float
     stable: float | None = None
     canary: float | None = None
@@ -485,6 +485,7 @@ class RolloutCheck(_Response):
     ci_high: float | None = None
     n_stable: int = 0
     n_canary: int = 0
+    within_margin: bool | None = None  # the point estimate is not worse than the threshold
     detail: str = ""
 
 

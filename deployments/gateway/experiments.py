@@ -40,7 +40,7 @@ from starlette.datastructures import Headers
 from huabu.ab_testing import Assignment, MetricsBuffer, Rollout, TrafficSplit, UnknownVariantError
 from huabu.ab_testing.store import KEY_PREFIX, JSONValue
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
-from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.settings import DIFFUSERS_PREFIX, Settings
 from huabu.deployments.core.state import KeyValueStore
 from huabu.deployments.core.storage import content_key
 from huabu.deployments.gateway.auth import ANONYMOUS_KEY_ID, current_principal
@@ -168,7 +168,17 @@ class UnitMiddleware:
 
 # --- quality scorers ----------------------------------------------------------------------------
 
-Scorer = Callable[[bytes, str], float | None]  # (PNG, prompt) -> score, None when it cannot judge
+ScoreFunction = Callable[[bytes, str], float | None]  # (PNG, prompt) -> score, None when it cannot judge
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """An automatic quality score and the models it can judge. A rollout whose stable or canary
+    model it cannot judge reports its quality guardrail "not applicable" and decides on the others."""
+
+    name: str
+    score: ScoreFunction
+    judges: Callable[[str], bool]  # model id -> can the score mean anything for its images
 
 
 def adherence_score(png: bytes, prompt: str) -> float | None:
@@ -185,16 +195,24 @@ def adherence_score(png: bytes, prompt: str) -> float | None:
     return None if result is None else float(result.value)
 
 
+def judges_own_models(model_id: str) -> bool:
+    """The adherence judge knows the synthetic caption language the own checkpoints are trained on;
+    a diffusers pipeline's images say nothing in it."""
+    return not model_id.startswith(DIFFUSERS_PREFIX)
+
+
 def load_scorer(name: str) -> Scorer | None:
+    """``adherence``, ``none`` or ``package.module:function``; a function may carry a ``judges``
+    attribute (model id -> bool) naming the models it can judge (default: every model)."""
     if name == "none":
         return None
     if name == "adherence":
-        return adherence_score
+        return Scorer(name, adherence_score, judges_own_models)
     module, _, attr = name.partition(":")
     if not attr:
         raise ValueError(f"ab.scorer must be 'adherence', 'none' or 'package.module:function', got {name!r}")
-    scorer: Scorer = getattr(importlib.import_module(module), attr)
-    return scorer
+    function: ScoreFunction = getattr(importlib.import_module(module), attr)
+    return Scorer(name, function, getattr(function, "judges", lambda _model_id: True))
 
 
 # --- the gateway side -----------------------------------------------------------------------------
@@ -214,6 +232,15 @@ class Experiments:
         self._raw: bytes | None = None
         self._store: KVStateStore | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def unjudged_quality(self, models: list[str]) -> str | None:
+        """Why the quality guardrail cannot compare these models (None when it can)."""
+        if self.scorer is None:
+            return "no quality scorer is configured (ab.scorer: none)"
+        unjudged = [m for m in models if not self.scorer.judges(m)]
+        if unjudged:
+            return f"the {self.scorer.name} scorer cannot judge {', '.join(unjudged)}"
+        return None
 
     @property
     def store(self) -> KVStateStore:
@@ -338,8 +365,9 @@ class Experiments:
                 await self.kv.put(f"ab:image:{image_id}", value, ttl_s=ttl)
                 if request.job_id:
                     await self.kv.put(f"ab:job:{request.job_id}", value, ttl_s=ttl)
-                if self.scorer is not None and result.png and not result.cached:  # hits were scored once
-                    score = await asyncio.to_thread(self.scorer, result.png, request.prompt)
+                scorer = self.scorer
+                if scorer is not None and scorer.judges(result.model) and result.png and not result.cached:
+                    score = await asyncio.to_thread(scorer.score, result.png, request.prompt)  # hits: scored once
                     if score is not None:
                         self.buffer.record_quality(assignment, score)
         except Exception:

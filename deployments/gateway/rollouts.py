@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ from huabu.ab_testing import (
     load_metrics,
 )
 from huabu.ab_testing._base import check_identifier
+from huabu.deployments.core.settings import DIFFUSERS_PREFIX
 from huabu.deployments.gateway.auth import ANONYMOUS_KEY_ID, current_principal
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.experiments import ACTIVE_KEY, Experiments
@@ -141,6 +143,14 @@ def rollout_info(rollout: Rollout, metrics: ExperimentMetrics, *, active: bool) 
 # --- the service ------------------------------------------------------------------------------------
 
 
+def default_rollout_id(canary: str, now: float) -> str:
+    """``<canary>.<unix time>``, keeping of a diffusers reference only its last path part (an id
+    holds no ':' and at most 128 characters)."""
+    name = canary.removeprefix(DIFFUSERS_PREFIX).rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._@+-]", "-", name).lstrip("._@+-")[:100] or "canary"
+    return f"{name}.{int(now)}"
+
+
 class RolloutService:
     def __init__(self, experiments: Experiments, owner: str) -> None:
         self.experiments = experiments
@@ -202,8 +212,13 @@ class RolloutService:
             first = exc.errors()[0]
             problem = describe({**first, "loc": ("policy", *first["loc"])})
             raise invalid(problem.message, problem.param) from None
+        unjudged = self.experiments.unjudged_quality([stable, canary])
+        if unjudged is not None and policy.quality.enabled:
+            policy = policy.model_copy(
+                update={"quality": policy.quality.model_copy(update={"not_applicable": unjudged})}
+            )
         now = time.time()
-        rollout_id = body.id or f"{canary}.{int(now)}"
+        rollout_id = body.id or default_rollout_id(canary, now)
         try:
             check_identifier(rollout_id, "rollout id")
         except ValueError as exc:

@@ -192,6 +192,24 @@ def test_a_step_without_evidence_pauses_as_inconclusive() -> None:
     assert holds == ["collecting_samples", "awaiting_evidence"]
 
 
+def test_a_quality_guardrail_that_cannot_be_judged_never_blocks() -> None:
+    # The server marks quality not applicable when its scorer cannot judge one of the models (a
+    # diffusers canary under the adherence judge): the rollout decides on the other guardrails.
+    unjudged = POLICY.quality.model_copy(update={"not_applicable": "the adherence scorer cannot judge diffusers:x"})
+    policy = POLICY.model_copy(update={"max_step_seconds": 900.0, "quality": unjudged})
+    rollout = simulate(Behaviour(scored=False), seed=7, policy=policy)
+    assert rollout.status == "promoted", rollout.history[-1].reason
+    promote = rollout.history[-1]
+    checks = {c.name: c for c in promote.checks}
+    assert checks["quality"].status == "not_applicable" and checks["error_rate"].status == "pass"
+    assert "quality: not applicable (the adherence scorer cannot judge diffusers:x)" in promote.reason
+    # The same canary, measurably worse on errors, is still rolled back.
+    worse = simulate(
+        Behaviour(scored=False, error_rate=0.06), seed=5, policy=POLICY.model_copy(update={"quality": unjudged})
+    )
+    assert worse.status == "rolled_back" and "error_rate" in worse.history[-1].reason
+
+
 def _rollout(now: float = 0.0) -> Rollout:
     return Rollout.start("r1", stable_model="mmdit@1", canary_model="mmdit@2", now=now, policy=POLICY)
 

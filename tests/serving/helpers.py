@@ -1,4 +1,4 @@
-"""Small helpers for the serving tests: PNG round trips and waiting on jobs."""
+"""Small helpers for the serving tests: PNG round trips, waiting on jobs and on canary rollouts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -54,3 +56,45 @@ def sse_events(client: httpx.Client, job_id: str) -> list[dict]:
             if line.startswith("data: "):
                 events.append(json.loads(line[6:]))
     return events
+
+
+# --- canary rollouts ---------------------------------------------------------------------------
+
+AB = {"refresh_interval_s": 0.2, "flush_interval_s": 0.3, "controller_interval_s": 0.5, "controller_lease_s": 2}
+LIGHT = {"safety": {"prompt_enabled": False, "image": {"enabled": False}}, "cache": {"enabled": False}}
+# Small samples and no minimum time, so a rollout finishes in seconds; latency is not compared
+# (the two checkpoints differ in size).
+FAST_POLICY: dict[str, Any] = {
+    "steps": [20, 50, 100],
+    "min_samples_per_step": 8,
+    "min_step_seconds": 0,
+    "evidence_from_percent": 100,
+    "error_rate": {"margin": 0.1, "min_samples": 8},
+    "quality": {"margin": 0.05, "min_samples": 5},
+    "filter_block_rate": {"margin": 0.1, "min_samples": 8},
+    "latency": {"enabled": False},
+    "srm_min_samples": 1000,
+    "planned_samples": 50,  # tightest intervals around 50 per arm
+}
+
+
+def wait_rollout(
+    client: httpx.Client,
+    rollout_id: str,
+    statuses: tuple[str, ...],
+    timeout: float = 180.0,
+    until: Callable[[dict], bool] = lambda info: True,
+) -> dict:
+    deadline = time.monotonic() + timeout
+    info: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            r = client.get(f"/v1/admin/rollouts/{rollout_id}")
+        except httpx.HTTPError:  # a gateway being replaced
+            r = None
+        if r is not None and r.status_code == 200:
+            info = r.json()
+            if info["status"] in statuses and until(info):
+                return info
+        time.sleep(0.3)
+    raise TimeoutError(f"rollout still {info.get('status')}: {info.get('last_decision')}")

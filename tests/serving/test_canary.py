@@ -9,7 +9,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
+from helpers import AB, FAST_POLICY, LIGHT, wait_rollout
 
 from huabu.cluster import rollout_cli
 from huabu.sdk import AsyncClient, Client, ConflictError
@@ -26,22 +26,6 @@ pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
 # The synthetic caption language, so the adherence scorer can judge every image.
 PROMPTS = ["a red circle on the left", "左边一个蓝色正方形", "a green triangle on the right", "右边有个 yellow circle"]
-AB = {"refresh_interval_s": 0.2, "flush_interval_s": 0.3, "controller_interval_s": 0.5, "controller_lease_s": 2}
-LIGHT = {"safety": {"prompt_enabled": False, "image": {"enabled": False}}, "cache": {"enabled": False}}
-# Small samples and no minimum time, so a rollout finishes in seconds; latency is not compared
-# (the two checkpoints differ in size).
-FAST_POLICY: dict[str, Any] = {
-    "steps": [20, 50, 100],
-    "min_samples_per_step": 8,
-    "min_step_seconds": 0,
-    "evidence_from_percent": 100,
-    "error_rate": {"margin": 0.1, "min_samples": 8},
-    "quality": {"margin": 0.05, "min_samples": 5},
-    "filter_block_rate": {"margin": 0.1, "min_samples": 8},
-    "latency": {"enabled": False},
-    "srm_min_samples": 1000,
-    "planned_samples": 50,  # tightest intervals around 50 per arm
-}
 
 
 def generate(client: httpx.Client, user: str, seed: int, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -110,28 +94,6 @@ def kill_replicas(app_name: str, deployment: str) -> set[str]:
             ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
             killed.add(actor["name"])
     return killed
-
-
-def wait_rollout(
-    client: httpx.Client,
-    rollout_id: str,
-    statuses: tuple[str, ...],
-    timeout: float = 180.0,
-    until: Callable[[dict], bool] = lambda info: True,
-) -> dict:
-    deadline = time.monotonic() + timeout
-    info: dict = {}
-    while time.monotonic() < deadline:
-        try:
-            r = client.get(f"/v1/admin/rollouts/{rollout_id}")
-        except httpx.HTTPError:  # a gateway being replaced
-            r = None
-        if r is not None and r.status_code == 200:
-            info = r.json()
-            if info["status"] in statuses and until(info):
-                return info
-        time.sleep(0.3)
-    raise TimeoutError(f"rollout still {info.get('status')}: {info.get('last_decision')}")
 
 
 @pytest.fixture(scope="module")
