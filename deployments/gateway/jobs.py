@@ -48,6 +48,23 @@ def replica_lost(exc: BaseException) -> bool:
     return isinstance(exc, (ReplicaLost, RayActorError, ActorUnavailableError))
 
 
+def awaiting(awaitable: object) -> str:
+    """The chain of coroutines an unfinished task is suspended in, outermost first, down to the
+    future it waits for (asyncio's own task stacks stop at the outermost coroutine)."""
+    links: list[str] = []
+    while awaitable is not None and len(links) < 64:
+        if isinstance(awaitable, asyncio.Task):
+            awaitable = awaitable.get_coro()
+            continue
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            links.append(type(awaitable).__name__)
+            break
+        links.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return " > ".join(links)
+
+
 def new_job_id() -> str:
     # Time-ordered, so runners take the oldest active job first.
     return f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
@@ -384,5 +401,9 @@ class JobRunner:
                     raise JobStalled(f"no first step {now - self.lost_at:.0f} s after a replica was lost")
                 if now - started_at > self.settings.attempt_timeout_s:
                     raise JobStalled(f"attempt still running after {now - started_at:.0f} s")
+        except JobStalled as exc:
+            # A backstop fired: say where the attempt was waiting, so that the hang can be fixed there.
+            logger.warning("job %s attempt %d %s; it was waiting in %s", job_id, attempt_number, exc, awaiting(attempt))
+            raise
         finally:
             attempt.cancel()

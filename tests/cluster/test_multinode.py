@@ -363,6 +363,15 @@ def retry_causes(deployed: Deployed) -> dict[str, int]:
     return causes
 
 
+def stalled_attempts(deployed: Deployed) -> list[str]:
+    """The runners' reports of attempts abandoned by a backstop, with where each was waiting
+    (deployments/gateway/jobs.py): a hang that liveness did not catch, to be fixed where it waits."""
+    lines: list[str] = []
+    for log in LocalCluster(deployed.home).temp_dir.rglob("logs/worker-*.err"):
+        lines += [line[-600:] for line in log.read_text(errors="replace").splitlines() if "it was waiting in" in line]
+    return lines
+
+
 def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
     watch = deployed.watch
     with deployed.client() as client:
@@ -401,6 +410,7 @@ def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
     statuses = {s: list(final.values()).count(s) for s in set(final.values())}
     print(f"jobs accepted {len(jobs)}, finished {statuses}; sync requests ok {load.ok}, failed {len(load.failed)}")
     print(f"job attempts retried, by cause: {retry_causes(deployed)}")
+    print("\n".join(stalled_attempts(deployed)))
     unfinished = {job_id: status for job_id, status in last.items() if job_id not in final}
     if unfinished:
         print(job_diagnostics(deployed, unfinished))
@@ -449,6 +459,7 @@ def test_jobs_queued_on_a_lost_node_finish_soon_after_the_replacement_serves(dep
                     final[handle.id] = job
             time.sleep(0.5)
     print(f"job attempts retried (both node losses), by cause: {retry_causes(deployed)}")
+    print("\n".join(stalled_attempts(deployed)))
     unfinished = {j.id: "unfinished" for j in jobs if j.id not in final}
     if unfinished:
         print(job_diagnostics(deployed, unfinished))
