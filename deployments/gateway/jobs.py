@@ -28,6 +28,7 @@ logger = logging.getLogger("huabu.jobs")
 ACTIVE = "jobs:active"
 IDLE_POLL_MAX_S = 1.0
 STALL_POLL_S = 1.0
+LONG_RUN_S = 30.0  # a job held this long by one runner is reported with where it waits
 TRANSITION_TRIES = 8  # compare-and-set attempts before a status change gives up (and the job is retried)
 
 
@@ -258,7 +259,9 @@ class JobRunner:
         self.execute = execute
         self.settings = settings
         self.owner = owner
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: dict[asyncio.Task[None], tuple[str, float]] = {}  # -> (job id, monotonic start)
+        self._reported_at = time.monotonic()
+        self._executing: dict[str, asyncio.Future[tuple[ImagesResponse, str | None]]] = {}  # job id -> its call
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.lost_at = -math.inf  # monotonic time an attempt here last failed on a lost replica
@@ -282,6 +285,7 @@ class JobRunner:
         # are taken over within IDLE_POLL_MAX_S.
         idle_wait = self.settings.poll_interval_s
         while True:
+            self._report_long_runs()
             job_id: str | None = None
             try:
                 if len(self.tasks) < self.settings.concurrency:
@@ -297,9 +301,28 @@ class JobRunner:
                 continue
             idle_wait = self.settings.poll_interval_s
             task = asyncio.get_running_loop().create_task(self._run(job_id))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.tasks[task] = (job_id, time.monotonic())
+            task.add_done_callback(lambda done: self.tasks.pop(done, None))
             task.add_done_callback(lambda _: self._wake.set())  # a slot is free again
+
+    def _report_long_runs(self) -> None:
+        """Every LONG_RUN_S, log the jobs held here longer than that and where each is waiting:
+        a job that holds its lease (and a runner slot) for minutes says why in the logs."""
+        now = time.monotonic()
+        if now - self._reported_at < LONG_RUN_S:
+            return
+        self._reported_at = now
+        for task, (job_id, started) in list(self.tasks.items()):
+            if now - started > LONG_RUN_S:
+                logger.warning(
+                    "job %s held by %s for %.0f s (%d of %d slots busy), waiting in %s",
+                    job_id,
+                    self.owner,
+                    now - started,
+                    len(self.tasks),
+                    self.settings.concurrency,
+                    awaiting(self._executing.get(job_id, task)),
+                )
 
     async def _keep_lease(self, job_id: str) -> None:
         """Renew the lease until another runner turns out to hold it (this one stalled past the
@@ -383,10 +406,11 @@ class JobRunner:
         attempt: asyncio.Future[tuple[ImagesResponse, str | None]] = asyncio.ensure_future(
             self.execute(job_id, request_json, attempt_number)
         )
+        self._executing[job_id] = attempt
         started_at = quiet_since = time.monotonic()
-        mark = await self.store.progress_mark(job_id)
         moving = False
         try:
+            mark = await self.store.progress_mark(job_id)
             while True:
                 done, _ = await asyncio.wait({attempt}, timeout=STALL_POLL_S)
                 if done:
@@ -407,3 +431,4 @@ class JobRunner:
             raise
         finally:
             attempt.cancel()
+            self._executing.pop(job_id, None)

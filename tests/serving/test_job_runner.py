@@ -184,3 +184,32 @@ async def test_a_runner_whose_lease_was_taken_over_stops_and_writes_nothing() ->
     assert await store.kv.get(store._key(job.id, "lease")) == b"other"  # not released by the stale runner
     current = await store.get(job.id)
     assert current is not None and current.status == JobStatus.running
+
+
+async def test_a_job_held_long_is_reported_with_where_it_waits(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job that holds a runner slot for long says in the logs which await it is stuck in, and so
+    does an attempt abandoned by a backstop (the attempt timeout here)."""
+    monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
+    monkeypatch.setattr(jobs, "LONG_RUN_S", 0.2)
+    monkeypatch.setattr(jobs, "IDLE_POLL_MAX_S", 0.05)  # the runner's loop, which reports, turns often
+    attempts: list[int] = []
+
+    async def wait_for_a_replica_that_never_answers() -> None:
+        await asyncio.Event().wait()
+
+    async def execute(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
+        attempts.append(attempt)
+        if attempt == 1:
+            await wait_for_a_replica_that_never_answers()
+        return ImagesResponse(created=0, data=[]), "stable"
+
+    with caplog.at_level("WARNING", logger="huabu.jobs"):
+        job_id, _ = await run_one_job(lambda store: execute, attempt_timeout_s=1.0)
+    assert attempts == [1, 2]
+    held = [r.getMessage() for r in caplog.records if " held by test for " in r.getMessage()]
+    assert held and all(job_id in m and "wait_for_a_replica_that_never_answers" in m for m in held), held
+    abandoned = [r.getMessage() for r in caplog.records if "it was waiting in" in r.getMessage()]
+    assert len(abandoned) == 1 and "attempt still running after" in abandoned[0]
+    assert "execute (test_job_runner.py" in abandoned[0] and "wait_for_a_replica_that_never_answers" in abandoned[0]
