@@ -50,6 +50,7 @@ def deploy(name: str, port: int, replicas: int, args: argparse.Namespace, files:
         state={"namespace": name},
         storage={"local_dir": str(files / name), "public_base_url": base},
         auth={"enabled": False},
+        development=True,  # a local benchmark may sign file URLs with the public development secret
         cache={"enabled": False},  # every request reaches a model replica
         safety={"prompt_enabled": False, "image": {"enabled": False}},
         gateway={"default_steps": 1},

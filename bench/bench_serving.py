@@ -83,6 +83,7 @@ def bench_settings(
         **({"variants": {"stable": {"model": served.model}}} if served.model else {}),
         telemetry=telemetry or {},
         auth={"enabled": False},  # benchmarks measure serving, not key checks
+        development=True,  # a local benchmark may sign file URLs with the public development secret
     )
 
 

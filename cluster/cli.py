@@ -16,6 +16,7 @@ import base64
 import hashlib
 import importlib
 import io
+import ipaddress
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huabu.cluster.keys_cli import local_dev_key, with_dev_admin_key
-from huabu.cluster.output import fail, say
+from huabu.cluster.output import fail, say, warn
 
 if TYPE_CHECKING:
     from huabu.cluster.local import ClusterState, LocalCluster
@@ -58,6 +59,30 @@ def load_settings(
     if model is not None:  # the stable variant serves it; its other settings (LoRA, defaults) stay
         overrides["variants"] = {"stable": {"model": model}}
     return Settings.load(path, **overrides)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other name may resolve to an address others reach
+        return False
+
+
+def check_open_server(settings: Settings, force: bool) -> None:
+    """An open server (no API keys) only on loopback, unless forced: anyone who reaches it may generate,
+    read every job and use the admin routes."""
+    from huabu.cluster.local import ClusterError
+
+    if settings.auth.enabled or force or is_loopback(settings.host):
+        return
+    raise ClusterError(
+        f"API keys are off (--no-auth or auth.enabled: false) and --host {settings.host} serves beyond this "
+        "machine: anyone who reaches it may use every route. Serve on --host 127.0.0.1, keep API keys on, "
+        "or pass --force-no-auth if the network in front of it is trusted."
+    )
 
 
 def check_models(settings: Settings, local: bool) -> None:
@@ -121,9 +146,10 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
 
     # Fail on bad settings and model references before starting Ray.
     settings = load_settings(args.settings, args.host, args.port, args.model)
-    check_models(settings, local=not args.address)
     if args.no_auth:  # the only way to serve without API keys
         settings = settings.model_copy(update={"auth": settings.auth.model_copy(update={"enabled": False})})
+    check_open_server(settings, args.force_no_auth)
+    check_models(settings, local=not args.address)
     cluster = LocalCluster()
     started = time.monotonic()
     state = cluster.running_state()
@@ -445,9 +471,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_config(args: argparse.Namespace) -> int:
-    from huabu.cluster.serve_config import render
+    from huabu.cluster.serve_config import left_out, render
 
-    text = render(load_settings(args.settings, args.host, args.port, args.model), full=args.full)
+    settings = load_settings(args.settings, args.host, args.port, args.model)
+    text = render(settings, full=args.full)
+    for name in left_out(settings):  # the config still deploys; it must not carry the password
+        warn(f"note: {name} carries a password and was left out: set it in the cluster's environment")
     if args.output:
         Path(args.output).write_text(text)
         say(f"wrote {args.output}")
@@ -467,6 +496,11 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray head (default: this machine's)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /readyz (default 300)")
     parser.add_argument("--no-auth", action="store_true", help="serve without API keys (development only)")
+    parser.add_argument(
+        "--force-no-auth",
+        action="store_true",
+        help="allow serving without API keys on a --host other than loopback (a trusted network only)",
+    )
     parser.add_argument(
         "--model",
         metavar="REF",

@@ -35,9 +35,11 @@ HEADER = """\
 # huabu on Kubernetes with KubeRay: a RayService whose serveConfigV2 comes from the same Settings as
 # `huabu up`. Generated; regenerate with
 #   python -m huabu.cluster.kuberay --settings cluster/gpu-settings.yaml > cluster/kuberay/rayservice.yaml
-# Needs: the KubeRay operator, the NVIDIA device plugin, a Redis and an S3 bucket (docs/DEPLOY.md).
-# Secrets come from the Secret `huabu-secrets` (HUABU__STORAGE__SIGNING_SECRET, AWS_ACCESS_KEY_ID,
-# AWS_SECRET_ACCESS_KEY; or use IAM roles for service accounts and leave the AWS keys out).
+# Needs: the KubeRay operator, the NVIDIA device plugin, a Redis with a password and an S3 bucket
+# (docs/DEPLOY.md). Secrets come from the Secret `huabu-secrets`: HUABU__STORAGE__SIGNING_SECRET and
+# HUABU__STATE__REDIS_URL (redis://:PASSWORD@host:6379/0, or rediss:// for TLS) are required, the pods
+# do not start without them; AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are optional (leave them out
+# with IAM roles for service accounts).
 """
 
 
@@ -52,14 +54,21 @@ def gpus_needed(settings: Settings) -> float:
     return len(settings.variants) * settings.model.autoscaling.max_replicas * settings.model.num_gpus
 
 
+SECRET_NAME = "huabu-secrets"
+# Secret keys the pods need (a missing one keeps them from starting, rather than serving with the
+# public development secret or an open Redis), and keys that other credentials may replace.
+REQUIRED_SECRETS = ("HUABU__STORAGE__SIGNING_SECRET", "HUABU__STATE__REDIS_URL")
+OPTIONAL_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
 def _env() -> list[dict[str, Any]]:
-    secret = "huabu-secrets"
+    def from_secret(name: str, optional: bool) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": name, "optional": optional}}}
+
     return [
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
-        *(
-            {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name, "optional": True}}}
-            for name in ("HUABU__STORAGE__SIGNING_SECRET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        ),
+        *(from_secret(name, optional=False) for name in REQUIRED_SECRETS),
+        *(from_secret(name, optional=True) for name in OPTIONAL_SECRETS),
     ]
 
 
@@ -78,6 +87,11 @@ def rayservice(
     """The RayService manifest for these settings."""
     if settings.model.num_gpus > gpus_per_pod:
         raise ValueError(f"a model replica needs {settings.model.num_gpus} GPUs but a pod has {gpus_per_pod}")
+    if "redis_url" in settings.state.model_fields_set:  # in args it would override the Secret's
+        raise ValueError(
+            f"state.redis_url comes from the Secret {SECRET_NAME} (HUABU__STATE__REDIS_URL, with its password) "
+            "in the KubeRay manifest: leave it out of the settings"
+        )
     config = serve_config(settings)
     config["proxy_location"] = "EveryNode"  # the Service routes to any pod's proxy
     config["applications"][0]["deployments"] = model_deployments(settings)

@@ -10,6 +10,11 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
-def fail(message: str) -> int:
+def warn(message: str) -> None:
+    """A note for the operator that must not mix into stdout (which may be a generated file)."""
     print(f"huabu: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message: str) -> int:
+    warn(message)
     return 1

@@ -14,13 +14,43 @@ from typing import Any
 
 import yaml
 
-from huabu.deployments.core.settings import Settings
+from huabu.deployments.core.settings import ENV_PREFIX, Settings, url_has_password
 
 IMPORT_PATH = "huabu.deployments.app:app_builder"
 CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
 
 # Settings that must not be written into a config file (they come from the environment instead).
 SECRET_FIELDS: dict[str, set[str]] = {"storage": {"signing_secret"}}
+# Connection URLs, left out too when they carry a password (redis://:PASSWORD@host).
+CREDENTIAL_URL_FIELDS: dict[str, str] = {"state": "redis_url", "cache": "redis_url"}
+
+
+def env_name(section: str, field: str) -> str:
+    return f"{ENV_PREFIX}{section}__{field}".upper()
+
+
+def credential_urls(settings: Settings) -> list[tuple[str, str]]:
+    """The (section, field) URLs of these settings that carry a password."""
+    return [
+        (section, field)
+        for section, field in CREDENTIAL_URL_FIELDS.items()
+        if url_has_password(getattr(getattr(settings, section), field))
+    ]
+
+
+def secret_fields(settings: Settings) -> dict[str, set[str]]:
+    """Every field of these settings that stays out of a config file."""
+    fields = {section: set(names) for section, names in SECRET_FIELDS.items()}
+    for section, field in credential_urls(settings):
+        fields.setdefault(section, set()).add(field)
+    return fields
+
+
+def left_out(settings: Settings) -> list[str]:
+    """Variables the cluster must set because their values were left out of the file (beyond the signing
+    secret, which every production deployment sets)."""
+    return [env_name(section, field) for section, field in credential_urls(settings)]
+
 
 HEADER = """\
 # huabu as a Ray Serve config: the same application `huabu up` deploys, from the same Settings.
@@ -37,7 +67,9 @@ HEADER = """\
 #     storage: {backend: s3, bucket: huabu-images, cdn_base_url: "https://cdn.example.com/"}
 # or `args: {settings_file: /path/on/every/node.yaml}`. Deployment options (replicas, resources,
 # autoscaling) come from these settings, so no `deployments:` overrides are needed. Secrets stay
-# out of this file: set HUABU__STORAGE__SIGNING_SECRET in the cluster's environment.
+# out of this file: set HUABU__STORAGE__SIGNING_SECRET in the cluster's environment (the app refuses
+# to start without it unless HUABU__DEVELOPMENT=true), and a Redis URL with a password
+# (HUABU__STATE__REDIS_URL=rediss://:PASSWORD@host:6379/0; rediss:// for TLS) is never written here.
 #
 # Deploy to a running Ray cluster (needs its dashboard and the cluster's RAY_AUTH_MODE):
 #   serve deploy cluster/serve_config.yaml
@@ -48,7 +80,7 @@ HEADER = """\
 
 def serve_config(settings: Settings, full: bool = False) -> dict[str, Any]:
     """A ``ServeDeploySchema``-shaped dict deploying huabu with these settings."""
-    args = settings.model_dump(mode="json", exclude_unset=not full, exclude=SECRET_FIELDS)
+    args = settings.model_dump(mode="json", exclude_unset=not full, exclude=secret_fields(settings))
     return {
         "http_options": {"host": settings.host, "port": settings.port},
         "applications": [
@@ -65,4 +97,7 @@ def serve_config(settings: Settings, full: bool = False) -> dict[str, Any]:
 def render(settings: Settings, full: bool = False) -> str:
     config = serve_config(settings, full)
     body = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return HEADER + "\n" + body
+    notes = "".join(
+        f"# Left out (it carries a password): set {name} in the cluster's environment.\n" for name in left_out(settings)
+    )
+    return HEADER + notes + "\n" + body

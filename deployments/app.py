@@ -41,6 +41,7 @@ def model_options(settings: Settings, variant: str) -> dict[str, Any]:
 
 
 def build_app(settings: Settings) -> Application:
+    settings.require_secrets()  # every way in (serve deploy, KubeRay, huabu up) fails here, naming the fix
     gw = settings.gateway
     small: dict[str, Any] = {
         "ray_actor_options": replica_actor_options(settings, num_cpus=0),

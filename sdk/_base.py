@@ -105,7 +105,7 @@ TimeoutArg = float | Timeouts | None
 @dataclass(frozen=True)
 class ClientConfig:
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # a repr ends up in logs and tracebacks
     timeouts: Timeouts
     max_retries: int
     default_headers: Mapping[str, str] = field(default_factory=dict)

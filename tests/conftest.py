@@ -142,6 +142,9 @@ class AppDeployer:
             "app_name": name,
             "state": {"namespace": name},
             "storage": {"local_dir": str(self.tmp_path_factory.mktemp(name)), "public_base_url": base_url},
+            # Tests may sign file URLs with the public development secret (build_app refuses it otherwise);
+            # tests/security/test_secrets.py covers the refusal.
+            "development": True,
             "model": {
                 "autoscaling": {"min_replicas": 1, "max_replicas": 1},
                 "health_check_period_s": 1,

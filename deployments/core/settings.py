@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -17,6 +18,9 @@ from huabu.filters.settings import ImageFilterSettings, PromptFilterSettings
 from huabu.sdk.types import RATE_LIMIT_PATTERN
 
 ENV_PREFIX = "HUABU__"
+# Public, so it signs nothing outside development (Settings.require_secrets).
+DEV_SIGNING_SECRET = "huabu-dev-signing-secret"
+MIN_SECRET_CHARS = 16  # HMAC-SHA256 keys shorter than this are guessable offline from one signed URL
 DIFFUSERS_PREFIX = "diffusers:"  # a variant model served by the diffusers backend
 
 
@@ -188,8 +192,9 @@ class StorageSettings(_Section):
     region: str = "us-east-1"
     cdn_base_url: str | None = None
     url_ttl_s: int = Field(3600, ge=1)
-    # Secret for the gateway's own signed file URLs; the embedded default is for development.
-    signing_secret: str = "huabu-dev-signing-secret"
+    # Secret for the gateway's own signed file URLs. The default is public: build_app refuses it
+    # unless `development` is set (`huabu up` makes a random one per machine). Kept out of reprs.
+    signing_secret: str = Field(DEV_SIGNING_SECRET, repr=False)
     public_base_url: str = "http://127.0.0.1:8000"
 
 
@@ -310,12 +315,30 @@ class Settings(_Section):
     # How stages call each other (deployments/core/handles.py): "grpc" straight to the replica, or
     # "actor" for Ray actor tasks (Serve's default).
     handle_transport: Literal["grpc", "actor"] = "grpc"
+    # Development mode (HUABU__DEVELOPMENT=true): accept the public development signing secret.
+    development: bool = False
 
     @model_validator(mode="after")
     def _has_stable(self) -> Settings:
         if "stable" not in self.variants:
             raise ValueError("variants must include 'stable'")
         return self
+
+    def require_secrets(self) -> None:
+        """Refuse to serve with a signing secret anyone can know, outside development mode. Checked
+        by the app builder, so that `serve deploy`, KubeRay and the launcher fail at once, naming the fix."""
+        if self.development:
+            return
+        secret = self.storage.signing_secret
+        if secret == DEV_SIGNING_SECRET or len(secret) < MIN_SECRET_CHARS:
+            what = "is the public development default" if secret == DEV_SIGNING_SECRET else "is too short"
+            raise InsecureSettingsError(
+                f"storage.signing_secret {what}: anyone could sign file URLs. Set "
+                f"{ENV_PREFIX}STORAGE__SIGNING_SECRET to a random value of at least {MIN_SECRET_CHARS} "
+                "characters (e.g. `openssl rand -hex 32`) in the environment of the process that builds the "
+                f"app (KubeRay: the Secret huabu-secrets), or set {ENV_PREFIX}DEVELOPMENT=true "
+                "(settings: `development: true`) for a development deployment."
+            )
 
     @property
     def stable_model(self) -> str:
@@ -331,6 +354,15 @@ class Settings(_Section):
                 _set_path(data, key[len(ENV_PREFIX) :].lower().split("__"), _parse_env_value(value))
         _deep_update(data, overrides)
         return cls.model_validate(data)
+
+
+class InsecureSettingsError(ValueError):
+    """Settings that would serve with a known or guessable secret."""
+
+
+def url_has_password(url: str | None) -> bool:
+    """Whether a URL carries a password (``redis://:pw@host``), which must not be written into files."""
+    return url is not None and urlsplit(url).password is not None
 
 
 def _parse_env_value(value: str) -> Any:

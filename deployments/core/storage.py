@@ -14,6 +14,7 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 from huabu.deployments.core import telemetry
+from huabu.deployments.core.logging_json import add_secret
 from huabu.deployments.core.settings import StorageSettings
 
 KEY_PATTERN = re.compile(r"^[0-9a-f]{64}\.png$")
@@ -37,6 +38,7 @@ class UrlSigner:
     """HMAC-SHA256 over (key, expiry): a URL cannot be forged or extended without the secret."""
 
     def __init__(self, secret: str, ttl_s: int) -> None:
+        add_secret(secret)  # whoever holds it may log it by accident (an error, a repr): masked
         self.secret = secret.encode()
         self.ttl_s = ttl_s
 

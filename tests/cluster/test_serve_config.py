@@ -107,8 +107,35 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def test_a_redis_password_stays_out_of_the_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Redis URL with a password is left out (the cluster's environment gives it); one without stays."""
+    for key in [k for k in os.environ if k.startswith("HUABU__")]:
+        monkeypatch.delenv(key)
+    url = "rediss://:hunter2-redis-pw@redis.internal:6380/0"
+    settings = Settings.load(environ={}, state={"backend": "redis", "redis_url": url}, cache={"redis_url": url})
+    for full in (False, True):
+        args = serve_config(settings, full=full)["applications"][0]["args"]
+        assert "hunter2" not in str(args)
+        assert "redis_url" not in args["state"] and "redis_url" not in args.get("cache", {})
+        assert args["state"]["backend"] == "redis"
+    text = render(settings)
+    assert "hunter2" not in text
+    assert "set HUABU__STATE__REDIS_URL in the cluster's environment" in text
+
+    monkeypatch.setenv("HUABU__STATE__REDIS_URL", url)
+    assert cli_main(["serve-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "hunter2" not in out + err
+    assert "HUABU__STATE__REDIS_URL carries a password" in err
+
+    plain = Settings.load(environ={}, state={"redis_url": "redis://redis:6379/0"})
+    assert serve_config(plain)["applications"][0]["args"]["state"] == {"redis_url": "redis://redis:6379/0"}
+
+
 @pytest.mark.serve
-def test_config_runs_on_serve(serve_port: int, tmp_path: Path) -> None:
+def test_config_runs_on_serve(serve_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Build the app the way ``serve run``/``serve deploy`` do (import path + args), run it under its
     own name and route prefix in the session's Ray, and generate an image over HTTP."""
     from ray import serve
@@ -136,6 +163,8 @@ def test_config_runs_on_serve(serve_port: int, tmp_path: Path) -> None:
             "graceful_shutdown_timeout_s": 1,
         },
     )
+    # The signing secret comes from the environment, as on a cluster (the file never carries it).
+    monkeypatch.setenv("HUABU__STORAGE__SIGNING_SECRET", uuid.uuid4().hex)
     app = call_user_app_builder_with_args_if_necessary(import_attr(app_config.import_path), args)
     serve.run(app, name=name, route_prefix=f"/{name}", blocking=False)
     try:
