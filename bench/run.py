@@ -15,6 +15,7 @@ BENCHES = [
     "bench_filters.py",
     "bench_tracing.py",
     "bench_capacity.py",
+    "bench_backends.py",
 ]
 
 
