@@ -1,6 +1,7 @@
 """Tiny random-weight diffusers pipelines built offline (no hub access here): a Qwen-Image text-to-image
-pipeline with the real component classes at toy sizes, saved with ``save_pretrained`` so that the
-backend loads it exactly as it loads a downloaded checkpoint. The one place tests build them."""
+pipeline and a text-only PixArt-Sigma one, with the real component classes at toy sizes, saved with
+``save_pretrained`` so that the backend loads them exactly as it loads a downloaded checkpoint. The one
+place tests build them."""
 
 from __future__ import annotations
 
@@ -140,3 +141,80 @@ def build_lora(pipeline_dir: Path, path: Path, rank: int = 4, seed: int = 1) -> 
         path.parent, transformer_lora_layers=get_peft_model_state_dict(transformer), weight_name=path.name
     )
     return path
+
+
+# Words for the T5 tokenizer's Unigram vocabulary; anything else still tokenises (as <unk> pieces).
+_T5_CORPUS = [
+    "a red circle on a blue square, a green triangle, a yellow star in the sky, a cat, a dog, a castle",
+    "a slow one, another picture of the sea at night with the moon and clouds over the hills",
+]
+
+
+def build_t5_tokenizer(vocab_size: int = 120):  # -> transformers.T5TokenizerFast
+    """A T5 tokenizer (SentencePiece-style Unigram) trained here: ``<pad>``, ``</s>``, ``<unk>`` are
+    ids 0, 1, 2 as in T5's own vocabulary."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5TokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False
+    )
+    tok.train_from_iterator(_T5_CORPUS * 4, trainer)
+    vocab = [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+
+
+def build_pixart_sigma(directory: Path, seed: int = 0) -> Path:
+    """A text-only ``PixArtSigmaPipeline`` (diffusers pairs no inpainting or image-to-image pipeline
+    with it) of ~0.1 M random parameters in ``directory``; returns it. Like the real one, its VAE
+    downsamples 8x and its transformer packs 2x2 latents; its ``sample_size`` (4 latents, 32 pixels)
+    is none that PixArt's resolution binning knows."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_t5_tokenizer()
+    text_dim = 16
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=text_dim,
+            d_kv=8,
+            d_ff=32,
+            num_layers=2,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    ).eval()
+    z_dim = 4
+    transformer = PixArtTransformer2DModel(
+        sample_size=4,
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=z_dim,
+        out_channels=z_dim * 2,  # learned sigma, as PixArt predicts it
+        cross_attention_dim=16,
+        caption_channels=text_dim,
+        norm_num_groups=1,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=z_dim,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    scheduler = DPMSolverMultistepScheduler()  # PixArt-Sigma's own scheduler class
+    pipeline = PixArtSigmaPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+    pipeline.save_pretrained(directory)
+    return directory

@@ -5,7 +5,10 @@ MMDiT (``backends/contract.py``):
   with its own prompt, negative prompt and CPU ``torch.Generator`` (the same seed gives the same
   noise on any device, and a request's noise does not depend on its batch);
 - ``callback_on_step_end`` reports every step and, once every request of the call is cancelled, sets
-  the pipeline's interrupt flag, so the remaining steps are skipped;
+  the pipeline's interrupt flag, so the remaining steps are skipped; pipelines that only take the
+  older ``callback``/``callback_steps`` (PixArt) report through it and are stopped by an exception;
+- the size asked for is the size rendered: pipelines that would snap it to a trained aspect-ratio bin
+  and resize the result (``use_resolution_binning``) are told not to;
 - inpainting answers the input's pixels outside the mask byte-exact (the VAE round trip would change
   them); outpainting arrives here already padded and masked (``backends/requests.py``).
 """
@@ -28,7 +31,7 @@ from huabu.deployments.backends.contract import (
     SampleResult,
 )
 from huabu.deployments.backends.diffusers.loading import DiffusionPipeline, LoadedPipelines, load_pipelines
-from huabu.deployments.backends.requests import SampleRequest
+from huabu.deployments.backends.requests import SampleRequest, first_step
 from huabu.deployments.core.settings import ModelDeploymentSettings, VariantSettings
 
 # Qwen-Image's reference sampling turns true classifier-free guidance on only with a negative
@@ -59,6 +62,24 @@ def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
     return data[:max_bytes].decode(errors="ignore"), True
 
 
+class Interrupted(Exception):
+    """Raised from a pipeline's legacy ``callback``, which has no interrupt flag to set."""
+
+
+def call_parameters(pipeline: DiffusionPipeline) -> set[str]:
+    return set(inspect.signature(pipeline.__call__).parameters)
+
+
+def default_side(main: DiffusionPipeline, vae_scale: int) -> int:
+    """The pipeline's own default side in pixels: its ``default_sample_size`` where it keeps one,
+    else the denoiser's trained ``sample_size`` (what PixArt's and SD's calls fall back to), in latents."""
+    sample = getattr(main, "default_sample_size", None)
+    if not isinstance(sample, int):
+        denoiser = getattr(main, "transformer", None) or getattr(main, "unet", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    return (sample if isinstance(sample, int) and sample > 0 else 128) * vae_scale
+
+
 def call_defaults(pipeline: DiffusionPipeline) -> dict[str, Any]:
     """The keyword defaults of the pipeline's ``__call__`` (its recommended steps and guidance)."""
     return {
@@ -79,6 +100,11 @@ class DiffusersBackend:
         defaults = call_defaults(main)
         # Qwen-Image's guidance is true CFG (``true_cfg_scale``); SD3's and FLUX's is ``guidance_scale``.
         self.guidance_parameter = "true_cfg_scale" if "true_cfg_scale" in defaults else "guidance_scale"
+        # Resolution binning renders at the nearest trained bucket (a 256x256 request at 1024x1024 on
+        # PixArt) and resizes: the size checks, batching and cost all assume the requested size runs.
+        self.fixed_arguments: dict[str, Any] = (
+            {"use_resolution_binning": False} if "use_resolution_binning" in defaults else {}
+        )
         self.limits = self._limits(main, defaults, settings)
 
     @classmethod
@@ -95,7 +121,7 @@ class DiffusersBackend:
         transformer = getattr(main, "transformer", None)
         patch = int(getattr(getattr(transformer, "config", None), "patch_size", None) or 1)
         multiple = vae_scale * patch  # latents are vae_scale smaller, then packed patch x patch
-        side = int(getattr(main, "default_sample_size", 128)) * vae_scale
+        side = default_side(main, vae_scale)
         side = min(side - side % multiple, settings.max_side - settings.max_side % multiple)
         guidance = defaults.get(self.guidance_parameter)
         capabilities: tuple[Capability, ...] = ("generate",)
@@ -169,15 +195,26 @@ class DiffusersBackend:
         blank = BLANK_NEGATIVE if self.guidance_parameter == "true_cfg_scale" else ""
         negatives = [truncate_utf8(r.negative_prompt, self.limits.max_prompt_bytes)[0] or blank for r in requests]
         cancelled = [False] * len(requests)
+        parameters = call_parameters(pipeline)
+        # What the pipeline reports when it has no ``num_timesteps`` (img2img runs the last part).
+        planned = key.steps - first_step(key.steps, key.strength)
 
-        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def step_done(pipe: Any, step: int) -> bool:
+            """Reports ``step`` (0-based) done; -> whether every request of the call is cancelled."""
             if on_step is not None:
-                on_step(indices, step + 1, int(getattr(pipe, "num_timesteps", key.steps)))
+                on_step(indices, step + 1, int(getattr(pipe, "num_timesteps", None) or planned))
             if is_cancelled is not None:
                 cancelled[:] = [is_cancelled(i) for i in indices]
-                if all(cancelled):
-                    pipe._interrupt = True  # the remaining steps are skipped
+            return all(cancelled)
+
+        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if step_done(pipe, step):
+                pipe._interrupt = True  # the remaining steps are skipped
             return tensors
+
+        def legacy_callback(step: int, timestep: Any, latents: Any) -> None:
+            if step_done(pipeline, step):
+                raise Interrupted  # no interrupt flag in these pipelines' loops
 
         arguments: dict[str, Any] = {
             "prompt": [text for text, _ in prompts],
@@ -188,8 +225,13 @@ class DiffusersBackend:
             "num_inference_steps": key.steps,
             "generator": [torch.Generator().manual_seed(r.seed) for r in requests],
             "output_type": "np",
-            "callback_on_step_end": step_end,
+            **self.fixed_arguments,
         }
+        # Checked by name: pipelines with ``**kwargs`` would silently drop a callback they do not know.
+        if "callback_on_step_end" in parameters:
+            arguments["callback_on_step_end"] = step_end
+        elif {"callback", "callback_steps"} <= parameters:
+            arguments |= {"callback": legacy_callback, "callback_steps": 1}
         if key.capability != "generate":
             arguments["image"] = [Image.fromarray(r.init_image) for r in requests if r.init_image is not None]
             arguments["strength"] = key.strength
@@ -197,7 +239,10 @@ class DiffusersBackend:
             arguments["mask_image"] = [
                 Image.fromarray(r.mask.astype(np.uint8) * 255) for r in requests if r.mask is not None
             ]
-        images = pipeline(**arguments).images  # (B, H, W, 3) float in [0, 1]
+        try:
+            images = pipeline(**arguments).images  # (B, H, W, 3) float in [0, 1]
+        except Interrupted:
+            return [SampleResult(pixels=None, prompt_truncated=t, cancelled=True) for _, t in prompts]
         pixels = (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
         results = []
         for i, request in enumerate(requests):
