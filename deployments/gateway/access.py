@@ -42,6 +42,7 @@ from huabu.deployments.gateway.security import (
     Send,
     app_state,
     install_log_redaction,
+    path_id_problem,
     route_path,
     send_error,
 )
@@ -96,7 +97,7 @@ class Access:
 
     # --- limits ----------------------------------------------------------------------------
 
-    async def admit(self, principal: Principal, request_id: str) -> Admission:
+    async def admit(self, principal: Principal) -> Admission:
         if self.limits is None:
             return Admission()
         limits, key_id = self.limits, principal.key_id
@@ -110,7 +111,9 @@ class Access:
                 )
         admission = Admission()
         if principal.max_concurrent is not None:
-            slots, member = f"slots:{key_id}", f"r:{request_id or uuid.uuid4().hex}"
+            # Named by the server, one per request: named after the client's X-Request-Id, N
+            # requests sending one id would share one slot (that id is only echoed and logged).
+            slots, member = f"slots:{key_id}", f"r:{uuid.uuid4().hex}"
             result = await limits.acquire(slots, member, principal.max_concurrent, REQUEST_SLOT_TTL_S)
             if not result.acquired and await self._free_finished_jobs(slots, result.members):
                 result = await limits.acquire(slots, member, principal.max_concurrent, REQUEST_SLOT_TTL_S)
@@ -241,8 +244,11 @@ class AccessMiddleware:
             principal = await access.authenticator.authenticate(authorization)
             if not principal.has(needed):
                 raise auth.forbidden(needed)
+            bad_id = path_id_problem(path)
+            if bad_id is not None and scope["type"] == "http":
+                raise bad_id  # the WebSocket route answers it after accepting, so browsers can read it
             job = JOB_PATH.match(path)
-            if job and not await access.may_see_job(principal, job.group(1)):
+            if job and bad_id is None and not await access.may_see_job(principal, job.group(1)):
                 raise not_found(f"no job {job.group(1)!r}", "job_id")
             if scope["type"] == "http" and scope["method"] == "POST" and path in COSTLY:
                 idem = headers.get("idempotency-key")
@@ -251,7 +257,7 @@ class AccessMiddleware:
                         principal, idem, scope.get(BODY_SCOPE_KEY, b"")
                     )
                     MutableHeaders(scope=scope)["idempotency-key"] = scoped
-                admission = await access.admit(principal, scope.get("state", {}).get("request_id", ""))
+                admission = await access.admit(principal)
         except APIError as exc:
             await send_error(scope, receive, send, exc)
             return

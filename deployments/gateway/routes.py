@@ -7,7 +7,6 @@ a route. Image routes go through ``GenerationService.run``: a cache hit is answe
 result cache, a miss goes down the stages that ``deployments/app.py`` wires."""
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -36,7 +35,13 @@ from huabu.deployments.gateway.jobs import JobRunner, JobStore
 from huabu.deployments.gateway.playground import mount_playground
 from huabu.deployments.gateway.rollouts import RolloutService
 from huabu.deployments.gateway.rollouts import router as rollouts_router
-from huabu.deployments.gateway.security import RequestLimits, SecurityHeaders
+from huabu.deployments.gateway.security import (
+    RequestLimits,
+    SecurityHeaders,
+    json_body,
+    last_event_id,
+    path_id_problem,
+)
 from huabu.sdk.types import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -159,32 +164,16 @@ class Gateway:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    async def _json(self, request: Request) -> object:
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("application/json"):
-            raise APIError(
-                f"send the body as application/json, not {content_type or 'nothing'}",
-                status=415,
-                param=None,
-                code="unsupported_media_type",
-            )
-        body = await request.body()
-        if len(body) > self.settings.gateway.max_request_bytes:
-            raise APIError(
-                f"request body is larger than {self.settings.gateway.max_request_bytes} bytes",
-                status=413,
-                code="request_too_large",
-            )
-        try:
-            return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise invalid("request body is not valid JSON") from None
+    @staticmethod
+    def _json(request: Request) -> object:
+        # Parsed (strictly, once) and its content type checked by RequestLimits.
+        return json_body(request.scope)
 
     # --- images ------------------------------------------------------------------------------
 
     @api.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
     async def generations(self, request: Request) -> ImagesResponse:
-        req = ImageGenerationRequest.model_validate(await self._json(request))
+        req = ImageGenerationRequest.model_validate(self._json(request))
         requests = await self.service.generation_requests(req, request.state.request_id)
         response, _ = await self.service.run(requests, req.response_format)
         return response
@@ -215,7 +204,7 @@ class Gateway:
 
     @api.post("/v1/images/outpaint", response_model=ImagesResponse, response_model_exclude_none=True)
     async def outpaint(self, request: Request) -> ImagesResponse:
-        req = OutpaintRequest.model_validate(await self._json(request))
+        req = OutpaintRequest.model_validate(self._json(request))
         requests = await self.service.outpaint_requests(req, request.state.request_id)
         response, _ = await self.service.run(requests, req.response_format)
         return response
@@ -241,7 +230,7 @@ class Gateway:
 
     @api.post("/v1/jobs", response_model=Job, response_model_exclude_none=True, status_code=202)
     async def submit(self, request: Request) -> Job:
-        payload = await self._json(request)
+        payload = self._json(request)
         req = job_request_adapter.validate_python(payload)
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
         await self.service.job_requests(req, request.state.request_id, None)
@@ -258,6 +247,9 @@ class Gateway:
         return job
 
     async def _job(self, job_id: str) -> Job:
+        problem = path_id_problem(f"/v1/jobs/{job_id}")  # a malformed id never reaches the store
+        if problem is not None:
+            raise problem
         job = await self.jobs.get(job_id)
         if job is None:
             raise not_found(f"no job {job_id!r}", "job_id")
@@ -293,8 +285,7 @@ class Gateway:
     @api.get("/v1/jobs/{job_id}/events")
     async def job_events(self, job_id: str, request: Request) -> StreamingResponse:
         await self._job(job_id)
-        last = request.headers.get("last-event-id")
-        after = int(last) if last and last.isdigit() else -1
+        after = last_event_id(request.headers.get("last-event-id"))
 
         async def stream() -> AsyncIterator[str]:
             async for event in self._events(job_id, after):
@@ -308,13 +299,15 @@ class Gateway:
     @api.websocket("/v1/jobs/{job_id}/ws")
     async def job_ws(self, websocket: WebSocket, job_id: str) -> None:
         await websocket.accept()
-        if await self.jobs.get(job_id) is None:
-            await websocket.send_json(APIError(f"no job {job_id!r}", "not_found_error", "job_id").response_body())
-            await websocket.close(code=4404)
-            return
-        last = websocket.headers.get("last-event-id", "")
         try:
-            async for event in self._events(job_id, int(last) if last.isdigit() else -1):
+            await self._job(job_id)
+            after = last_event_id(websocket.headers.get("last-event-id"))
+        except APIError as exc:  # accepted first, so that a browser can read why (close 4000 + status)
+            await websocket.send_json(exc.response_body())
+            await websocket.close(code=4000 + exc.status)
+            return
+        try:
+            async for event in self._events(job_id, after):
                 if event is not None:
                     await websocket.send_text(event.model_dump_json(exclude_none=True))
             await websocket.close()

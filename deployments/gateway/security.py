@@ -3,16 +3,21 @@
 - ``SecurityHeaders`` (outermost): configurable CORS, and nosniff / frame denial / referrer /
   CSP / no-store headers on every answer, errors included;
 - ``RequestLimits``: the body-size limit enforced while reading (a chunked body without a
-  Content-Length cannot slip past it) and strict content types on /v1 (JSON, multipart only
-  for edits), before any handler parses anything. Image pixel limits (decompression bombs)
-  are checked from image headers in ``images.py``;
+  Content-Length cannot slip past it), strict content types on /v1 (JSON, multipart only
+  for edits) and one strict parse of every JSON body (``parse_json``: UTF-8, nesting depth,
+  finite and bounded numbers, no lone surrogates), before any handler parses anything. Image
+  pixel limits (decompression bombs) are checked from image headers in ``images.py``;
+- ids at the edge: ``path_id_problem`` (job, API key and rollout ids in paths) and
+  ``last_event_id``: odd bytes are a 4xx that says what to fix, never a store lookup or a 5xx;
 - ``RedactSecrets``: a logging filter that masks API keys and bearer tokens in every record.
 
 Settings come from ``app.state.access.settings`` (set by each Gateway replica at start)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -21,8 +26,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
+from huabu.ab_testing._base import IDENTIFIER
 from huabu.deployments.core.settings import GatewaySettings, SecuritySettings
-from huabu.deployments.gateway.errors import APIError
+from huabu.deployments.gateway.errors import APIError, invalid, not_found
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,6 +37,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BODY_SCOPE_KEY = "huabu.body"  # the buffered request body, for middleware further in
+JSON_SCOPE_KEY = "huabu.json"  # the body parsed once by RequestLimits, for the routes
+# Far deeper than any request model; Python's parser itself fails near its recursion limit (~1000).
+MAX_JSON_DEPTH = 32
+MAX_JSON_INT_DIGITS = 40  # above any int field's bound; Python refuses int() past 4,300 digits
+MAX_EVENT_ID_DIGITS = 18  # below 2**63, so every store takes it as a list index
 MULTIPART_PATHS = frozenset({"/v1/images/edits"})
 CORS_HEADERS = ["authorization", "content-type", "idempotency-key", "last-event-id", "traceparent", "x-request-id"]
 EXPOSED_HEADERS = [
@@ -118,6 +129,125 @@ class SecurityHeaders:
         await self._with_cors(settings)(scope, receive, send_with_headers)
 
 
+# --- JSON bodies -------------------------------------------------------------------------------------
+
+
+class _Unacceptable(ValueError):
+    """A JSON value the API refuses, raised from the parser's hooks with the message to show."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise _Unacceptable(f"a number in the request body has more than {MAX_JSON_INT_DIGITS} digits")
+    return int(text)
+
+
+def _too_deep() -> APIError:
+    return invalid(f"the request body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _check_tree(value: object) -> None:
+    """Nesting depth, finite numbers and valid Unicode strings (keys too), without recursion; a
+    problem names the value's dotted path, as validation errors do."""
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        name = ".".join(map(str, path)) or None
+        if isinstance(item, float) and not math.isfinite(item):  # NaN, Infinity, 1e999: not numbers
+            raise invalid(f"{name or 'the request body'} must be a finite number, got {item}", name)
+        if isinstance(item, str) and not item.isascii():
+            try:
+                item.encode()
+            except UnicodeEncodeError as exc:  # "\ud800" is valid JSON but no Unicode text
+                raise invalid(
+                    f"a string in {name or 'the request body'} contains a lone surrogate "
+                    f"({item[exc.start]!r}); send valid Unicode text",
+                    name,
+                ) from None
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, child in children:
+            if len(path) >= MAX_JSON_DEPTH:
+                raise _too_deep()
+            stack.append((key, path))  # a key is checked as a string where its object is
+            stack.append((child, (*path, key)))
+
+
+def parse_json(body: bytes) -> object:
+    """The body as JSON, or an APIError (400) that says what is wrong with it."""
+    try:
+        text = body.decode()  # strict UTF-8 (json.loads on bytes would also guess UTF-16/32)
+    except UnicodeDecodeError as exc:
+        raise invalid(f"the request body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8") from None
+    try:
+        value = json.loads(text, parse_int=_bounded_int)
+    except RecursionError:
+        raise _too_deep() from None
+    except json.JSONDecodeError as exc:
+        raise invalid(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except _Unacceptable as exc:
+        raise invalid(str(exc)) from None
+    _check_tree(value)
+    return value
+
+
+def json_body(scope: Scope) -> object:
+    """The JSON body ``RequestLimits`` parsed; a 400 when the request had none."""
+    if JSON_SCOPE_KEY not in scope:
+        raise invalid("the request body is empty; send a JSON object")
+    return scope[JSON_SCOPE_KEY]
+
+
+# --- ids -------------------------------------------------------------------------------------------
+
+JOB_ID = re.compile(r"job_[0-9a-f]{24}")  # as jobs.new_job_id makes them
+KEY_ID = re.compile(r"[0-9a-f]{12}")  # as auth.new_key makes them
+# Ids in paths, by the form their issuer gives them: anything else names nothing, so it is a 404
+# here, never a store lookup (a crafted id such as "<job>:events" names another record).
+_PATH_IDS = (  # (path, id form, what it names, parameter, the form in words)
+    (re.compile(r"/v1/jobs/([^/]+)"), JOB_ID, "job", "job_id", "'job_' and 24 hex digits"),
+    (re.compile(r"/v1/admin/keys/([^/]+)"), KEY_ID, "API key", "key_id", "12 hex digits"),
+    (
+        re.compile(r"/v1/admin/rollouts/([^/]+)"),
+        IDENTIFIER,
+        "rollout",
+        "rollout_id",
+        "1-128 letters, digits and . _ @ / + -, starting with a letter or digit",
+    ),
+)
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A client's value in a message: quoted, and cut short."""
+    return repr(value[:limit]) + ("..." if len(value) > limit else "")
+
+
+def path_id_problem(path: str) -> APIError | None:
+    """A 404 for an id in ``path`` that cannot be one (its form says so), else None."""
+    for route, form, what, param, in_words in _PATH_IDS:
+        match = route.match(path)
+        if match and form.fullmatch(match.group(1)) is None:
+            return not_found(f"no {what} {_shown(match.group(1))}: {what} ids are {in_words}", param)
+    return None
+
+
+def last_event_id(value: str | None) -> int:
+    """The ``Last-Event-ID`` header as an event sequence number (-1: none, start from the first)."""
+    if not value:
+        return -1
+    if len(value) > MAX_EVENT_ID_DIGITS or not (value.isascii() and value.isdigit()):
+        raise invalid(
+            f"Last-Event-ID must be the id of an event this stream sent (up to {MAX_EVENT_ID_DIGITS} "
+            f"digits 0-9), got {_shown(value)}",
+            "Last-Event-ID",
+        )
+    return int(value)
+
+
+# --- middleware ------------------------------------------------------------------------------------
+
+
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -162,6 +292,12 @@ class RequestLimits:
                 break
         body = b"".join(chunks)
         scope[BODY_SCOPE_KEY] = body
+        if path.startswith("/v1/") and path not in MULTIPART_PATHS and body.strip():
+            try:  # once, here: every JSON route (and any added later) gets the same strict parse
+                scope[JSON_SCOPE_KEY] = parse_json(body)
+            except APIError as exc:
+                await send_error(scope, receive, send, exc)
+                return
         replayed = False
 
         async def replay() -> Message:
