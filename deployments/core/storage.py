@@ -1,6 +1,10 @@
 """Image storage: content-addressed objects (``<sha256>.png``) in a local directory served by
 the gateway through expiring signed URLs, or in S3 (presigned URLs or a CDN base URL).
-Keys are derived from content only: no user-supplied string ever becomes a path."""
+Keys are derived from content only: no user-supplied string ever becomes a path.
+
+Whatever the backend, the gateway's own file route (``GET /v1/files/{key}``) serves only with a
+valid, unexpired signature of ``signer``: image ids appear in every response, so an id alone
+must never be a credential."""
 
 from __future__ import annotations
 
@@ -28,7 +32,18 @@ def valid_key(key: str) -> bool:
     return KEY_PATTERN.match(key) is not None
 
 
+class StorageUnavailable(RuntimeError):
+    """The object store cannot be reached (the caller answers 503, retry), as opposed to a missing object."""
+
+
+# S3 answers a missing object with AccessDenied (403) when the caller may not list the bucket, and
+# NoSuchKey (404) when it may; neither says more than "no such file" to a client.
+MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "AccessDenied", "404", "403"})
+
+
 class Storage(Protocol):
+    signer: UrlSigner
+
     async def put(self, data: bytes) -> str: ...
     async def get(self, key: str) -> bytes | None: ...
     def url(self, key: str) -> str: ...
@@ -102,6 +117,7 @@ class S3Storage:
         self.prefix = settings.prefix
         self.cdn_base_url = settings.cdn_base_url.rstrip("/") if settings.cdn_base_url else None
         self.ttl_s = settings.url_ttl_s
+        self.signer = UrlSigner(settings.signing_secret, settings.url_ttl_s)  # for the gateway's file route
 
     @telemetry.traced("storage.put")
     async def put(self, data: bytes) -> str:
@@ -115,11 +131,17 @@ class S3Storage:
     async def get(self, key: str) -> bytes | None:
         if not valid_key(key):
             return None
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             response = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
-        except self.client.exceptions.NoSuchKey:
-            return None
-        return await asyncio.to_thread(response["Body"].read)
+            return await asyncio.to_thread(response["Body"].read)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES:
+                return None
+            raise StorageUnavailable(f"S3 get_object failed: {exc}") from exc
+        except BotoCoreError as exc:  # no connection, timeouts, a truncated body
+            raise StorageUnavailable(f"S3 unreachable: {exc}") from exc
 
     def url(self, key: str) -> str:
         if self.cdn_base_url:

@@ -25,7 +25,7 @@ from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import ReplicaLost, connect
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.state import is_outage, open_store
-from huabu.deployments.core.storage import LocalStorage, open_storage, valid_key
+from huabu.deployments.core.storage import StorageUnavailable, open_storage, valid_key
 from huabu.deployments.gateway import auth, openapi_doc, usage
 from huabu.deployments.gateway.access import Access, AccessMiddleware, store_unavailable
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
@@ -217,11 +217,17 @@ class Gateway:
     async def file(self, key: str, expires: int = 0, sig: str = "") -> Response:
         if not valid_key(key):
             raise not_found("no such file", "key")
-        if isinstance(self.storage, LocalStorage) and not self.storage.signer.verify(key, expires, sig):
+        # Every backend: ids are in every response, so only the signature is a credential (S3 too).
+        if not self.storage.signer.verify(key, expires, sig):
             raise APIError(
                 "file URL has expired or its signature is invalid; request a new URL", "permission_error", status=403
             )
-        data = await self.storage.get(key)
+        try:
+            data = await self.storage.get(key)
+        except StorageUnavailable:
+            logger.warning("object store unavailable for a file read", exc_info=True)
+            retry = {"Retry-After": "1"}
+            raise APIError("image storage is unavailable; retry", "service_unavailable", status=503, headers=retry)
         if data is None:
             raise not_found("no such file", "key")
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
