@@ -42,6 +42,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+GRPC_PORT = free_port()
+
+
 def wait_for_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,12 +60,23 @@ def serve_port() -> Iterator[int]:
     import ray
     from ray import serve
 
+    from huabu.deployments.gateway.grpc_service import SERVICER_FUNCTIONS
+
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="huabu-tests")
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # gRPC options apply only at Serve's first start, like HTTP's; every app then also answers gRPC.
+    grpc_options = {"port": GRPC_PORT, "grpc_servicer_functions": list(SERVICER_FUNCTIONS)}
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, grpc_options=grpc_options)
     yield port
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def grpc_port(serve_port: int) -> int:
+    """The port of Serve's gRPC proxy (huabu.v1.Images of every deployed app; pick one with the
+    ``application`` metadata)."""
+    return GRPC_PORT
 
 
 @dataclass

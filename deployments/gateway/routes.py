@@ -31,6 +31,7 @@ from huabu.deployments.gateway.access import Access, AccessMiddleware, store_una
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.experiments import Experiments, UnitMiddleware
 from huabu.deployments.gateway.generation import GenerationService
+from huabu.deployments.gateway.grpc_service import ImagesGrpc, JobBody
 from huabu.deployments.gateway.jobs import JobRunner, JobStore
 from huabu.deployments.gateway.playground import mount_playground
 from huabu.deployments.gateway.rollouts import RolloutService
@@ -115,22 +116,29 @@ async def method_handler(request: Request, exc: Exception) -> JSONResponse:
     return _error(APIError(f"{request.method} is not allowed on {request.url.path}", status=405))
 
 
+def unexpected_error(exc: Exception, where: str) -> APIError:
+    """The answer to an exception that is not an APIError (HTTP routes and gRPC methods alike)."""
+    if isinstance(exc, ReplicaLost):  # a stage's replica died mid-request; its replacement answers a retry
+        logger.warning("replica lost on %s: %s", where, exc)
+        retry = {"Retry-After": "1"}
+        return APIError(f"{exc}; retry", "service_unavailable", code="replica_lost", status=503, headers=retry)
+    if is_outage(exc):  # the state store is down or slow: a retry will do, nothing is broken here
+        logger.warning("state store unavailable on %s: %r", where, exc)
+        return store_unavailable()
+    logger.exception("unexpected error on %s", where)
+    return APIError("internal error; the request id identifies it in the logs", "server_error", status=500)
+
+
 @api.exception_handler(Exception)
 async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, ReplicaLost):  # a stage's replica died mid-request; its replacement answers a retry
-        logger.warning("replica lost on %s: %s", request.url.path, exc)
-        retry = {"Retry-After": "1"}
-        return _error(APIError(f"{exc}; retry", "service_unavailable", code="replica_lost", status=503, headers=retry))
-    if is_outage(exc):  # the state store is down or slow: a retry will do, nothing is broken here
-        logger.warning("state store unavailable on %s: %r", request.url.path, exc)
-        return _error(store_unavailable())
-    logger.exception("unexpected error on %s", request.url.path)
-    return _error(APIError("internal error; the request id identifies it in the logs", "server_error", status=500))
+    return _error(unexpected_error(exc, request.url.path))
 
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 @serve.ingress(api)
-class Gateway:
+class Gateway(ImagesGrpc):  # + the gRPC methods of huabu.v1.Images (grpc_service.py)
+    unexpected_error = staticmethod(unexpected_error)
+
     async def __init__(  # type: ignore[misc]
         self,
         entry: DeploymentHandle,
@@ -236,14 +244,17 @@ class Gateway:
 
     @api.post("/v1/jobs", response_model=Job, response_model_exclude_none=True, status_code=202)
     async def submit(self, request: Request) -> Job:
-        payload = self._json(request)
-        req = job_request_adapter.validate_python(payload)
+        req = job_request_adapter.validate_python(self._json(request))
+        return await self.create_job(req, request.state.request_id, request.headers.get("idempotency-key"))
+
+    async def create_job(self, req: JobBody, request_id: str, idempotency_key: str | None) -> Job:
+        """POST /v1/jobs and gRPC SubmitJob, after the caller was admitted."""
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
-        await self.service.job_requests(req, request.state.request_id, None)
+        await self.service.job_requests(req, request_id, None)
         job, _ = await self.jobs.create(
             req.kind,
             req.model_dump_json(),
-            request.headers.get("idempotency-key"),
+            idempotency_key,
             model=req.model,
             # The job is assigned to an A/B variant like a direct request by this user.
             on_created=self.service.experiments.remember_job if self.service.experiments else None,

@@ -1,0 +1,375 @@
+"""The gRPC door of the Gateway: ``huabu.v1.Images`` (proto/huabu/v1/images.proto, docs/GRPC.md).
+
+Serve's gRPC proxy routes each call to the method of the application's ingress deployment named
+like the RPC, so ``Gateway`` inherits these methods; they run in the gateway replica beside the
+HTTP routes. Nothing here is a second copy of the HTTP side's rules: a message becomes the REST
+request model (``huabu.sdk.types``) and is validated there, the caller passes the same ``Access``
+checks in the order ``AccessMiddleware`` applies them (key, scope, job owner, idempotency key,
+limits), and the work is the same ``GenerationService`` call, job store and job events. Every
+failure is the ``APIError`` the HTTP side would answer, carried as a canonical status code with
+its message as details.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from pydantic import BaseModel, ValidationError
+from ray.serve.context import _get_serve_request_context
+from ray.serve.grpc_util import RayServegRPCContext
+
+from huabu.deployments.core.logging_json import request_id_var
+from huabu.deployments.core.settings import Settings
+from huabu.deployments.gateway import auth
+from huabu.deployments.gateway.access import Access, store_unavailable
+from huabu.deployments.gateway.errors import APIError, invalid, not_found
+from huabu.deployments.gateway.generation import GenerationService
+from huabu.deployments.gateway.jobs import JobStore
+from huabu.sdk.grpc_api import images_pb2 as pb
+from huabu.sdk.types import (
+    EditJobRequest,
+    GenerateJobRequest,
+    ImageData,
+    ImageGenerationRequest,
+    ImagesResponse,
+    Job,
+    JobEvent,
+    OutpaintJobRequest,
+    decode_b64_image,
+    job_request_adapter,
+)
+from huabu.sdk.validation import first_problem
+
+logger = logging.getLogger("huabu.grpc")
+M = TypeVar("M", bound=Message)
+JobBody = GenerateJobRequest | EditJobRequest | OutpaintJobRequest  # a POST /v1/jobs body, validated
+
+# What Serve's gRPC proxy registers (gRPCOptions.grpc_servicer_functions) to serve huabu.v1.Images.
+SERVICER_FUNCTIONS = ("huabu.sdk.grpc_api.images_pb2_grpc.add_ImagesServicer_to_server",)
+
+# The REST route each RPC stands for: its scope (auth.required_scope) and cost follow from it.
+GENERATE_PATH, MODELS_PATH, JOBS_PATH = "/v1/images/generations", "/v1/models", "/v1/jobs"
+
+# REST error status -> canonical gRPC code (google.rpc.Code's HTTP mapping).
+_CODES: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    409: grpc.StatusCode.ALREADY_EXISTS,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+# Enum values whose REST spelling is not the lower-cased name after the enum's prefix.
+_REST_ENUM_VALUES = {"RESPONSE_FORMAT_BYTES": "b64_json"}
+
+
+def status_code(error: APIError) -> grpc.StatusCode:
+    return _CODES.get(error.status, grpc.StatusCode.INTERNAL if error.status >= 500 else grpc.StatusCode.UNKNOWN)
+
+
+def error_metadata(error: APIError) -> tuple[tuple[str, str], ...]:
+    """The REST error body's other fields (and Retry-After), as trailing metadata."""
+    fields = {
+        "error-type": error.type,
+        "error-param": error.param,
+        "error-code": error.code,
+        "retry-after": error.headers.get("Retry-After"),
+    }
+    return tuple((name, value) for name, value in fields.items() if value)
+
+
+# --- messages -> REST request fields ----------------------------------------------------------
+
+
+def _rest_enum(field: FieldDescriptor, number: int) -> str:
+    enum = field.enum_type
+    value = enum.values_by_number.get(number)
+    if value is None:  # a number this server's proto does not define (a newer client, or garbage)
+        known = ", ".join(v.name for v in enum.values if v.number)
+        raise invalid(f"{field.name} {number} is not a {enum.name}; use one of {known}", field.name)
+    prefix = "".join("_" + c if c.isupper() and i else c for i, c in enumerate(enum.name)).upper() + "_"
+    return _REST_ENUM_VALUES.get(value.name, value.name.removeprefix(prefix).lower())
+
+
+def rest_fields(message: Message) -> dict[str, Any]:
+    """The JSON body REST would receive: the fields the message sets, named alike. Unset ``optional``
+    fields and UNSPECIFIED enums are left out, so the server's defaults apply as for an omitted key."""
+    fields: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if field.enum_type is not None:
+            if value:
+                fields[field.name] = _rest_enum(field, value)
+        elif field.message_type is not None:
+            fields[field.name] = rest_fields(value)
+        else:
+            fields[field.name] = value
+    return fields
+
+
+def validated(model: type[BaseModel], fields: Mapping[str, Any]) -> Any:
+    """``model.model_validate`` with a failure worded as the REST API words it."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        problem = first_problem(exc)
+        raise invalid(problem.message, problem.param) from None
+
+
+def job_request(request: pb.SubmitJobRequest) -> JobBody:
+    kind = request.WhichOneof("request")
+    if kind is None:
+        raise invalid("set the job's request: one of generate", "request")
+    try:
+        return job_request_adapter.validate_python({"kind": kind, **rest_fields(getattr(request, kind))})
+    except ValidationError as exc:
+        problem = first_problem(exc)
+        raise invalid(problem.message, problem.param) from None
+
+
+# --- REST responses -> messages ---------------------------------------------------------------
+
+
+def _message(cls: type[M], values: Mapping[str, Any]) -> M:
+    """``cls`` from a REST model's dumped fields of the same names (None: left unset)."""
+    names = cls.DESCRIPTOR.fields_by_name
+    return cls(**{name: value for name, value in values.items() if name in names and value is not None})
+
+
+def _enum_number(enum: Any, prefix: str, value: str) -> int:
+    return int(enum.Value(f"{prefix}_{value.upper()}"))
+
+
+def image_message(image: ImageData) -> pb.Image:
+    message = _message(pb.Image, image.model_dump(exclude={"b64_json", "url"}))
+    if image.b64_json is not None:
+        message.png = decode_b64_image(image.b64_json)
+    elif image.url is not None:
+        message.url = image.url
+    return message
+
+
+def images_message(response: ImagesResponse) -> pb.ImagesResponse:
+    return pb.ImagesResponse(created=response.created, data=[image_message(d) for d in response.data])
+
+
+def job_message(job: Job) -> pb.Job:
+    status = _enum_number(pb.JobStatus, "JOB_STATUS", job.status.value)
+    message = _message(pb.Job, {**job.model_dump(exclude={"progress", "result", "error"}), "status": status})
+    message.progress.CopyFrom(_message(pb.JobProgress, job.progress.model_dump()))
+    if job.result is not None:
+        message.result.CopyFrom(images_message(job.result))
+    if job.error is not None:
+        message.error.CopyFrom(_message(pb.Error, job.error.model_dump()))
+    return message
+
+
+def event_message(event: JobEvent) -> pb.JobEvent:
+    enums = {
+        "type": _enum_number(pb.JobEventType, "JOB_EVENT_TYPE", event.type),
+        "status": _enum_number(pb.JobStatus, "JOB_STATUS", event.status.value),
+    }
+    message = _message(pb.JobEvent, {**event.model_dump(exclude={"result", "error"}), **enums})
+    if event.result is not None:
+        message.result.CopyFrom(images_message(event.result))
+    if event.error is not None:
+        message.error.CopyFrom(_message(pb.Error, event.error.model_dump()))
+    return message
+
+
+# --- the servicer -----------------------------------------------------------------------------
+
+
+class Aborted(Exception):
+    """Ends a stream whose status code is already set on the gRPC context (Serve sends that code)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    request_id: str
+    idempotency_key: str | None  # scoped to the caller's key, as the job store sees it
+
+
+def _metadata(context: RayServegRPCContext, name: str) -> str | None:
+    value = dict(context.invocation_metadata()).get(name)
+    return value if isinstance(value, str) else None
+
+
+class ImagesGrpc:
+    """``huabu.v1.Images`` as methods of the Gateway deployment (mixed into ``routes.Gateway``)."""
+
+    # Set by the Gateway (routes.py).
+    settings: Settings
+    service: GenerationService
+    jobs: JobStore
+    access: Access
+    # How the gateway answers an exception that is not an APIError (replica lost, store outage, bug).
+    unexpected_error: Callable[[Exception, str], APIError]
+
+    async def _job(self, job_id: str) -> Job:
+        raise NotImplementedError  # the Gateway's: the id's form, then the store
+
+    def _events(self, job_id: str, after: int) -> AsyncIterator[JobEvent | None]:
+        raise NotImplementedError  # the Gateway's: job events after seq ``after``, None for a keep-alive
+
+    async def create_job(self, req: JobBody, request_id: str, idempotency_key: str | None) -> Job:
+        raise NotImplementedError  # the Gateway's: what POST /v1/jobs does
+
+    # --- RPCs (named as the proto names them) ---------------------------------------------------
+
+    async def Generate(self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
+        async def respond(call: Call) -> pb.ImagesResponse:
+            req = validated(ImageGenerationRequest, rest_fields(request))
+            requests = await self.service.generation_requests(req, call.request_id)
+            response, _ = await self.service.run(requests, req.response_format)
+            return images_message(response)
+
+        return await self._unary(grpc_context, GENERATE_PATH, respond, pb.ImagesResponse, costly=True)
+
+    async def ListModels(self, request: pb.ListModelsRequest, grpc_context: RayServegRPCContext) -> pb.ModelList:
+        async def respond(call: Call) -> pb.ModelList:
+            models = []
+            for info in await self.service.catalog.models():
+                model = _message(pb.Model, info.model_dump(exclude={"sampling"}))
+                if info.sampling is not None:
+                    model.sampling.CopyFrom(_message(pb.ModelSampling, info.sampling.model_dump()))
+                models.append(model)
+            return pb.ModelList(data=models)
+
+        return await self._unary(grpc_context, MODELS_PATH, respond, pb.ModelList)
+
+    async def SubmitJob(self, request: pb.SubmitJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
+        async def respond(call: Call) -> pb.Job:
+            return job_message(await self.create_job(job_request(request), call.request_id, call.idempotency_key))
+
+        # The idempotency key is bound to this message as REST binds it to the JSON body.
+        body = request.SerializeToString(deterministic=True)
+        return await self._unary(grpc_context, JOBS_PATH, respond, pb.Job, costly=True, body=body)
+
+    async def GetJob(self, request: pb.GetJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
+        async def respond(call: Call) -> pb.Job:
+            return job_message(await self._job(request.job_id))
+
+        return await self._unary(grpc_context, f"{JOBS_PATH}/{request.job_id}", respond, pb.Job, job_id=request.job_id)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
+        async def respond(call: Call) -> pb.Job:
+            job = await self.jobs.request_cancel(request.job_id)
+            if job is None:
+                raise not_found(f"no job {request.job_id!r}", "job_id")
+            return job_message(job)
+
+        return await self._unary(grpc_context, f"{JOBS_PATH}/{request.job_id}", respond, pb.Job, job_id=request.job_id)
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[pb.JobEvent]:
+        path = f"{JOBS_PATH}/{request.job_id}/events"
+        try:
+            if request.HasField("after_seq") and request.after_seq < -1:
+                raise invalid("after_seq must be the seq of an event of this job (-1: from the first)", "after_seq")
+            after = request.after_seq if request.HasField("after_seq") else -1
+            async with self._admitted(grpc_context, path, job_id=request.job_id):
+                async for event in self._events(request.job_id, after):
+                    if event is not None:  # gRPC keeps the connection alive itself
+                        yield event_message(event)
+        except Exception as exc:
+            error = self._api_error(exc, path)
+            grpc_context.set_code(status_code(error))
+            grpc_context.set_details(error.message)
+            # Serve carries the code of a failed stream but not its trailing metadata.
+            raise Aborted(error.message) from None
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _api_error(self, exc: Exception, path: str) -> APIError:
+        if isinstance(exc, APIError):
+            return exc
+        if isinstance(exc, ValidationError):
+            problem = first_problem(exc)
+            return invalid(problem.message, problem.param)
+        return self.unexpected_error(exc, f"gRPC {path}")
+
+    async def _unary(
+        self,
+        context: RayServegRPCContext,
+        path: str,
+        respond: Callable[[Call], Awaitable[M]],
+        empty: type[M],
+        *,
+        costly: bool = False,
+        job_id: str | None = None,
+        body: bytes = b"",
+    ) -> M:
+        try:
+            async with self._admitted(context, path, costly=costly, job_id=job_id, body=body) as call:
+                return await respond(call)
+        except Exception as exc:
+            # Returned, not raised: Serve then sends the code with the trailing metadata (and logs no
+            # traceback for a refused request); the client sees only the status.
+            error = self._api_error(exc, path)
+            context.set_code(status_code(error))
+            context.set_details(error.message)
+            context.set_trailing_metadata(list(error_metadata(error)))
+            return empty()
+
+    @asynccontextmanager
+    async def _admitted(
+        self,
+        context: RayServegRPCContext,
+        path: str,
+        *,
+        costly: bool = False,
+        job_id: str | None = None,
+        body: bytes = b"",
+    ) -> AsyncIterator[Call]:
+        """The caller, checked as ``AccessMiddleware`` checks an HTTP request to ``path``; the limits'
+        slot is held and ``auth.current_principal`` set (usage metering reads it) while the call runs."""
+        access = self.access
+        needed = auth.required_scope(path)
+        assert needed is not None, path
+        # Serve's proxy assigns the request id (a client's ``request_id`` metadata, else a new one).
+        request_id = _get_serve_request_context().request_id or _metadata(context, "x-request-id") or ""
+        try:
+            principal = await access.authenticator.authenticate(_metadata(context, "authorization"))
+            if not principal.has(needed):
+                raise auth.forbidden(needed)
+            if job_id is not None:
+                await self._job(job_id)  # the id's form, then existence, as the REST routes check them
+                if not await access.may_see_job(principal, job_id):
+                    raise not_found(f"no job {job_id!r}", "job_id")
+            idempotency_key, fingerprint = _metadata(context, "idempotency-key"), None
+            if idempotency_key and access.settings.auth.enabled:
+                idempotency_key, fingerprint = await access.check_idempotency(principal, idempotency_key, body)
+            admission = await access.admit(principal) if costly else None
+        except APIError:
+            raise
+        except Exception:  # the store is down or overloaded: refuse (fail closed), as HTTP does
+            logger.warning("access control unavailable for gRPC %s", path, exc_info=True)
+            raise store_unavailable() from None
+        principal_token, request_token = auth.current_principal.set(principal), request_id_var.set(request_id)
+        try:
+            yield Call(request_id, idempotency_key)
+            if fingerprint is not None:
+                await access.remember_idempotency(fingerprint, body)
+        finally:
+            auth.current_principal.reset(principal_token)
+            request_id_var.reset(request_token)
+            if admission is not None and admission.release is not None:
+                try:
+                    await admission.release()
+                except Exception:  # the slot expires on its own (access.REQUEST_SLOT_TTL_S)
+                    logger.warning("could not release a concurrency slot", exc_info=True)
