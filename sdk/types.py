@@ -21,11 +21,13 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "ERROR_STATUS",
     "ERROR_TYPES",
+    "IMAGE_ID_PATTERN",
+    "JOB_ID_PATTERN",
     "MAX_IMAGE_B64_CHARS",
     "MAX_OUTPAINT_EXTENT",
     "MAX_PROMPT_CHARS",
@@ -433,12 +435,32 @@ class JobEvent(_Response):
         return self.status.is_terminal
 
 
+# Ids as the server issues them: an image's is the SHA-256 of its PNG (``ImageData.id``), a job's
+# is "job_" and 24 hex digits. The gateway checks ids in paths against the same forms.
+IMAGE_ID_PATTERN = r"^[0-9a-f]{64}$"
+JOB_ID_PATTERN = r"^job_[0-9a-f]{24}$"
+
+
 class FeedbackRequest(_Request):
     """``POST /v1/feedback``: did the user keep the image (A/B adoption metric)."""
 
-    image_id: str | None = Field(default=None, max_length=256)
-    job_id: str | None = Field(default=None, max_length=256)
+    image_id: str | None = Field(default=None, max_length=256, json_schema_extra={"pattern": IMAGE_ID_PATTERN})
+    job_id: str | None = Field(default=None, max_length=256, json_schema_extra={"pattern": JOB_ID_PATTERN})
     accepted: bool
+
+    @field_validator("image_id", "job_id")
+    @classmethod
+    def _issued_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A readable message (a pattern error would say only "must be a string"), and a malformed
+        # id never reaches a store lookup.
+        form, words = (
+            (IMAGE_ID_PATTERN, "64 hex digits (an image's id)")
+            if info.field_name == "image_id"
+            else (JOB_ID_PATTERN, "'job_' and 24 hex digits")
+        )
+        if value is not None and not re.fullmatch(form, value):
+            raise ValueError(f"{info.field_name} must be {words}, got {value[:40]!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> FeedbackRequest:

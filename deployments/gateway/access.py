@@ -58,6 +58,16 @@ MAX_IDEMPOTENCY_KEY = 255
 WS_KEY_PROTOCOL = "huabu.key."
 
 
+def job_owner_key(job_id: str) -> str:
+    return f"jobowner:{job_id}"
+
+
+async def job_owner(kv: KeyValueStore, job_id: str) -> str | None:
+    """The id of the API key that submitted the job (None: not recorded)."""
+    raw = await kv.get(job_owner_key(job_id))
+    return raw.decode() if raw else None
+
+
 def rate_limited(message: str, code: str, retry_after_s: float, headers: dict[str, str] | None = None) -> APIError:
     retry = retry_after_header(retry_after_s)
     return APIError(
@@ -169,7 +179,7 @@ class Access:
         if principal is None or not self.settings.auth.enabled:
             return
         try:
-            await self.kv.put(f"jobowner:{job_id}", principal.key_id.encode(), ttl_s=self.settings.jobs.result_ttl_s)
+            await self.kv.put(job_owner_key(job_id), principal.key_id.encode(), ttl_s=self.settings.jobs.result_ttl_s)
             if self.limits is not None and principal.max_concurrent is not None:
                 await self.limits.add(f"slots:{principal.key_id}", f"j:{job_id}", JOB_SLOT_TTL_S)
         except Exception:
@@ -181,8 +191,8 @@ class Access:
     async def may_see_job(self, principal: Principal, job_id: str) -> bool:
         if principal.has(ADMIN) or not self.settings.auth.enabled:
             return True
-        owner = await self.kv.get(f"jobowner:{job_id}")
-        return owner is None or owner.decode() == principal.key_id
+        owner = await job_owner(self.kv, job_id)
+        return owner is None or owner == principal.key_id
 
     # --- usage -----------------------------------------------------------------------------
 
@@ -193,8 +203,7 @@ class Access:
             key_id = principal.key_id if principal is not None else None
             job_id = requests[0].job_id if requests else None
             if key_id is None and job_id is not None:
-                owner = await self.kv.get(f"jobowner:{job_id}")
-                key_id = owner.decode() if owner else None
+                key_id = await job_owner(self.kv, job_id)
             await self.usage.record(key_id or ANONYMOUS_KEY_ID, list(zip(requests, results, strict=True)))
         except Exception:  # metering must never fail a generation that succeeded
             logger.warning("usage metering failed", exc_info=True)

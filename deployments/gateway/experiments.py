@@ -14,9 +14,15 @@ connects them to the serving path:
   image so that ``POST /v1/feedback`` can be attributed later.
 
 The unit of assignment, most specific first: the ``x-huabu-user`` header, the request body's
-``user``, a hash of the API key (``Authorization: Bearer``), else a random id (not sticky). The
-``x-huabu-variant`` header forces a variant (or model) for testing; forced requests are served and
-labelled but not counted in the statistics.
+``user``, a hash of the API key (``Authorization: Bearer``), else a random id (not sticky). A
+caller-chosen id (header or body) names a unit *within* the caller's API key: two keys sending the
+same user id are two units, so no tenant can steer into (or read) another's arm. The
+``x-huabu-variant`` header forces a variant (or model) for testing and needs the admin scope;
+forced requests are served and labelled but not counted in the statistics.
+
+Feedback belongs to whoever made the image: the image -> assignment record is kept per API key
+(``ab:image:<key id>:<image id>``) and a job's feedback needs the job's owner, so another key's
+feedback is a 404 that says nothing of the image, the job or its variant.
 """
 
 from __future__ import annotations
@@ -43,9 +49,10 @@ from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelR
 from huabu.deployments.core.settings import DIFFUSERS_PREFIX, Settings
 from huabu.deployments.core.state import KeyValueStore
 from huabu.deployments.core.storage import content_key
-from huabu.deployments.gateway.auth import ANONYMOUS_KEY_ID, current_principal
-from huabu.deployments.gateway.errors import invalid, not_found
-from huabu.deployments.gateway.security import app_state
+from huabu.deployments.gateway.access import job_owner
+from huabu.deployments.gateway.auth import ADMIN, ANONYMOUS_KEY_ID, current_principal
+from huabu.deployments.gateway.errors import APIError, invalid, not_found
+from huabu.deployments.gateway.security import app_state, send_error
 from huabu.sdk.types import FeedbackResponse
 
 logger = logging.getLogger("huabu.experiments")
@@ -119,9 +126,15 @@ class Unit:
     user: str | None = None  # the user header
     key: str | None = None  # a hash of the API key
     override: str | None = None  # the override header
+    owner: str | None = None  # the authenticated API key's id (kept with a job's unit: runners have no caller)
 
     def id(self, body_user: str | None) -> str | None:
-        return self.user or body_user or _key_id() or self.key
+        owner = self.owner or _key_id()
+        chosen = self.user or body_user
+        if chosen:
+            # Scoped to the key: an id another key chooses too is another unit (and bucket).
+            return f"{owner}/{chosen}" if owner else chosen
+        return f"key:{owner}" if owner else self.key
 
 
 def _key_id() -> str | None:
@@ -129,7 +142,7 @@ def _key_id() -> str | None:
     principal = current_principal.get()
     if principal is None or principal.key_id == ANONYMOUS_KEY_ID:
         return None
-    return f"key:{principal.key_id}"
+    return principal.key_id
 
 
 CURRENT_UNIT: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("huabu_ab_unit", default=None)
@@ -144,6 +157,22 @@ def unit_from_headers(headers: Mapping[str, str], settings: Settings) -> Unit:
         # layer has identified the key.
         key="keyhash:" + hashlib.sha256(token.encode()).hexdigest()[:24] if token else None,
         override=headers.get(settings.ab.override_header) or None,
+        owner=_key_id(),
+    )
+
+
+def override_refused(header: str) -> APIError | None:
+    """Forcing an arm is for operators: any caller could otherwise pick the variant it likes (or
+    dodge the canary), and its choice would be served and labelled as the experiment's."""
+    principal = current_principal.get()
+    if principal is not None and principal.has(ADMIN):
+        return None
+    return APIError(
+        f"{header} forces an A/B variant and needs an API key with the 'admin' scope; leave it out",
+        "permission_error",
+        param=header,
+        code="insufficient_scope",
+        status=403,
     )
 
 
@@ -159,7 +188,12 @@ class UnitMiddleware:
         if scope["type"] != "http" or experiments is None:
             await self.app(scope, receive, send)
             return
-        token = CURRENT_UNIT.set(unit_from_headers(Headers(scope=scope), experiments.settings))
+        unit = unit_from_headers(Headers(scope=scope), experiments.settings)
+        refused = override_refused(experiments.settings.ab.override_header) if unit.override else None
+        if refused is not None:
+            await send_error(scope, receive, send, refused)
+            return
+        token = CURRENT_UNIT.set(unit)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -360,9 +394,12 @@ class Experiments:
         try:
             value = encode(assignment.to_dict())
             ttl = self.config.assignment_ttl_s
+            job_id = requests[0].job_id if requests else None
+            # The caller of a direct request (this task copied its context); a job's submitter.
+            owner = _key_id() or (await job_owner(self.kv, job_id) if job_id else None) or ANONYMOUS_KEY_ID
             for request, result in zip(requests, results, strict=True):
                 image_id = (result.storage_key or content_key(result.png)).removesuffix(".png")
-                await self.kv.put(f"ab:image:{image_id}", value, ttl_s=ttl)
+                await self.kv.put(f"ab:image:{owner}:{image_id}", value, ttl_s=ttl)
                 if request.job_id:
                     await self.kv.put(f"ab:job:{request.job_id}", value, ttl_s=ttl)
                 scorer = self.scorer
@@ -373,13 +410,16 @@ class Experiments:
         except Exception:
             logger.warning("could not record the assignment or quality of a result", exc_info=True)
 
-    async def feedback(self, image_id: str | None, job_id: str | None, accepted: bool) -> FeedbackResponse:
-        """Adoption: did the user keep the image. The first answer per image or job counts."""
-        target = f"image:{image_id}" if image_id is not None else f"job:{job_id}"
+    async def feedback(self, caller: str, image_id: str | None, job_id: str | None, accepted: bool) -> FeedbackResponse:
+        """Adoption: did the user keep the image. The first answer per image or job counts; only
+        the key that made the image or job (``caller``, a key id) may answer."""
+        target = f"image:{caller}:{image_id}" if image_id is not None else f"job:{job_id}"
         raw = await self.kv.get(f"ab:{target}")
+        if job_id is not None and self.settings.auth.enabled and await job_owner(self.kv, job_id) != caller:
+            raw = None  # another key's job: answered exactly as an unknown one
         if raw is None:
             what = "image_id" if image_id is not None else "job_id"
-            raise not_found(f"no {what} {image_id or job_id!r} was served here recently; check the id", what)
+            raise not_found(f"no {what} {image_id or job_id!r} was served to this API key recently; check the id", what)
         assignment = Assignment.from_dict(json.loads(raw))
         first = await self.kv.put(
             f"ab:feedback:{target}", b"1", ttl_s=self.config.assignment_ttl_s, only_if_absent=True

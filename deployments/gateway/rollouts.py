@@ -340,7 +340,9 @@ async def _body(request: Request, model: type[Any]) -> Any:
 @router.post("/v1/feedback", response_model=FeedbackResponse)
 async def feedback(request: Request) -> FeedbackResponse:
     body = await _body(request, FeedbackRequest)
-    return await _service(request).experiments.feedback(body.image_id, body.job_id, body.accepted)
+    principal = current_principal.get()  # set by the access middleware
+    caller = principal.key_id if principal is not None else ANONYMOUS_KEY_ID
+    return await _service(request).experiments.feedback(caller, body.image_id, body.job_id, body.accepted)
 
 
 @router.post("/v1/admin/rollouts", response_model=RolloutInfo, status_code=201)

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse
 from huabu.ab_testing._base import IDENTIFIER
 from huabu.deployments.core.settings import GatewaySettings, SecuritySettings
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
+from huabu.sdk.types import JOB_ID_PATTERN
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -201,7 +202,7 @@ def json_body(scope: Scope) -> object:
 
 # --- ids -------------------------------------------------------------------------------------------
 
-JOB_ID = re.compile(r"job_[0-9a-f]{24}")  # as jobs.new_job_id makes them
+JOB_ID = re.compile(JOB_ID_PATTERN)  # as jobs.new_job_id makes them (and the SDK checks job_id)
 KEY_ID = re.compile(r"[0-9a-f]{12}")  # as auth.new_key makes them
 # Ids in paths, by the form their issuer gives them: anything else names nothing, so it is a 404
 # here, never a store lookup (a crafted id such as "<job>:events" names another record).

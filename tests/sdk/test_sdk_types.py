@@ -124,7 +124,12 @@ def test_job_and_events() -> None:
 
 
 def test_feedback_needs_exactly_one_target() -> None:
-    assert t.FeedbackRequest(image_id="i", accepted=True).job_id is None
-    for bad in ({"accepted": True}, {"image_id": "i", "job_id": "j", "accepted": False}):
+    image_id, job_id = "f" * 64, "job_" + "0" * 24
+    assert t.FeedbackRequest(image_id=image_id, accepted=True).job_id is None
+    for bad in ({"accepted": True}, {"image_id": image_id, "job_id": job_id, "accepted": False}):
         with pytest.raises(pydantic.ValidationError, match="exactly one"):
             t.FeedbackRequest.model_validate(bad)
+    # Ids in the forms the server issues them, or a message that says which form.
+    for field, bad_id in (("image_id", "i"), ("image_id", "F" * 64), ("job_id", "j"), ("job_id", job_id + ":events")):
+        with pytest.raises(pydantic.ValidationError, match=f"{field} must be"):
+            t.FeedbackRequest.model_validate({field: bad_id, "accepted": True})

@@ -99,3 +99,96 @@ def test_s3_missing_objects_and_outages_are_told_apart(s3_storage: dict[str, Any
     down = settings.model_copy(update={"endpoint_url": f"http://127.0.0.1:{free_tcp_port()}"})
     with pytest.raises(StorageUnavailable):
         asyncio.run(S3Storage(down).get(content_key(b"x")))
+
+
+# --- hole 6: feedback and A/B arms ---------------------------------------------------------------
+
+
+def generate(c: httpx.Client, key: str, seed: int, headers: dict[str, str] | None = None) -> httpx.Response:
+    body = {"prompt": "a blue square", "size": "32x32", "seed": seed}
+    return c.post("/v1/images/generations", json=body, headers={**bearer(key), **(headers or {})})
+
+
+def wait_for(call: Any, timeout_s: float = 30.0) -> httpx.Response:
+    """Poll ``call()`` until it answers 200 (records written off the response path)."""
+    deadline = time.monotonic() + timeout_s
+    while (r := call()).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return r
+
+
+@pytest.fixture(scope="module")
+def rollout(tenants: Any, tenant_admin: str) -> None:
+    policy = {"steps": [50, 100], "min_samples_per_step": 10**6}  # held at 50 % for the whole module
+    r = httpx.post(
+        f"{tenants.base_url}/v1/admin/rollouts",
+        json={"id": "tenancy", "policy": policy},
+        headers=bearer(tenant_admin),
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    time.sleep(0.5)  # every gateway replica re-reads the split
+
+
+def test_variants_are_forced_only_with_the_admin_scope(tenants: Any, tenant_admin: str, rollout: None) -> None:
+    key = new_tenant(tenants, tenant_admin)
+    with tenants.client() as c:
+        for variant in ("canary", "stable"):
+            refused = generate(c, key, 1, {"x-huabu-variant": variant})
+            assert refused.status_code == 403, refused.text
+            assert refused.json()["error"]["param"] == "x-huabu-variant"
+            job = c.post(
+                "/v1/jobs",
+                json={"kind": "generate", "prompt": "a blue square", "size": "32x32"},
+                headers={**bearer(key), "x-huabu-variant": variant},
+            )
+            assert job.status_code == 403, job.text
+            forced = generate(c, tenant_admin, 1, {"x-huabu-variant": variant})
+            assert forced.status_code == 200 and forced.json()["data"][0]["variant"] == variant
+
+
+def test_a_chosen_user_id_is_a_unit_within_its_key(tenants: Any, tenant_admin: str, rollout: None) -> None:
+    first, second = new_tenant(tenants, tenant_admin), new_tenant(tenants, tenant_admin)
+    with tenants.client() as c:
+
+        def arm(key: str, user: str) -> str:
+            r = generate(c, key, 3, {"x-huabu-user": user})
+            assert r.status_code == 200, r.text
+            return str(r.json()["data"][0]["variant"])
+
+        users = [f"victim-{i}" for i in range(12)]
+        mine = {u: arm(first, u) for u in users}
+        theirs = {u: arm(second, u) for u in users}
+        assert all(arm(first, u) == mine[u] for u in users[:3])  # sticky within a key
+        # Unscoped, every user id would land in one arm under both keys (2^-12 by chance).
+        assert mine != theirs, (mine, theirs)
+
+
+def test_only_the_owner_gives_feedback(tenants: Any, tenant_admin: str, rollout: None) -> None:
+    owner, other = new_tenant(tenants, tenant_admin), new_tenant(tenants, tenant_admin)
+    with tenants.client() as c:
+        image = generate(c, owner, 11).json()["data"][0]
+        job = c.post(
+            "/v1/jobs", json={"kind": "generate", "prompt": "a red circle", "size": "32x32"}, headers=bearer(owner)
+        )
+        assert job.status_code == 202, job.text
+        job_id = job.json()["id"]
+
+        def feedback(key: str, **target: str) -> httpx.Response:
+            return c.post("/v1/feedback", json={**target, "accepted": True}, headers=bearer(key))
+
+        mine = wait_for(lambda: feedback(owner, image_id=image["id"]))
+        assert mine.json() == {"recorded": True, "variant": image["variant"]}
+        mine_job = wait_for(lambda: feedback(owner, job_id=job_id))
+        assert mine_job.status_code == 200, mine_job.text
+        # Recorded for the owner, and still nothing for another key, the admin's included: a 404
+        # that tells neither that the image or job exists nor its arm.
+        for key in (other, tenant_admin):
+            for target, param in (({"image_id": image["id"]}, "image_id"), ({"job_id": job_id}, "job_id")):
+                theirs = feedback(key, **target)
+                assert theirs.status_code == 404 and theirs.json()["error"]["param"] == param, theirs.text
+                assert not {"stable", "canary", "variant"} & set(theirs.text.replace('"', " ").split())
+        # Ids that no server issues are a 400 naming the field, before any lookup.
+        for target, param in (({"image_id": "../" + "f" * 61}, "image_id"), ({"job_id": f"{job_id}:events"}, "job_id")):
+            bad = feedback(owner, **target)
+            assert bad.status_code == 400 and bad.json()["error"]["param"] == param, bad.text
