@@ -390,6 +390,9 @@ class ModelInfo(_Response):
     backend: str | None = Field(default=None, description="huabu extension: 'mmdit' or 'diffusers'")
     pipeline: str | None = Field(default=None, description="huabu extension: the diffusers pipeline class")
     dtype: str | None = Field(default=None, description="huabu extension: weights' dtype on the replica")
+    transformer: str | None = Field(
+        default=None, description="huabu extension, diffusers models: 'diffusers', or 'own' for huabu's MMDiT"
+    )
 
 
 class ModelList(_Response):

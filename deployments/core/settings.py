@@ -112,6 +112,9 @@ class ModelDeploymentSettings(_Section):
     # diffusers models: move each component to the GPU only while it runs (for cards smaller than
     # the model; slower), and the limits a pipeline does not state itself.
     cpu_offload: bool = False
+    # diffusers Qwen-Image models: "diffusers" runs the pipeline's own transformer; "own" runs
+    # huabu's MMDiT on the same weights (converted at load), "own:<folder>" one `huabu convert` wrote.
+    transformer: str = Field("diffusers", pattern=r"^(diffusers|own|own:.+)$")
     max_side: int = Field(2048, ge=16)
     max_steps: int = Field(100, ge=1)
     max_prompt_bytes: int = Field(2048, ge=8)

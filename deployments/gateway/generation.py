@@ -135,6 +135,7 @@ class ModelCatalog:
                     backend=info.get("backend"),
                     pipeline=info.get("pipeline"),
                     dtype=info.get("dtype"),
+                    transformer=info.get("transformer"),
                 )
             )
         return infos

@@ -48,6 +48,7 @@ def test_one_load_serves_every_operation_from_shared_weights(backend: DiffusersB
         "dtype": "float32",
         "reference": str(backend.pipelines.reference),
         "cpu_offload": False,
+        "transformer": "diffusers",
     }
 
 

@@ -10,7 +10,9 @@ MMDiT (``backends/contract.py``):
 - the size asked for is the size rendered: pipelines that would snap it to a trained aspect-ratio bin
   and resize the result (``use_resolution_binning``) are told not to;
 - inpainting answers the input's pixels outside the mask byte-exact (the VAE round trip would change
-  them); outpainting arrives here already padded and masked (``backends/requests.py``).
+  them); outpainting arrives here already padded and masked (``backends/requests.py``);
+- with ``model.transformer: own`` a Qwen-Image pipeline denoises with huabu's MMDiT on the same
+  weights (``own_transformer.py``); everything else here is the same.
 """
 
 from __future__ import annotations
@@ -111,7 +113,14 @@ class DiffusersBackend:
     def load(
         cls, variant: VariantSettings, settings: ModelDeploymentSettings, device: str, dtype: torch.dtype
     ) -> DiffusersBackend:
-        pipelines = load_pipelines(variant.model, dtype, device, lora=variant.lora, cpu_offload=settings.cpu_offload)
+        pipelines = load_pipelines(
+            variant.model,
+            dtype,
+            device,
+            lora=variant.lora,
+            cpu_offload=settings.cpu_offload,
+            transformer=settings.transformer,
+        )
         return cls(pipelines, variant.model_id, settings)
 
     def _limits(
@@ -151,6 +160,8 @@ class DiffusersBackend:
             "dtype": str(self.dtype).removeprefix("torch."),
             "reference": self.pipelines.reference,
             "cpu_offload": self.cpu_offload,
+            # "diffusers": the pipeline's own transformer; "own" / "own:<folder>": huabu's MMDiT
+            "transformer": self.pipelines.transformer,
         }
 
     def __call__(
