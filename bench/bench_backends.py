@@ -8,6 +8,9 @@ A'. the same call under ``torch.inference_mode``, as the backend runs it (the pi
    ``__call__`` runs under ``no_grad`` only): the backend's own code shows in B/A';
 B. huabu's backend in-process (``load_backend``, the same ``SampleRequest`` through the replica
    contract's ``__call__``): validation, grouping, the step callback, uint8 pixels;
+O. (``--own``) B with ``model.transformer: own``: the same pipeline denoising with huabu's MMDiT on
+   the same weights; O/B is the end-to-end effect of the own transformer (on the tiny pipeline the
+   transformer is a small part of a generation: bench_transformer.py times the transformers alone);
 C. over HTTP (optional): the whole application on a local Ray Serve serving the pipeline as the
    ``diffusers:<dir>`` stable variant, ``POST /v1/images/generations`` with ``b64_json``.
 
@@ -19,7 +22,7 @@ C also pays for the prompt and image filters, the PNG, storage and the Serve hop
 bench_serving.py measures for the own model); its ratio is printed against B, with the replica's
 own generation time beside it. A, A', B and C must give the same pixels for the same seed: checked once.
 
-Usage: python bench/bench_backends.py [--pairs 9] [--size 160x160] [--steps 50] [--threads 1] [--no-http]
+Usage: python bench/bench_backends.py [--pairs 9] [--size 160x160] [--steps 50] [--threads 1] [--no-http] [--own]
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.0, help="true CFG scale (the pipeline's default: 4)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads here and in the replica")
     parser.add_argument("--no-http", action="store_true", help="only the in-process arms (A and B)")
+    parser.add_argument("--own", action="store_true", help="arm O: B with model.transformer own")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -232,6 +236,11 @@ def main() -> None:
         "A'": ("the same under inference_mode", timed(bare_inference_mode)),
         "B": ("huabu backend, in-process", timed(lambda seed: backend([request(seed)]))),
     }
+    own = None
+    if args.own:
+        own_settings = settings.model_copy(update={"model": settings.model.model_copy(update={"transformer": "own"})})
+        own = load_backend(own_settings.variants["stable"], own_settings)
+        arms["O"] = ("B on the own MMDiT transformer", timed(lambda seed: own([request(seed)])))
     if client is not None:
         arms["C"] = ("HTTP, whole application", timed(post))
 
@@ -242,6 +251,11 @@ def main() -> None:
     for name, call in (("A", bare_call), ("A'", bare_inference_mode)):
         same = np.array_equal(to_uint8(call(7)), b_result.pixels)
         checks.append(f"{name} == B pixel-equal: {'yes' if same else 'NO'}")
+    if own is not None:
+        (o_result,) = own([request(7)])
+        assert o_result.pixels is not None
+        levels = int(np.abs(o_result.pixels.astype(int) - b_result.pixels.astype(int)).max())
+        checks.append(f"O vs B: at most {levels} level(s) apart")
     if client is not None:
         diff = int(np.abs(post(7).astype(int) - b_result.pixels.astype(int)).max())
         checks.append(f"C == B: {'yes' if diff == 0 else f'NO (max difference {diff} levels)'}")
@@ -303,6 +317,9 @@ def main() -> None:
             worst = max(ratio for ratio, _ in results)
             verdict = f"{'PASS' if worst <= TARGET else 'FAIL'} ({worst:.4f}; target <= {TARGET} against A and A')"
         print(f"backend overhead, {kind} time: {verdict}")
+    if own is not None:
+        for kind, times in (("wall", wall), ("CPU", cpu)):
+            print(f"own transformer, {kind} time, {paired(times, 'O', 'B')[1]}")
     if client is not None:
         _, text = paired(wall, "C", "B")
         replica = statistics.median(replica_s) / statistics.median(wall["B"])
