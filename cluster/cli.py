@@ -139,6 +139,7 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
         app_status,
         client_host,
         deploy,
+        pick_grpc_port,
         port_open,
         start_serve,
         wait_ready,
@@ -175,11 +176,13 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
 
     from huabu.deployments.app import build_app
 
-    host, port = start_serve(settings.host, settings.port, state.proxy_location)
-    if (host, port) != (settings.host, settings.port):
+    grpc_port = pick_grpc_port(settings.host, args.grpc_port)
+    host, port, served_grpc = start_serve(settings.host, settings.port, state.proxy_location, grpc_port)
+    if (host, port, served_grpc) != (settings.host, settings.port, grpc_port):
         say(
-            f"Serve is already running on {host}:{port}; HTTP options apply only at its first start, "
-            f"so {settings.host}:{settings.port} is ignored (`huabu down` first to change them)."
+            f"Serve is already running on {host}:{port} (gRPC: {served_grpc or 'off'}); HTTP and gRPC options "
+            f"apply only at its first start, so {settings.host}:{settings.port} (gRPC: {grpc_port or 'off'}) "
+            "is ignored (`huabu down` first to change them)."
         )
     settings = with_dev_admin_key(localize(settings, host, port, cluster), cluster.home)
     url = app_url(settings)
@@ -199,6 +202,7 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
         serve.delete(settings.app_name)  # never leave a half-deployed application behind
         raise ClusterError(f"{exc}\n(the application was removed; the model replicas' logs say more)") from None
     state.url, state.app_name, state.settings_digest = url, settings.app_name, digest
+    state.grpc_address = f"{client_host(host)}:{served_grpc}" if served_grpc else None
     cluster.save_state(state)
     import ray
 
@@ -207,7 +211,7 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
     return url, state, settings
 
 
-def usage_text(url: str, api_key: str | None = None) -> str:
+def usage_text(url: str, api_key: str | None = None, grpc_address: str | None = None) -> str:
     body = '{"prompt": "一只在雪地里的红狐狸", "size": "32x32", "seed": 7}'
     auth = ' -H "Authorization: Bearer $HUABU_API_KEY"' if api_key else ""
     key_lines = (
@@ -224,6 +228,7 @@ def usage_text(url: str, api_key: str | None = None) -> str:
     return "\n".join(
         [
             f"huabu is serving at {url}",
+            *([f"  and over gRPC at {grpc_address} (huabu.v1.Images; docs/GRPC.md)"] if grpc_address else []),
             "",
             *key_lines,
             f"  curl -s {url}/v1/images/generations -H 'content-type: application/json'{auth} \\",
@@ -251,11 +256,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from huabu.cluster.local import ClusterError, LocalCluster
 
     try:
-        url, _, settings = bring_up(args)
+        url, state, settings = bring_up(args)
     except ClusterError as exc:
         return _up_failed(exc)
     say()
-    say(usage_text(url, local_dev_key(settings, LocalCluster().home)))
+    say(usage_text(url, local_dev_key(settings, LocalCluster().home), state.grpc_address))
     return 0
 
 
@@ -298,6 +303,7 @@ def status_report(state: ClusterState) -> dict[str, Any]:
         "ray_address": state.address,
         "started_by_huabu": state.started_by_huabu,
         "url": state.url,
+        "grpc_address": state.grpc_address,
         "proxies": {node[:12]: str(s.value) for node, s in status.proxies.items()},
         "applications": {
             name: {
@@ -334,6 +340,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     origin = "started by huabu" if state.started_by_huabu else "joined"
     say(f"Ray cluster {state.address} ({origin}); serving at {state.url or 'nothing deployed yet'}")
+    if state.grpc_address:
+        say(f"gRPC (huabu.v1.Images) at {state.grpc_address}")
     if not report["applications"]:
         say("No Serve applications.")
     for name, app in report["applications"].items():
@@ -474,7 +482,7 @@ def cmd_serve_config(args: argparse.Namespace) -> int:
     from huabu.cluster.serve_config import left_out, render
 
     settings = load_settings(args.settings, args.host, args.port, args.model)
-    text = render(settings, full=args.full)
+    text = render(settings, full=args.full, grpc_port=args.grpc_port)
     for name in left_out(settings):  # the config still deploys; it must not carry the password
         warn(f"note: {name} carries a password and was left out: set it in the cluster's environment")
     if args.output:
@@ -492,6 +500,12 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", metavar="FILE", help="settings YAML (HUABU__SECTION__FIELD variables apply too)")
     parser.add_argument("--host", help="HTTP host (default: settings, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="HTTP port (default: settings, 8000)")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        metavar="PORT",
+        help="gRPC port of huabu.v1.Images (default: 9000, or a free port when 9000 is taken; 0: no gRPC)",
+    )
     parser.add_argument("--address", help="deploy to this running Ray cluster (GCS host:port) instead of a local one")
     parser.add_argument("--num-cpus", type=int, help="CPUs for a new local Ray head (default: this machine's)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /readyz (default 300)")
@@ -540,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", metavar="FILE", help="settings YAML (HUABU__SECTION__FIELD variables apply too)")
     p.add_argument("--host", help="HTTP host (default: settings)")
     p.add_argument("--port", type=int, help="HTTP port (default: settings)")
+    p.add_argument("--grpc-port", type=int, default=9000, metavar="PORT", help="gRPC port (default 9000; 0: none)")
     p.add_argument("--model", metavar="REF", help="the stable variant's model (as for `huabu up`)")
     p.add_argument("--full", action="store_true", help="list every setting in args, not only those set")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")

@@ -56,6 +56,7 @@ class ClusterState:
     auth_mode: str  # RAY_AUTH_MODE the cluster was started with
     auth_token_path: str | None  # RAY_AUTH_TOKEN_PATH, when huabu manages the token
     url: str | None = None  # the application's base URL, once deployed
+    grpc_address: str | None = None  # host:port of huabu.v1.Images (Serve's gRPC proxy); None: no gRPC
     app_name: str | None = None
     settings_digest: str | None = None  # of the deployed settings: an unchanged app is not redeployed
     created_at: float = 0.0
@@ -355,20 +356,48 @@ def client_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-def start_serve(host: str, port: int, proxy_location: str = "EveryNode") -> tuple[str, int]:
-    """Start Serve with these HTTP options, or join the running instance; returns the options in
-    effect (Serve applies them only at its first start)."""
+DEFAULT_GRPC_PORT = 9000  # Serve's own default
+
+
+def grpc_options(port: int) -> dict[str, Any]:
+    """Serve's gRPC options: huabu.v1.Images on ``port`` (every address); 0 serves no gRPC."""
+    from huabu.sdk.grpc_api import SERVICER_FUNCTIONS
+
+    return {"port": port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS) if port > 0 else []}
+
+
+def pick_grpc_port(host: str, requested: int | None) -> int:
+    """The gRPC port for ``huabu up``: as asked (0: none), else Serve's default 9000 when it is free,
+    else any free port (a second cluster on this machine still gets gRPC)."""
+    if requested is not None:
+        return requested
+    return DEFAULT_GRPC_PORT if not port_open(f"{client_host(host)}:{DEFAULT_GRPC_PORT}") else free_port()
+
+
+def start_serve(host: str, port: int, proxy_location: str = "EveryNode", grpc_port: int = 0) -> tuple[str, int, int]:
+    """Start Serve with these HTTP and gRPC options, or join the running instance; returns the host,
+    HTTP port and gRPC port in effect (0: no gRPC); Serve applies the options only at its first start."""
+    import ray
     from ray import serve
     from ray.serve.context import _get_global_client
 
-    if _get_global_client(raise_if_no_controller_running=False) is None and port_open(f"{client_host(host)}:{port}"):
+    if _get_global_client(raise_if_no_controller_running=False) is None:
         # Serve's proxy would fail to bind and the app would never become reachable.
-        raise ClusterError(f"port {port} is already in use on this machine: pick another with --port")
-    serve.start(http_options={"host": host, "port": port}, proxy_location=proxy_location)
+        if port_open(f"{client_host(host)}:{port}"):
+            raise ClusterError(f"port {port} is already in use on this machine: pick another with --port")
+        if grpc_port > 0 and port_open(f"{client_host(host)}:{grpc_port}"):
+            raise ClusterError(
+                f"gRPC port {grpc_port} is already in use on this machine: pick another with --grpc-port"
+            )
+    serve.start(
+        http_options={"host": host, "port": port}, grpc_options=grpc_options(grpc_port), proxy_location=proxy_location
+    )
     client = _get_global_client()
     assert client is not None  # serve.start just started or found the controller
     config = client.http_config
-    return str(config.host), int(config.port)
+    grpc = ray.get(client._controller.get_grpc_config.remote())  # no public getter in Serve 2.60
+    served_grpc = int(grpc.port) if grpc.port > 0 and grpc.grpc_servicer_functions else 0
+    return str(config.host), int(config.port), served_grpc
 
 
 def deploy(app: Any, name: str, route_prefix: str) -> None:

@@ -15,8 +15,10 @@ from typing import Any
 import yaml
 
 from huabu.deployments.core.settings import ENV_PREFIX, Settings, url_has_password
+from huabu.sdk.grpc_api import SERVICER_FUNCTIONS
 
 IMPORT_PATH = "huabu.deployments.app:app_builder"
+GRPC_PORT = 9000  # Serve's default; every node's proxy serves huabu.v1.Images there
 CONFIG_PATH = Path(__file__).with_name("serve_config.yaml")
 
 # Settings that must not be written into a config file (they come from the environment instead).
@@ -78,11 +80,14 @@ HEADER = """\
 """
 
 
-def serve_config(settings: Settings, full: bool = False) -> dict[str, Any]:
-    """A ``ServeDeploySchema``-shaped dict deploying huabu with these settings."""
+def serve_config(settings: Settings, full: bool = False, grpc_port: int = GRPC_PORT) -> dict[str, Any]:
+    """A ``ServeDeploySchema``-shaped dict deploying huabu with these settings (gRPC on ``grpc_port``;
+    0: none)."""
     args = settings.model_dump(mode="json", exclude_unset=not full, exclude=secret_fields(settings))
+    grpc = {"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS)} if grpc_port > 0 else None
     return {
         "http_options": {"host": settings.host, "port": settings.port},
+        **({"grpc_options": grpc} if grpc else {}),
         "applications": [
             {
                 "name": settings.app_name,
@@ -94,8 +99,8 @@ def serve_config(settings: Settings, full: bool = False) -> dict[str, Any]:
     }
 
 
-def render(settings: Settings, full: bool = False) -> str:
-    config = serve_config(settings, full)
+def render(settings: Settings, full: bool = False, grpc_port: int = GRPC_PORT) -> str:
+    config = serve_config(settings, full, grpc_port)
     body = yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=False)
     notes = "".join(
         f"# Left out (it carries a password): set {name} in the cluster's environment.\n" for name in left_out(settings)

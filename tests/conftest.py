@@ -60,7 +60,7 @@ def serve_port() -> Iterator[int]:
     import ray
     from ray import serve
 
-    from huabu.deployments.gateway.grpc_service import SERVICER_FUNCTIONS
+    from huabu.sdk.grpc_api import SERVICER_FUNCTIONS
 
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="huabu-tests")

@@ -51,9 +51,6 @@ logger = logging.getLogger("huabu.grpc")
 M = TypeVar("M", bound=Message)
 JobBody = GenerateJobRequest | EditJobRequest | OutpaintJobRequest  # a POST /v1/jobs body, validated
 
-# What Serve's gRPC proxy registers (gRPCOptions.grpc_servicer_functions) to serve huabu.v1.Images.
-SERVICER_FUNCTIONS = ("huabu.sdk.grpc_api.images_pb2_grpc.add_ImagesServicer_to_server",)
-
 # The REST route each RPC stands for: its scope (auth.required_scope) and cost follow from it.
 GENERATE_PATH, MODELS_PATH, JOBS_PATH = "/v1/images/generations", "/v1/models", "/v1/jobs"
 

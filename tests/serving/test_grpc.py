@@ -4,7 +4,10 @@ the same images, jobs, keys and validation as HTTP (deployments/gateway/grpc_ser
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -56,6 +59,13 @@ def rpc_error(call: Any) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value
+
+
+def test_checked_in_stubs_match_the_proto() -> None:
+    pytest.importorskip("grpc_tools")
+    root = Path(__file__).resolve().parents[2]
+    check = subprocess.run([sys.executable, "proto/generate.py", "--check"], cwd=root, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
 
 
 def test_generate_same_png_as_http(grpc_app, stub, admin_key) -> None:
