@@ -35,7 +35,8 @@ class StateStore(Protocol):
     def delete(self, key: str) -> None: ...
 
     def keys(self, prefix: str) -> list[str]:
-        """All keys that start with ``prefix`` (any order)."""
+        """All keys that start with ``prefix`` (any order). Called on every controller tick: a
+        shared store should answer it from an index, not by scanning its keyspace."""
         ...
 
     def compare_and_set(self, key: str, expected: JSONValue | None, value: JSONValue) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import heapq
 import time
 from typing import Any, Protocol, cast
 
@@ -49,11 +50,35 @@ class KeyValueStore(Protocol):
 
 
 class _MemoryState:
-    """The embedded store's data and Redis-like semantics (TTL in monotonic seconds)."""
+    """The embedded store's data and Redis-like semantics (TTL in monotonic seconds).
+
+    Expired keys go when read, and also without a read: every write first drops a bounded number of
+    keys whose deadline has passed (a heap of deadlines), so keys nobody reads again (finished jobs,
+    idempotency records, yesterday's counters) do not pile up in the actor's memory."""
+
+    SWEEP_PER_WRITE = 64  # keys dropped at most per write: a write's cost stays bounded
 
     def __init__(self) -> None:
         self.values: dict[str, object] = {}
         self.deadlines: dict[str, float] = {}
+        self._expiry: list[tuple[float, str]] = []  # (deadline, key); entries whose deadline changed are stale
+
+    def _set_deadline(self, key: str, deadline: float) -> None:
+        self.deadlines[key] = deadline
+        heapq.heappush(self._expiry, (deadline, key))
+        if len(self._expiry) > 2 * len(self.deadlines) + 1024:  # mostly stale (deadlines refreshed): rebuild
+            self._expiry = [(d, k) for k, d in self.deadlines.items()]
+            heapq.heapify(self._expiry)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for _ in range(self.SWEEP_PER_WRITE):
+            if not self._expiry or self._expiry[0][0] > now:
+                return
+            deadline, key = heapq.heappop(self._expiry)
+            if self.deadlines.get(key) == deadline:
+                self.values.pop(key, None)
+                del self.deadlines[key]
 
     def _alive(self, key: str) -> bool:
         deadline = self.deadlines.get(key)
@@ -67,12 +92,13 @@ class _MemoryState:
         return value if isinstance(value, bytes) else None
 
     def put(self, key: str, value: bytes, ttl_s: float | None = None, only_if_absent: bool = False) -> bool:
+        self._sweep()
         if only_if_absent and self._alive(key):
             return False
         self.values[key] = value
         self.deadlines.pop(key, None)
         if ttl_s is not None:
-            self.deadlines[key] = time.monotonic() + ttl_s
+            self._set_deadline(key, time.monotonic() + ttl_s)
         return True
 
     def delete(self, *keys: str) -> int:
@@ -85,7 +111,7 @@ class _MemoryState:
     def expire(self, key: str, ttl_s: float) -> bool:
         if not self._alive(key):
             return False
-        self.deadlines[key] = time.monotonic() + ttl_s
+        self._set_deadline(key, time.monotonic() + ttl_s)
         return True
 
     def incr(self, key: str, amount: int = 1) -> int:
@@ -97,11 +123,13 @@ class _MemoryState:
         return current
 
     def incr_many(self, amounts: dict[str, int], ttl_s: float) -> None:
+        self._sweep()
         for key, amount in amounts.items():
             self.incr(key, amount)
-            self.deadlines[key] = time.monotonic() + ttl_s
+            self._set_deadline(key, time.monotonic() + ttl_s)
 
     def rpush(self, key: str, value: bytes) -> int:
+        self._sweep()
         if not self._alive(key):
             self.values[key] = []
         items = self.values[key]
@@ -117,6 +145,7 @@ class _MemoryState:
         return list(items[start:stop])
 
     def sadd(self, key: str, member: str) -> int:
+        self._sweep()
         if not self._alive(key):
             self.values[key] = set()
         members = self.values[key]

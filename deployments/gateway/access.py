@@ -5,15 +5,23 @@ concurrency), behind ``SecurityHeaders`` and ``RequestLimits`` in the middleware
 ``Access`` is one gateway replica's state for it (keys, limits, usage meter); every replica
 shares the same store, so limits hold across replicas. The gateway calls ``job_created`` when a
 job is submitted and the generation service calls ``record_usage`` with every result.
+
+What a costly request pays, in two steps: the middleware (``admit``) takes one rate-limit token
+and a concurrency slot before anything is parsed, so even an invalid request costs a token; once
+the route knows the request's work (its validated model requests), ``charged`` takes the rest of
+``ratelimit.request_cost`` and reserves its images against the daily quota, both before any work.
+Job event streams (SSE, WebSocket) each hold a stream slot while open.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -32,7 +40,15 @@ from huabu.deployments.gateway.auth import (
 )
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.jobs import JobStore
-from huabu.deployments.gateway.ratelimit import LimitStore, open_limits, retry_after_header
+from huabu.deployments.gateway.ratelimit import (
+    REFERENCE_WORK_TEXT,
+    BucketResult,
+    LimitStore,
+    Rate,
+    open_limits,
+    request_cost,
+    retry_after_header,
+)
 from huabu.deployments.gateway.security import (
     BODY_SCOPE_KEY,
     ASGIApp,
@@ -46,14 +62,20 @@ from huabu.deployments.gateway.security import (
     route_path,
     send_error,
 )
-from huabu.deployments.gateway.usage import UsageMeter, seconds_to_utc_midnight
+from huabu.deployments.gateway.usage import UsageMeter, seconds_to_utc_midnight, utc_day
 
 logger = logging.getLogger("huabu.access")
 # POST to these runs the model: they cost a rate-limit token and hold a concurrency slot.
 COSTLY = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/images/outpaint", "/v1/jobs"})
 JOB_PATH = re.compile(r"^/v1/jobs/([^/]+)")
+STREAM_PATH = re.compile(r"^/v1/jobs/[^/]+/(events|ws)$")  # SSE and WebSocket: held open for a job's life
 REQUEST_SLOT_TTL_S = 900.0  # a crashed replica's request slot frees itself after this
 JOB_SLOT_TTL_S = 86400.0  # finished jobs' slots are freed earlier, when a key reaches its limit
+# Open event streams per key: this many per concurrency slot (watchers, reconnects, a browser
+# tab per job). A stream's slot frees itself this long after a replica dies holding it.
+STREAMS_PER_SLOT = 4
+STREAM_SLOT_TTL_S = 3600.0
+QUOTA_TTL_S = 2 * 86400.0  # a UTC day's image reservations, kept past its end
 MAX_IDEMPOTENCY_KEY = 255
 WS_KEY_PROTOCOL = "huabu.key."
 
@@ -85,12 +107,51 @@ def store_unavailable() -> APIError:
     )
 
 
+def quota_exceeded(principal: Principal) -> APIError:
+    return rate_limited(
+        f"this API key's daily quota of {principal.daily_images} images is used up (or too little of it is left "
+        "for this request's n); it resets at 00:00 UTC",
+        "daily_quota_exceeded",
+        seconds_to_utc_midnight(),
+    )
+
+
+def rate_headers(rate: Rate, bucket: BucketResult) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit-requests": str(rate.limit),
+        "x-ratelimit-remaining-requests": str(bucket.remaining),
+        "x-ratelimit-reset-requests": retry_after_header(bucket.reset_s),
+    }
+
+
 @dataclass
 class Admission:
-    """A costly request let in: its rate-limit headers and the slot to free when it ends."""
+    """A request let in: its rate-limit headers and the slot to free when it ends."""
 
     headers: dict[str, str] = field(default_factory=dict)
     release: Callable[[], Awaitable[None]] | None = None
+
+
+# The admission of the request being served: ``charged`` updates its rate-limit headers.
+current_admission: contextvars.ContextVar[Admission | None] = contextvars.ContextVar("admission", default=None)
+
+
+@dataclass
+class Charge:
+    """Images a request reserved against its key's daily quota, to give back if its work fails."""
+
+    limits: LimitStore | None = None
+    quota_key: str | None = None
+    images: int = 0
+
+    async def give_back(self) -> None:
+        if self.limits is None or self.quota_key is None or not self.images:
+            return
+        images, self.images = self.images, 0
+        try:
+            await self.limits.reserve(self.quota_key, -images, 0, QUOTA_TTL_S)
+        except Exception:  # the quota errs on the tenant's side until tomorrow; never fail the answer
+            logger.warning("could not give back %d reserved images", images, exc_info=True)
 
 
 class Access:
@@ -111,14 +172,10 @@ class Access:
         if self.limits is None:
             return Admission()
         limits, key_id = self.limits, principal.key_id
-        if principal.daily_images is not None:
-            used = await self.usage.images_on(key_id)
-            if used >= principal.daily_images:
-                raise rate_limited(
-                    f"this API key's daily quota of {principal.daily_images} images is used up; it resets at 00:00 UTC",
-                    "daily_quota_exceeded",
-                    seconds_to_utc_midnight(),
-                )
+        if principal.daily_images is not None:  # refused before any parsing when nothing is left
+            reserved = await limits.reserve(quota_key(key_id), 0, principal.daily_images, QUOTA_TTL_S)
+            if reserved.used >= principal.daily_images:
+                raise quota_exceeded(principal)
         admission = Admission()
         if principal.max_concurrent is not None:
             # Named by the server, one per request: named after the client's X-Request-Id, N
@@ -141,11 +198,7 @@ class Access:
             admission.release = release
         if principal.rate is not None:
             bucket = await limits.take(f"rate:{key_id}", principal.rate)
-            admission.headers = {
-                "x-ratelimit-limit-requests": str(principal.rate.limit),
-                "x-ratelimit-remaining-requests": str(bucket.remaining),
-                "x-ratelimit-reset-requests": retry_after_header(bucket.reset_s),
-            }
+            admission.headers = rate_headers(principal.rate, bucket)
             if not bucket.allowed:
                 if admission.release is not None:
                     await admission.release()
@@ -157,6 +210,70 @@ class Access:
                     admission.headers,
                 )
         return admission
+
+    @asynccontextmanager
+    async def charged(self, requests: Sequence[ModelRequest]) -> AsyncIterator[Charge]:
+        """The rest of a request's cost, once its work is known and before any of it runs: tokens
+        beyond the one ``admit`` took, and its images reserved against the daily quota in the same
+        atomic step that checks it. The images are given back if the work fails."""
+        charge = await self._charge(requests)
+        try:
+            yield charge
+        except BaseException:
+            await charge.give_back()
+            raise
+
+    async def _charge(self, requests: Sequence[ModelRequest]) -> Charge:
+        principal = current_principal.get()
+        if self.limits is None or principal is None or not requests:
+            return Charge()
+        limits, key_id = self.limits, principal.key_id
+        charge = Charge()
+        if principal.daily_images is not None:
+            key = quota_key(key_id)
+            if not (await limits.reserve(key, len(requests), principal.daily_images, QUOTA_TTL_S)).allowed:
+                raise quota_exceeded(principal)
+            charge = Charge(limits, key, len(requests))
+        rate = principal.rate
+        cost = request_cost(requests, rate.limit) if rate is not None else 1
+        if rate is None or cost <= 1:
+            return charge
+        bucket = await limits.take(f"rate:{key_id}", rate, cost - 1)  # admit took the first token
+        headers = rate_headers(rate, bucket)
+        admission = current_admission.get()
+        if admission is not None:
+            admission.headers.update(headers)
+        if not bucket.allowed:
+            await charge.give_back()
+            raise rate_limited(
+                f"this request costs {cost} rate-limit tokens (n x steps x pixels / {REFERENCE_WORK_TEXT}) and this "
+                f"API key's rate limit of {rate.text} has {bucket.remaining + 1} left; retry after "
+                f"{retry_after_header(bucket.retry_after_s)} s, or ask for fewer, smaller or fewer-step images",
+                "rate_limit_exceeded",
+                bucket.retry_after_s,
+                headers,
+            )
+        return charge
+
+    async def open_stream(self, principal: Principal) -> Admission:
+        """A slot for one open event stream (SSE or WebSocket) of the key, freed when it closes."""
+        if self.limits is None:
+            return Admission()
+        limits, streams, member = self.limits, f"streams:{principal.key_id}", uuid.uuid4().hex
+        limit = STREAMS_PER_SLOT * (principal.max_concurrent or self.settings.auth.default_max_concurrent)
+        result = await limits.acquire(streams, member, limit, STREAM_SLOT_TTL_S)
+        if not result.acquired:
+            raise rate_limited(
+                f"this API key already has {len(result.members)} job event streams open (limit {limit}); close one, "
+                "or poll GET /v1/jobs/{id}",
+                "too_many_streams",
+                self.settings.model.retry_after_s,
+            )
+
+        async def release() -> None:
+            await limits.release(streams, member)
+
+        return Admission(release=release)
 
     async def _free_finished_jobs(self, slots: str, members: list[str]) -> int:
         """Release the slots of jobs that have finished (they are not released as they finish)."""
@@ -267,6 +384,8 @@ class AccessMiddleware:
                     )
                     MutableHeaders(scope=scope)["idempotency-key"] = scoped
                 admission = await access.admit(principal)
+            elif STREAM_PATH.match(path) and bad_id is None and scope.get("method", "GET") == "GET":
+                admission = await access.open_stream(principal)
         except APIError as exc:
             await send_error(scope, receive, send, exc)
             return
@@ -288,18 +407,23 @@ class AccessMiddleware:
                 message = {**message, "subprotocol": protocol}  # browsers require the offered protocol back
             await send(message)
 
-        token = current_principal.set(principal)
+        token, admission_token = current_principal.set(principal), current_admission.set(admission)
         try:
             await self.app(scope, receive, send_with_headers)
             if fingerprint is not None and status == 202:
                 await access.remember_idempotency(fingerprint, scope.get(BODY_SCOPE_KEY, b""))
         finally:
             current_principal.reset(token)
+            current_admission.reset(admission_token)
             if admission is not None and admission.release is not None:
                 try:
                     await admission.release()
-                except Exception:  # the slot expires on its own (REQUEST_SLOT_TTL_S)
-                    logger.warning("could not release a concurrency slot", exc_info=True)
+                except Exception:  # the slot expires on its own (REQUEST_SLOT_TTL_S, STREAM_SLOT_TTL_S)
+                    logger.warning("could not release a concurrency or stream slot", exc_info=True)
+
+
+def quota_key(key_id: str) -> str:
+    return f"quota:{key_id}:{utc_day()}"
 
 
 def websocket_key_protocol(scope: Scope) -> str | None:

@@ -5,7 +5,8 @@ connects them to the serving path:
 
 - ``KVStateStore`` is ab_testing's ``StateStore`` on the project's ``KeyValueStore`` (the embedded
   named Ray actor or Redis), so rollout state and metrics survive gateway restarts and every gateway
-  replica sees the same ones.
+  replica sees the same ones. Its key listing (the controller's, every tick) reads index sets it
+  keeps as it writes, never the store's keyspace (a SCAN over every job, usage and cache key).
 - ``Experiments`` (one per gateway replica) re-reads the active rollout's traffic split every
   ``ab.refresh_interval_s`` (weights change without restarting any replica), assigns each request
   to a variant by a sticky hash of (rollout id, user), pins the variant's model on the request
@@ -59,12 +60,38 @@ logger = logging.getLogger("huabu.experiments")
 T = TypeVar("T")
 
 ACTIVE_KEY = f"{KEY_PREFIX}:active"  # {"id": rollout id}: the rollout whose split is served
+# Set <INDEX_PREFIX><P> lists the keys KVStateStore wrote under each ':'-ended prefix P of theirs.
+INDEX_PREFIX = f"{KEY_PREFIX}:index:"
+INDEX_BUILT_KEY = f"{KEY_PREFIX}:index-built"  # set once keys written before the index are in it
 NO_EXPERIMENT = "none"  # experiment id of forced assignments while no rollout is active
-_GLOB = set("*?[]\\")
 
 
 def rollout_key(rollout_id: str) -> str:
     return f"{KEY_PREFIX}:rollout:{rollout_id}"
+
+
+def index_levels(key: str) -> list[str]:
+    """The ':'-ended prefixes of ``key`` under KEY_PREFIX, each with an index set listing it."""
+    parts = key.split(":")[:-1]
+    levels = (":".join(parts[:i]) + ":" for i in range(1, len(parts) + 1))
+    return [level for level in levels if level.startswith(KEY_PREFIX + ":")]
+
+
+async def index_key(kv: KeyValueStore, key: str) -> None:
+    for level in index_levels(key):
+        await kv.sadd(INDEX_PREFIX + level, key)
+
+
+async def build_index(kv: KeyValueStore) -> int:
+    """Index the keys written before the index existed: one keyspace scan per deployment (each
+    starting replica until one finishes), never per tick. Returns the number of keys indexed."""
+    if await kv.get(INDEX_BUILT_KEY) is not None:
+        return 0
+    keys = [k for k in await kv.keys(KEY_PREFIX + ":*") if not k.startswith(INDEX_PREFIX) and k != INDEX_BUILT_KEY]
+    for key in keys:
+        await index_key(kv, key)
+    await kv.put(INDEX_BUILT_KEY, b"1")
+    return len(keys)
 
 
 def encode(value: JSONValue) -> bytes:
@@ -100,19 +127,32 @@ class KVStateStore:
 
     def set(self, key: str, value: JSONValue) -> None:
         data = encode(value)
-        self._run(lambda: self.kv.put(key, data))
+
+        async def put() -> None:
+            await index_key(self.kv, key)  # first: a listed key that is not there yet reads as None
+            await self.kv.put(key, data)
+
+        self._run(put)
 
     def delete(self, key: str) -> None:
-        self._run(lambda: self.kv.delete(key))
+        async def delete() -> None:
+            await self.kv.delete(key)
+            for level in index_levels(key):
+                await self.kv.srem(INDEX_PREFIX + level, key)
+
+        self._run(delete)
 
     def keys(self, prefix: str) -> list[str]:
-        if _GLOB & set(prefix):  # ab_testing identifiers cannot contain these; be explicit anyway
-            raise ValueError(f"key prefix {prefix!r} contains glob characters")
-        return [k for k in self._run(lambda: self.kv.keys(prefix + "*")) if k.startswith(prefix)]
+        level = prefix[: prefix.rfind(":") + 1]
+        if not level.startswith(KEY_PREFIX + ":"):
+            raise ValueError(f"KVStateStore lists keys under {KEY_PREFIX}: only, not {prefix!r}")
+        return [k for k in self._run(lambda: self.kv.smembers(INDEX_PREFIX + level)) if k.startswith(prefix)]
 
     def compare_and_set(self, key: str, expected: JSONValue | None, value: JSONValue) -> bool:
         old = None if expected is None else encode(expected)
         new = encode(value)
+        if expected is None:  # may create the key: listed first, as in set
+            self._run(lambda: index_key(self.kv, key))
         return self._run(lambda: self.kv.compare_and_set(key, old, new))
 
 
@@ -289,8 +329,16 @@ class Experiments:
     def start(self) -> None:
         """Bind to the running loop and start the refresh and flush loops."""
         self._store = KVStateStore(self.kv, asyncio.get_running_loop())
+        self.spawn(self._build_index())
         self.spawn(self._every(self.config.refresh_interval_s, self.refresh))
         self.spawn(self._every(self.config.flush_interval_s, self.flush))
+
+    async def _build_index(self) -> None:
+        try:
+            if indexed := await build_index(self.kv):
+                logger.info("indexed %d A/B keys written before the key index existed", indexed)
+        except Exception:  # those keys stay unlisted until a replica starts and succeeds
+            logger.warning("could not index the A/B keys written before the key index", exc_info=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

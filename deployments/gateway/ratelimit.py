@@ -1,9 +1,11 @@
 """Per-key limits shared by every gateway replica.
 
-Two primitives, each one atomic step in the state backend so that replicas never race:
+Three primitives, each one atomic step in the state backend so that replicas never race:
 
-- a token bucket (request rate): ``N/period`` refills N tokens per period, holds at most N;
-- slots (work in flight): a set of members with expiry, admitted only below a limit.
+- a token bucket (request rate): ``N/period`` refills N tokens per period, holds at most N; a
+  request takes ``request_cost`` tokens, proportional to its work;
+- slots (work in flight, open streams): a set of members with expiry, admitted only below a limit;
+- a counter reserved against a limit (the daily image quota): added to only if it stays within.
 
 On Redis both are Lua scripts (time from the server's clock, so replicas on other machines
 agree); embedded, they are methods of one named Ray actor, whose calls run one at a time.
@@ -14,15 +16,30 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from huabu.deployments.core.messages import ModelRequest
 from huabu.deployments.core.settings import StateSettings
 from huabu.deployments.core.state import detached_actor, redis_client
 from huabu.sdk.types import RATE_LIMIT_PATTERN
 
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 _UNIT_S |= {"d": 86400, "day": 86400}
+# One token buys this much denoising work: one 512x512 image at 30 steps. Work is n x steps x
+# pixels, so tokens spread as widely as requests' cost does (a 32x32 one-step image and four
+# 2048x2048 100-step ones are 10^5 apart in work).
+REFERENCE_WORK = 512 * 512 * 30
+REFERENCE_WORK_TEXT = "(512 x 512 x 30)"  # the same, in messages
+
+
+def request_cost(requests: Sequence[ModelRequest], capacity: int) -> int:
+    """Tokens a request takes: ceil(sum of steps x width x height over its n images / REFERENCE_WORK),
+    at least 1 and at most the bucket's capacity (so that any valid request can run, at most once
+    per period, instead of waiting for a refill that can never come)."""
+    work = sum(r.steps * r.width * r.height for r in requests)
+    return max(1, min(capacity, math.ceil(work / REFERENCE_WORK)))
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,12 @@ class BucketResult:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    allowed: bool
+    used: int  # the counter after this call (unchanged when refused)
+
+
+@dataclass(frozen=True)
 class SlotResult:
     acquired: bool
     members: list[str]  # the members holding slots (when refused: what to check for stale ones)
@@ -76,14 +99,36 @@ class LimitStore(Protocol):
     async def acquire(self, key: str, member: str, limit: int, ttl_s: float) -> SlotResult: ...
     async def add(self, key: str, member: str, ttl_s: float) -> None: ...
     async def release(self, key: str, *members: str) -> None: ...
+    async def reserve(self, key: str, amount: int, limit: int, ttl_s: float) -> Reservation:
+        """Add ``amount`` to the counter if it stays within ``limit`` (a negative amount gives back,
+        never below 0; 0 reads it); the counter expires ``ttl_s`` after the last addition."""
+        ...
 
 
 class _LimitState:
-    """The embedded backend's data: buckets as (tokens, last refill) and slots as member -> deadline."""
+    """The embedded backend's data: buckets as (tokens, last refill), slots as member -> deadline,
+    counters as (value, deadline)."""
 
     def __init__(self) -> None:
         self.buckets: dict[str, tuple[float, float]] = {}
         self.slots: dict[str, dict[str, float]] = {}
+        self.counters: dict[str, tuple[int, float]] = {}
+
+    def reserve(self, key: str, amount: int, limit: int, ttl_s: float) -> Reservation:
+        now = time.monotonic()
+        used, deadline = self.counters.get(key, (0, now + ttl_s))
+        used = used if deadline > now else 0
+        if amount > 0 and used + amount > limit:
+            return Reservation(False, used)
+        if amount == 0 or (amount < 0 and used == 0):  # a read, or nothing to give back: nothing stored
+            return Reservation(True, used)
+        used = max(0, used + amount)
+        if amount > 0:
+            deadline = now + ttl_s
+        self.counters[key] = (used, deadline)
+        if len(self.counters) > 100_000:  # yesterday's counters
+            self.counters = {k: v for k, v in self.counters.items() if v[1] > now}
+        return Reservation(True, used)
 
     def take(self, key: str, per_s: float, capacity: int, cost: int) -> BucketResult:
         now = time.monotonic()
@@ -134,6 +179,9 @@ class EmbeddedLimits:
     async def release(self, key: str, *members: str) -> None:
         await self.actor.release.remote(key, *members)
 
+    async def reserve(self, key: str, amount: int, limit: int, ttl_s: float) -> Reservation:
+        return cast(Reservation, await self.actor.reserve.remote(key, amount, limit, ttl_s))
+
 
 # KEYS[1] bucket hash; ARGV: tokens per second, capacity, cost. Returns {allowed, tokens*1000}.
 _TAKE_LUA = """
@@ -183,6 +231,21 @@ return 1
 """
 
 
+# KEYS[1] counter; ARGV: amount, limit, ttl seconds. Returns {allowed, value}.
+_RESERVE_LUA = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if amount > 0 and used + amount > limit then return {0, used} end
+local after = math.max(0, used + amount)
+if amount > 0 then
+  redis.call('SET', KEYS[1], after, 'PX', math.ceil(tonumber(ARGV[3]) * 1000))
+elseif amount < 0 and used > 0 then  -- giving back to a counter that exists (a missing one holds nothing to give back)
+  redis.call('SET', KEYS[1], after, 'KEEPTTL')
+end
+return {1, after}
+"""
+
+
 class RedisLimits:
     def __init__(self, url: str, namespace: str) -> None:
         self.client = redis_client(url)
@@ -190,6 +253,7 @@ class RedisLimits:
         self._take = self.client.register_script(_TAKE_LUA)
         self._acquire = self.client.register_script(_ACQUIRE_LUA)
         self._add = self.client.register_script(_ADD_LUA)
+        self._reserve = self.client.register_script(_RESERVE_LUA)
 
     async def take(self, key: str, rate: Rate, cost: int = 1) -> BucketResult:
         allowed, milli = await self._take(keys=[self.prefix + key], args=[rate.per_s, rate.limit, cost])
@@ -207,6 +271,10 @@ class RedisLimits:
     async def release(self, key: str, *members: str) -> None:
         if members:
             await self.client.zrem(self.prefix + key, *members)
+
+    async def reserve(self, key: str, amount: int, limit: int, ttl_s: float) -> Reservation:
+        allowed, used = await self._reserve(keys=[self.prefix + key], args=[amount, limit, ttl_s])
+        return Reservation(bool(allowed), int(used))
 
 
 def open_limits(settings: StateSettings) -> LimitStore:

@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import ReplicaLost, connect
+from huabu.deployments.core.messages import ModelRequest
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.state import is_outage, open_store
 from huabu.deployments.core.storage import StorageUnavailable, open_storage, valid_key
@@ -183,8 +184,7 @@ class Gateway(ImagesGrpc):  # + the gRPC methods of huabu.v1.Images (grpc_servic
     async def generations(self, request: Request) -> ImagesResponse:
         req = ImageGenerationRequest.model_validate(self._json(request))
         requests = await self.service.generation_requests(req, request.state.request_id)
-        response, _ = await self.service.run(requests, req.response_format)
-        return response
+        return await self.run_charged(requests, req.response_format)
 
     @api.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
     async def edits(self, request: Request) -> ImagesResponse:
@@ -207,14 +207,19 @@ class Gateway(ImagesGrpc):  # + the gRPC methods of huabu.v1.Images (grpc_servic
         image = await images[0].read()
         mask = await mask_file.read() if isinstance(mask_file, UploadFile) else None
         requests = await self.service.edit_requests(req, image, mask, request.state.request_id)
-        response, _ = await self.service.run(requests, req.response_format)
-        return response
+        return await self.run_charged(requests, req.response_format)
 
     @api.post("/v1/images/outpaint", response_model=ImagesResponse, response_model_exclude_none=True)
     async def outpaint(self, request: Request) -> ImagesResponse:
         req = OutpaintRequest.model_validate(self._json(request))
         requests = await self.service.outpaint_requests(req, request.state.request_id)
-        response, _ = await self.service.run(requests, req.response_format)
+        return await self.run_charged(requests, req.response_format)
+
+    async def run_charged(self, requests: list[ModelRequest], response_format: str) -> ImagesResponse:
+        """A synchronous generation from any door: its cost taken and images reserved (``access.charged``,
+        given back if it fails), then the work."""
+        async with self.access.charged(requests):
+            response, _ = await self.service.run(requests, response_format)
         return response
 
     @api.get("/v1/models", response_model=ModelList)
@@ -235,7 +240,9 @@ class Gateway(ImagesGrpc):  # + the gRPC methods of huabu.v1.Images (grpc_servic
         except StorageUnavailable:
             logger.warning("object store unavailable for a file read", exc_info=True)
             retry = {"Retry-After": "1"}
-            raise APIError("image storage is unavailable; retry", "service_unavailable", status=503, headers=retry)
+            raise APIError(
+                "image storage is unavailable; retry", "service_unavailable", status=503, headers=retry
+            ) from None
         if data is None:
             raise not_found("no such file", "key")
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
@@ -250,15 +257,18 @@ class Gateway(ImagesGrpc):  # + the gRPC methods of huabu.v1.Images (grpc_servic
     async def create_job(self, req: JobBody, request_id: str, idempotency_key: str | None) -> Job:
         """POST /v1/jobs and gRPC SubmitJob, after the caller was admitted."""
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
-        await self.service.job_requests(req, request_id, None)
-        job, _ = await self.jobs.create(
-            req.kind,
-            req.model_dump_json(),
-            idempotency_key,
-            model=req.model,
-            # The job is assigned to an A/B variant like a direct request by this user.
-            on_created=self.service.experiments.remember_job if self.service.experiments else None,
-        )
+        requests = await self.service.job_requests(req, request_id, None)
+        async with self.access.charged(requests) as charge:  # paid at submission, before it can run
+            job, created = await self.jobs.create(
+                req.kind,
+                req.model_dump_json(),
+                idempotency_key,
+                model=req.model,
+                # The job is assigned to an A/B variant like a direct request by this user.
+                on_created=self.service.experiments.remember_job if self.service.experiments else None,
+            )
+            if not created:  # a retry of a submitted job: its images were reserved the first time
+                await charge.give_back()
         await self.access.job_created(job.id)  # owner and concurrency slot of the caller's key
         self.runner.wake()
         return job
