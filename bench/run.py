@@ -16,6 +16,7 @@ BENCHES = [
     "bench_tracing.py",
     "bench_capacity.py",
     "bench_backends.py",
+    "bench_hops.py",
 ]
 
 

@@ -264,14 +264,20 @@ class MultiNodeCluster:
 
     # --- stop -------------------------------------------------------------------------------
 
-    def kill_node(self, name: str) -> int:
-        """SIGKILL a worker node's raylet and everything under it, as if its machine died. -> processes killed."""
+    def kill_node(self, name: str, freeze: bool = False) -> int:
+        """SIGKILL a worker node's raylet and everything under it, as if its machine died. -> processes.
+
+        Processes killed on a live machine have their connections reset by its kernel, so every peer
+        learns at once. ``freeze`` SIGSTOPs them instead: a machine that vanished from the network (or
+        hangs), whose peers get no reset and hear nothing more; the node is declared dead by missed
+        health checks. The frozen processes are killed by ``restart_node`` and ``down``."""
         if name == HEAD:
             raise ClusterError("the head holds the GCS and Serve's controller; kill a worker node instead")
         record = self.load()
         if record is None:
             raise ClusterError("no multi-node cluster is recorded: start one with `huabu cluster up`")
-        return kill_tree(record.node(name).raylet_pid)
+        pid = record.node(name).raylet_pid
+        return signal_tree(pid, signal.SIGSTOP) if freeze else kill_tree(pid)
 
     def restart_node(self, name: str, timeout_s: float = 180.0) -> NodeRecord:
         """Start a worker node again under ``name``, with the resources it had, after ``kill_node``: a
@@ -284,6 +290,8 @@ class MultiNodeCluster:
         if state is None or record is None:
             raise ClusterError("no multi-node cluster is recorded: start one with `huabu cluster up`")
         old = record.node(name)
+        if _is_raylet(old.raylet_pid):  # frozen, not killed: the lost machine's processes go first
+            kill_tree(old.raylet_pid)
         node = self._start_worker(state, name, old.num_gpus, old.num_cpus, timeout_s)
         record.nodes = [node if n.name == name else n for n in record.nodes]
         self.save(record)
@@ -304,18 +312,40 @@ class MultiNodeCluster:
         return stopped
 
 
-def kill_tree(pid: int, sig: int = signal.SIGKILL, grace_s: float = 2.0) -> int:
-    """Signal a process and its descendants (children first collected, so none is orphaned unseen);
-    whatever survives ``grace_s`` after a SIGTERM is killed. -> how many processes."""
+def _signal_tree(pid: int, sig: int) -> list[Any]:
+    """Send ``sig`` to a process and its descendants (collected first, so none is orphaned unseen).
+    -> the processes (psutil), none if ``pid`` is gone."""
     psutil = _psutil()
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return []
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
+    return procs
+
+
+def signal_tree(pid: int, sig: int) -> int:
+    """Send ``sig`` to a process and its descendants, waiting for none. -> how many processes."""
+    return len(_signal_tree(pid, sig))
+
+
+def _is_raylet(pid: int) -> bool:
+    """Whether ``pid`` is still a raylet (a recorded pid may have been reused since its node died)."""
+    psutil = _psutil()
+    try:
+        return "raylet" in " ".join(psutil.Process(pid).cmdline()[:1])
+    except psutil.Error:
+        return False
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL, grace_s: float = 2.0) -> int:
+    """Signal a process and its descendants; whatever survives ``grace_s`` after a SIGTERM is
+    killed. -> how many processes."""
+    psutil = _psutil()
+    procs = _signal_tree(pid, sig)
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for proc in alive:
         with contextlib.suppress(psutil.Error):

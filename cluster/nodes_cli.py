@@ -112,10 +112,10 @@ def cmd_kill_node(args: argparse.Namespace) -> int:
     from huabu.cluster.multinode import MultiNodeCluster
 
     try:
-        killed = MultiNodeCluster().kill_node(args.name)
+        killed = MultiNodeCluster().kill_node(args.name, freeze=args.freeze)
     except ClusterError as exc:
         return fail(str(exc))
-    say(f"Killed {args.name} ({killed} processes).")
+    say(f"{'Froze' if args.freeze else 'Killed'} {args.name} ({killed} processes).")
     return 0
 
 
@@ -147,6 +147,11 @@ def add_cluster_commands(sub: Any) -> None:
 
     p = commands.add_parser("kill-node", help="SIGKILL a worker node's processes, as if its machine died")
     p.add_argument("name", help="worker-1, worker-2, ...")
+    p.add_argument(
+        "--freeze",
+        action="store_true",
+        help="SIGSTOP instead: a machine gone from the network, no connection reset (`cluster down` cleans up)",
+    )
     p.set_defaults(func=cmd_kill_node)
 
     from huabu.cluster.capacity import add_arguments  # stdlib only

@@ -17,7 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import call, connect
+from huabu.deployments.core.handles import Answering, call, connect
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.result_cache import CacheEntry, ResultCache
 from huabu.deployments.core.settings import Settings
@@ -25,7 +25,7 @@ from huabu.deployments.core.storage import open_storage
 
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
-class CacheStage:
+class CacheStage(Answering):
     """Between the prompt filter and the router: identical concurrent misses share one model
     call; results are stored before they are indexed."""
 
@@ -83,7 +83,7 @@ class CacheStage:
         return result
 
     async def _produce(self, request: ModelRequest, key: str | None) -> ModelResult:
-        result: ModelResult = await call(self.next_stage.generate.remote(request))
+        result: ModelResult = await call(self.next_stage, "generate", request)
         if result.cancelled:
             return result
         result.storage_key = await self.storage.put(result.png)

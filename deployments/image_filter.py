@@ -29,7 +29,7 @@ class ImageFilterStage(FilterStage[ImageFilter]):
         super().__init__(next_stage, settings, ImageFilter(settings.safety.image))
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
-        result: ModelResult = await call(self.next_stage.generate.remote(request))
+        result: ModelResult = await call(self.next_stage, "generate", request)
         if result.cancelled or not result.png:
             return result
         with telemetry.work("image_filter.check") as check:

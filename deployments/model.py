@@ -20,6 +20,7 @@ from huabu.deployments.backends.fixed_latency import FixedLatencyPipeline
 from huabu.deployments.backends.loader import load_backend
 from huabu.deployments.backends.mmdit.png import encode_png
 from huabu.deployments.core import metrics, telemetry
+from huabu.deployments.core.handles import Answering
 from huabu.deployments.core.messages import ModelOverloaded, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings, VariantSettings
 from huabu.deployments.core.state import open_store
@@ -78,7 +79,7 @@ class ProgressReports:
 
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
-class ModelStage:
+class ModelStage(Answering):
     def __init__(self, variant: VariantSettings, settings: Settings) -> None:
         telemetry.configure(settings, "model")
         self.variant = telemetry.replica_variant()

@@ -43,5 +43,5 @@ class PromptFilterStage(FilterStage[PromptFilter]):
                 request.request_id,
             )
             raise ContentBlocked.from_decision(decision)
-        result: ModelResult = await call(self.next_stage.generate.remote(request))
+        result: ModelResult = await call(self.next_stage, "generate", request)
         return result

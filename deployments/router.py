@@ -23,7 +23,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import call, connect
+from huabu.deployments.core.handles import Answering, call, connect
 from huabu.deployments.core.messages import ModelOverloaded, ModelRequest, ModelResult, UnknownModel
 from huabu.deployments.core.settings import Settings
 
@@ -33,7 +33,7 @@ class InjectedFault(RuntimeError):
 
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
-class Router:
+class Router(Answering):
     def __init__(self, variants: dict[str, DeploymentHandle], settings: Settings) -> None:
         telemetry.configure(settings, "router")
         self.variants = {name: connect(handle, settings) for name, handle in variants.items()}
@@ -47,7 +47,7 @@ class Router:
 
     async def describe(self) -> dict[str, dict[str, Any]]:
         """variant -> the model stage's ``describe()``: served id, reference, limits, backend details."""
-        return {name: await call(handle.describe.remote()) for name, handle in self.variants.items()}
+        return {name: await call(handle, "describe") for name, handle in self.variants.items()}
 
     def replica_id(self) -> str:
         """This replica's id (tests check that weight changes restart nothing)."""
@@ -79,7 +79,7 @@ class Router:
         hop.set(variant=variant, model=self.models.get(variant))
         await self._inject(variant)
         try:
-            result: ModelResult = await call(self.variants[variant].generate.remote(request))
+            result: ModelResult = await call(self.variants[variant], "generate", request)
         except BackPressureError as exc:
             raise ModelOverloaded(str(exc)) from None
         result.variant = variant

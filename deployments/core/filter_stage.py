@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core import telemetry
-from huabu.deployments.core.handles import connect
+from huabu.deployments.core.handles import Answering, connect
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import FilterCounters
@@ -23,7 +23,7 @@ class Screen(Protocol):
 ScreenT = TypeVar("ScreenT", bound=Screen)
 
 
-class FilterStage(Generic[ScreenT]):
+class FilterStage(Answering, Generic[ScreenT]):
     stage: ClassVar[str]  # telemetry service, span and admin statistics key
 
     def __init__(self, next_stage: DeploymentHandle, settings: Settings, screen: ScreenT) -> None:

@@ -8,31 +8,53 @@ Stages pass plain dataclasses (``messages.py``) and picklable errors, so standar
 carries them; nothing passes object references between stages, which gRPC cannot carry.
 
 A call is awaited with ``call``, bounded by the liveness of the replica it was routed to. Over the
-gRPC transport an answer arrives only on the channel to that replica: when its node is lost, no
-reset comes from a machine that is gone, Serve sets no deadline, and the channel's keepalive
-(Ray's ``grpc_client_keepalive_time_ms``, 300 s, plus a 120 s timeout) notices only minutes later,
-long after the cluster has replaced the replica. Ray's
-control store (GCS) does know: it marks the replica's actor DEAD once the node misses its health
-checks. ``call`` asks it every ``LIVENESS_POLL_S`` while a routed call is unanswered and fails the
-call with ``ReplicaLost`` when the replica is dead; callers retry (the job runner, the SDK on 503).
-The actor transport needs no watch: Ray fails its calls to a dead actor itself.
+gRPC transport an answer arrives only on the channel to that replica: when its machine is lost, no
+reset comes from it, Serve sets no deadline, and the channel's keepalive (Ray's
+``grpc_client_keepalive_time_ms``, 300 s, plus a 120 s timeout) notices only minutes later, long
+after the cluster has replaced the replica. Ray's control store (GCS) does know: it marks the
+replica's actor DEAD once the node misses its health checks.
+
+Serve tells which replica holds a call only once the replica has accepted it, and for a unary call
+the acceptance arrives with the answer (gRPC delivers a unary call's initial metadata with its
+response: measured, a 4 s call is "routed" after 4 s). So every call goes through a one-item
+stream (``Answering.answer``): the replica's acceptance comes as soon as it takes the call, and from
+then on ``call`` asks the control store every ``LIVENESS_POLL_S`` whether that replica is alive,
+failing the call with ``ReplicaLost`` when it is DEAD; callers retry (the job runner, the SDK on 503).
+
+Before acceptance a call waits in the caller's router queue (every replica busy) or on a replica
+that has not answered yet. A lost machine's replicas stay in the router's set for a few seconds, and
+a call sent to one then is never accepted. So while a node death is recent (``RESEND_WINDOW_S``),
+a call still unaccepted ``RESEND_AFTER_S`` after it was sent is withdrawn and sent again: queued
+calls lose their place, nothing fails. The actor transport needs no watch: Ray fails calls to a
+dead actor itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import time
 import weakref
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, cast
 
 import ray
-from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.core.settings import Settings
 
 # gRPC's own limit; Serve's default (4 MiB) is below an edit request's canvas at ~1200x1200.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 LIVENESS_POLL_S = 1.0  # one control-store lookup per replica with calls in flight, this often
+logger = logging.getLogger("huabu.handles")
 DEAD_REMEMBERED = 256  # replicas known dead, kept so that a late call to one fails without a lookup
+
+
+RESEND_WINDOW_S = 30.0  # after a node death is seen, unaccepted calls are re-sent for this long
+RESEND_AFTER_S = 3.0  # a call not accepted this long after it was sent, in that window, is re-sent
 
 
 class ReplicaLost(RuntimeError):
@@ -85,22 +107,95 @@ def _routed_actor(replica_result: object) -> str | None:
     return cast(str, actor_id.hex()) if isinstance(actor_id, ray.ActorID) else None
 
 
-async def call(
-    response: DeploymentResponse[Any] | DeploymentResponseGenerator[Any], poll_s: float = LIVENESS_POLL_S
-) -> Any:
-    """The answer to a handle call; ``ReplicaLost`` when the replica it was routed to dies first.
-    Waiting to be routed (every replica busy) is not bounded here: that queue is the caller's own
-    and is served by whichever replicas are alive."""
-    if not isinstance(response, DeploymentResponse):
-        raise TypeError("call() takes a unary handle call; stages do not stream to each other")
-    # The replica that holds the call is known once Serve has routed it.
-    routed = await response._fetch_future_result_async()
-    actor_id = _routed_actor(routed)
-    if actor_id is None:
-        return await response
-    liveness = _liveness.setdefault(asyncio.get_running_loop(), _Liveness())
-    answer: asyncio.Future[Any] = asyncio.ensure_future(response)
+class Answering:
+    """The entry every stage offers its callers: one of its methods, answered as a one-item stream,
+    so that the replica's acceptance reaches the caller before the answer (see the module's doc)."""
+
+    answered_methods: ClassVar[frozenset[str]] = frozenset({"generate", "describe"})
+
+    async def answer(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        if method not in self.answered_methods:  # only the stage methods a caller may reach
+            raise ValueError(f"{type(self).__name__} does not answer {method!r}")
+        result = getattr(self, method)(*args)
+        yield await result if inspect.isawaitable(result) else result
+
+
+class _NodeDeaths:
+    """When this process first saw a node die, from the control store's node table: one lookup per
+    ``LIVENESS_POLL_S`` at most, started by calls."""
+
+    def __init__(self) -> None:
+        self.alive: set[str] | None = None
+        self.seen_at = -math.inf  # monotonic time the latest death was first seen
+        self.checked_at = -math.inf
+        self.check: asyncio.Future[set[str]] | None = None
+
+    def refresh(self, poll_s: float) -> None:
+        """Start a lookup unless one is running or the last is recent. Every call starts one, so
+        that the nodes alive before a death are known when calls begin to wait on a lost node."""
+        if self.check is None and time.monotonic() - self.checked_at >= poll_s:
+            self.check = asyncio.ensure_future(asyncio.to_thread(_alive_nodes))
+            self.check.add_done_callback(self._record)
+
+    async def latest(self, poll_s: float) -> float:
+        self.refresh(poll_s)
+        if self.check is not None:
+            with contextlib.suppress(Exception):  # the control store is unreachable: ask next poll
+                await asyncio.shield(self.check)
+        return self.seen_at
+
+    def _record(self, check: asyncio.Future[set[str]]) -> None:
+        self.check, self.checked_at = None, time.monotonic()
+        if check.cancelled() or check.exception() is not None:
+            return
+        alive = check.result()
+        if self.alive is not None and self.alive - alive:
+            self.seen_at = time.monotonic()
+        self.alive = alive
+
+
+def _alive_nodes() -> set[str]:
+    """The ids of the nodes the control store has alive (blocking: run it in a thread)."""
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+
+_node_deaths: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _NodeDeaths] = weakref.WeakKeyDictionary()
+
+
+async def _accepted(handle: DeploymentHandle, method: str, args: tuple[Any, ...], poll_s: float) -> Any:
+    """Send the call and wait until a replica accepts it; -> (the stream, Serve's replica result).
+    Re-sent while a recent node death may have left it with a replica that will never answer."""
+    deaths = _node_deaths.setdefault(asyncio.get_running_loop(), _NodeDeaths())
+    deaths.refresh(poll_s)
+    while True:
+        stream = handle.options(stream=True).answer.remote(method, *args)
+        sent_at = time.monotonic()
+        routing = asyncio.ensure_future(stream._fetch_future_result_async())
+        try:
+            while True:
+                done, _ = await asyncio.wait({routing}, timeout=poll_s)
+                if done:
+                    return stream, routing.result()
+                waited = time.monotonic() - sent_at
+                if waited >= RESEND_AFTER_S and time.monotonic() - await deaths.latest(poll_s) < RESEND_WINDOW_S:
+                    break  # withdraw it and send it again
+        finally:
+            if not routing.done():
+                routing.cancel()
+                stream.cancel()
+        logger.info("a %s call not accepted %.0f s after it was sent, a node lost: sent again", method, waited)
+
+
+async def call(handle: DeploymentHandle, method: str, *args: Any, poll_s: float = LIVENESS_POLL_S) -> Any:
+    """``handle.<method>(*args)`` answered by the next stage (an ``Answering`` deployment);
+    ``ReplicaLost`` when the replica that accepted it dies before answering."""
+    stream, routed = await _accepted(handle, method, args, poll_s)
+    answer: asyncio.Future[Any] = asyncio.ensure_future(stream.__anext__())
     try:
+        actor_id = _routed_actor(routed)
+        if actor_id is None:  # the actor transport: Ray fails calls to a dead actor itself
+            return await answer
+        liveness = _liveness.setdefault(asyncio.get_running_loop(), _Liveness())
         while True:
             done, _ = await asyncio.wait({answer}, timeout=poll_s)
             if done:
@@ -108,7 +203,9 @@ async def call(
             if await liveness.dead_now(actor_id):
                 raise ReplicaLost(f"replica actor {actor_id} died before answering")
     finally:
-        answer.cancel()
+        if not answer.done():
+            answer.cancel()
+            stream.cancel()
 
 
 def connect(handle: DeploymentHandle, settings: Settings) -> DeploymentHandle:

@@ -88,7 +88,7 @@ class ModelCatalog:
 
     async def variants(self) -> dict[str, dict[str, Any]]:
         if self._variants is None:
-            variants: dict[str, dict[str, Any]] = await call(self.router.describe.remote())
+            variants: dict[str, dict[str, Any]] = await call(self.router, "describe")
             self._limits = {v["model"]: ModelLimits.from_dict(v["limits"]) for v in variants.values()}
             self._variants = variants
         return self._variants
@@ -272,7 +272,7 @@ class GenerationService:
 
     async def _generate(self, request: ModelRequest, with_png: bool) -> ModelResult:
         if self.cache is None or request.cache == "bypass":
-            bypassed: ModelResult = await call(self.entry.generate.remote(request))
+            bypassed: ModelResult = await call(self.entry, "generate", request)
             return bypassed
         key = self.cache.key(request)
         if request.cache == "use":
@@ -284,7 +284,7 @@ class GenerationService:
                     self.cache.attach_png(key, hit.png)
                 return hit
             request = replace(request, looked_up=True)
-        result: ModelResult = await call(self.entry.generate.remote(request))
+        result: ModelResult = await call(self.entry, "generate", request)
         self.cache.remember(key, result)  # screened and stored by the stages behind this one
         return result
 

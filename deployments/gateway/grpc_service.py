@@ -26,6 +26,7 @@ from ray.serve.context import _get_serve_request_context
 from ray.serve.grpc_util import RayServegRPCContext
 
 from huabu.deployments.core.logging_json import request_id_var
+from huabu.deployments.core.messages import ModelRequest
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.gateway import auth
 from huabu.deployments.gateway.access import Access, store_unavailable
@@ -225,14 +226,16 @@ class ImagesGrpc:
     async def create_job(self, req: JobBody, request_id: str, idempotency_key: str | None) -> Job:
         raise NotImplementedError  # the Gateway's: what POST /v1/jobs does
 
+    async def run_charged(self, requests: list[ModelRequest], response_format: str) -> ImagesResponse:
+        raise NotImplementedError  # the Gateway's: a synchronous generation, its cost taken first
+
     # --- RPCs (named as the proto names them) ---------------------------------------------------
 
     async def Generate(self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
             req = validated(ImageGenerationRequest, rest_fields(request))
             requests = await self.service.generation_requests(req, call.request_id)
-            response, _ = await self.service.run(requests, req.response_format)
-            return images_message(response)
+            return images_message(await self.run_charged(requests, req.response_format))
 
         return await self._unary(grpc_context, GENERATE_PATH, respond, pb.ImagesResponse, costly=True)
 
@@ -279,7 +282,7 @@ class ImagesGrpc:
             if request.HasField("after_seq") and request.after_seq < -1:
                 raise invalid("after_seq must be the seq of an event of this job (-1: from the first)", "after_seq")
             after = request.after_seq if request.HasField("after_seq") else -1
-            async with self._admitted(grpc_context, path, job_id=request.job_id):
+            async with self._admitted(grpc_context, path, job_id=request.job_id, stream=True):
                 async for event in self._events(request.job_id, after):
                     if event is not None:  # gRPC keeps the connection alive itself
                         yield event_message(event)
@@ -332,6 +335,7 @@ class ImagesGrpc:
         costly: bool = False,
         job_id: str | None = None,
         body: bytes = b"",
+        stream: bool = False,
     ) -> AsyncIterator[Call]:
         """The caller, checked as ``AccessMiddleware`` checks an HTTP request to ``path``; the limits'
         slot is held and ``auth.current_principal`` set (usage metering reads it) while the call runs."""
@@ -351,7 +355,10 @@ class ImagesGrpc:
             idempotency_key, fingerprint = _metadata(context, "idempotency-key"), None
             if idempotency_key and access.settings.auth.enabled:
                 idempotency_key, fingerprint = await access.check_idempotency(principal, idempotency_key, body)
+            # A costly call holds a concurrency slot; an event stream one of the key's stream slots.
             admission = await access.admit(principal) if costly else None
+            if stream:
+                admission = await access.open_stream(principal)
         except APIError:
             raise
         except Exception:  # the store is down or overloaded: refuse (fail closed), as HTTP does

@@ -365,10 +365,13 @@ def retry_causes(deployed: Deployed) -> dict[str, int]:
 
 def stalled_attempts(deployed: Deployed) -> list[str]:
     """The runners' reports of attempts abandoned by a backstop, with where each was waiting
-    (deployments/gateway/jobs.py): a hang that liveness did not catch, to be fixed where it waits."""
+    (deployments/gateway/jobs.py): a hang that liveness did not catch, to be fixed where it waits;
+    and the calls sent again because a lost node's replica never accepted them (core/handles.py)."""
     lines: list[str] = []
-    for log in LocalCluster(deployed.home).temp_dir.rglob("logs/worker-*.err"):
-        lines += [line[-600:] for line in log.read_text(errors="replace").splitlines() if "it was waiting in" in line]
+    temp_dir = LocalCluster(deployed.home).temp_dir
+    for log in [*temp_dir.rglob("logs/worker-*.err"), *temp_dir.rglob("logs/serve/replica_*.log")]:
+        text = log.read_text(errors="replace").splitlines()
+        lines += [line[-600:] for line in text if "it was waiting in" in line or "sent again" in line]
     return lines
 
 
@@ -419,9 +422,12 @@ def test_losing_a_worker_node_mid_load_loses_no_job(deployed: Deployed) -> None:
     assert load.failed == [], load.failed[:5]  # in flight on the lost node: retried by the SDK
 
 
-def test_jobs_queued_on_a_lost_node_finish_soon_after_the_replacement_serves(deployed: Deployed) -> None:
+@pytest.mark.parametrize("loss", ["killed", "frozen"])
+def test_jobs_queued_on_a_lost_node_finish_soon_after_the_replacement_serves(deployed: Deployed, loss: str) -> None:
     """Jobs whose calls wait in the queues of the lost node's replicas (no step reported yet, so no
-    progress stalls) are retried as soon as those replicas are known dead, not after an attempt timeout."""
+    progress stalls) are retried as soon as those replicas are known dead, not after an attempt timeout.
+    A killed node's connections are reset by the kernel; a frozen one (SIGSTOP) answers nothing and
+    resets nothing, as a machine gone from the network: calls to it end only by liveness checks."""
     watch = deployed.watch
     cluster = MultiNodeCluster(LocalCluster(deployed.home))
     # The previous test lost a worker for good: a replacement machine joins under its name.
@@ -444,9 +450,9 @@ def test_jobs_queued_on_a_lost_node_finish_soon_after_the_replacement_serves(dep
             jobs = [client.jobs.submit("a green triangle", size="16x16", seed=400 + i) for i in range(24)]
             victim, survivor, held = busiest_and_other_worker(at_max)
             killed_at = time.time()
-            cluster.kill_node(victim)
+            cluster.kill_node(victim, freeze=loss == "frozen")
             waiting = [j.id for j in jobs if (job := j.status()).status.value == "running" and job.progress.step == 0]
-            print(f"killed {victim} holding {held} replicas; jobs running without a step: {len(waiting)}")
+            print(f"{loss} {victim} holding {held} replicas; jobs running without a step: {len(waiting)}")
             back = watch.wait_for(f"replicas back on {survivor}", replicas_back_on(survivor, killed_at), timeout=240)
             print(f"{GPUS_PER_NODE} replicas running on {survivor} {back['t'] - killed_at:.1f} s after the kill")
 

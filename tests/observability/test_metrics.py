@@ -42,7 +42,7 @@ def test_metrics_are_scraped_from_the_ray_metrics_port(traced_app) -> None:
         assert c.post("/v1/images/generations", json=body).status_code == 200
         assert c.post("/v1/images/generations", json=body).json()["data"][0]["cached"]
         assert c.post("/v1/images/generations", json={"prompt": "a photo of a naked woman"}).status_code == 400
-        r = c.get("/v1/jobs/job_missing")
+        r = c.get("/v1/jobs/job_" + "0" * 24)  # well formed, unknown: the route answers 404
         assert r.status_code == 404 and "traceparent" in r.headers  # a traced request returns its traceparent
 
     expected = {

@@ -45,6 +45,7 @@ def test_health_ready_models_and_request_ids(app) -> None:
                     "backend": "mmdit",
                     "pipeline": None,
                     "dtype": "float32",
+                    "transformer": None,
                 }
             ],
         }

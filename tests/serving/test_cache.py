@@ -20,7 +20,7 @@ from ray.serve import Deployment
 
 from huabu.deployments.backends.mmdit.png import encode_png
 from huabu.deployments.cache import CacheStage
-from huabu.deployments.core.handles import replica_actor_options
+from huabu.deployments.core.handles import Answering, replica_actor_options
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 
@@ -249,7 +249,7 @@ def test_the_cache_stage_answers_a_result_it_just_made_without_the_index(app) ->
 
 
 @serve.deployment(max_ongoing_requests=16)
-class LosesItsFirstCall:
+class LosesItsFirstCall(Answering):
     """The cache's next stage, whose first call never answers: a replica on a node that died."""
 
     def __init__(self) -> None:

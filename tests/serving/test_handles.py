@@ -1,8 +1,11 @@
 """Stages call each other over Serve's gRPC transport (deployments/core/handles.py): an edit's canvas
-and a large PNG must pass between them, which Serve's default 4 MiB gRPC message limit refuses."""
+and a large PNG must pass between them, which Serve's default 4 MiB gRPC message limit refuses; a
+call is accepted by its replica long before a slow answer, so the replica's liveness can be watched."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -11,7 +14,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.app import model_options
-from huabu.deployments.core.handles import connect, replica_actor_options
+from huabu.deployments.core import handles
+from huabu.deployments.core.handles import Answering, call, connect, replica_actor_options
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 
@@ -19,7 +23,7 @@ SIDE = 1536  # a 1536x1536 canvas: 7 MB of pixels and 2.4 MB of mask
 
 
 @serve.deployment(max_ongoing_requests=4)
-class Back:
+class Back(Answering):
     async def generate(self, request: ModelRequest) -> ModelResult:
         assert request.image is not None and request.mask is not None
         png = request.image.tobytes()[: 6 * 1024 * 1024]  # an answer above 4 MiB too
@@ -32,7 +36,7 @@ class Front:
         self.next_stage = connect(next_stage, settings)
 
     async def generate(self, request: ModelRequest) -> ModelResult:
-        result: ModelResult = await self.next_stage.generate.remote(request)
+        result: ModelResult = await call(self.next_stage, "generate", request)
         return result
 
 
@@ -124,3 +128,52 @@ def test_model_replicas_get_their_own_environment() -> None:
     env = model_options(settings, "stable")["ray_actor_options"]["runtime_env"]["env_vars"]
     assert env["MALLOC_ARENA_MAX"] == "1"
     assert "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH" in env  # added to, not replaced
+
+
+@serve.deployment(max_ongoing_requests=4)
+class Slow(Answering):
+    async def generate(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    async def secret(self) -> str:
+        return "not for callers"
+
+
+@serve.deployment(max_ongoing_requests=4)
+class Caller:
+    def __init__(self, slow: DeploymentHandle, settings: Settings) -> None:
+        self.slow = connect(slow, settings)
+
+    async def timed(self, seconds: float) -> tuple[float, float, Any, str | None]:
+        """-> (s until a replica accepted the call, s until it answered, the answer, its actor id)."""
+        start = time.monotonic()
+        stream, routed = await handles._accepted(self.slow, "generate", (seconds,), poll_s=0.5)
+        accepted = time.monotonic() - start
+        answer = await stream.__anext__()
+        return accepted, time.monotonic() - start, answer, handles._routed_actor(routed)
+
+    async def forbidden(self) -> str:
+        try:
+            await call(self.slow, "secret")
+        except ValueError as exc:
+            return str(exc)
+        return "answered"
+
+
+def test_a_call_is_accepted_before_its_answer_so_liveness_covers_the_wait(serve_port: int) -> None:
+    """Serve reports a unary call's replica only with its answer; the one-item stream of
+    ``Answering.answer`` reports it on acceptance, so ``call`` watches the replica while it works."""
+    settings = Settings.load(environ={}, state={"namespace": "accepted"})
+    options = replica_actor_options(settings, num_cpus=0)
+    app = Caller.options(ray_actor_options=options).bind(Slow.options(ray_actor_options=options).bind(), settings)
+    handle = serve.run(app, name="accepted", route_prefix=None)
+    try:
+        accepted, answered, answer, actor_id = handle.timed.remote(3.0).result(timeout_s=60)
+        assert answer == 3.0 and answered >= 3.0
+        assert accepted < 1.5, f"accepted only after {accepted:.1f} s: the liveness watch would start too late"
+        assert actor_id is not None  # the gRPC transport names the replica it went to
+        # Only the stage methods a caller may reach are answered.
+        assert "does not answer 'secret'" in handle.forbidden.remote().result(timeout_s=60)
+    finally:
+        serve.delete("accepted")
