@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO, Union
 
 import pydantic
 
@@ -25,6 +25,9 @@ from huabu.sdk._errors import APIStatusError, HuabuError, JobCanceledError, JobT
 from huabu.sdk._jobs import JobHandle
 from huabu.sdk._results import ImageResults
 from huabu.sdk.types import Job, JobEvent
+
+if TYPE_CHECKING:  # grpcio is an extra: huabu.sdk.grpc is imported only for --transport grpc
+    from huabu.sdk.grpc import GrpcClient
 
 SERVER_COMMANDS = frozenset(
     {"up", "down", "status", "demo", "train", "quality", "convert", "cluster", "keys", "rollout", "serve-config"}
@@ -43,6 +46,7 @@ server commands (need `pip install 'huabu[server]'`):
 environment:
   {constants.BASE_URL_ENV}   server URL (default {constants.DEFAULT_BASE_URL})
   {constants.API_KEY_ENV}    API key, sent as `Authorization: Bearer <key>`
+  HUABU_GRPC_ADDRESS gRPC host:port for --transport grpc (default 127.0.0.1:9000)
 
 examples:
   huabu generate "一只在雪地里的红狐狸" --seed 7 -o fox.png
@@ -133,6 +137,13 @@ def _connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     group.add_argument("--api-key", default=default, help=f"API key (env {constants.API_KEY_ENV})")
     group.add_argument("--timeout", type=float, default=default, help="total deadline per request, seconds")
     group.add_argument("--max-retries", type=int, default=default, help="retries on overload and network errors")
+    group.add_argument(
+        "--transport",
+        choices=["http", "grpc"],
+        default=default,
+        help="http (default) or grpc (huabu.v1.Images; needs `pip install 'huabu[grpc]'`)",
+    )
+    group.add_argument("--grpc-address", default=default, metavar="HOST:PORT", help="env HUABU_GRPC_ADDRESS")
 
 
 def _generation_options(parser: argparse.ArgumentParser, *, sized: bool = True) -> None:
@@ -241,10 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- commands ---------------------------------------------------------------------------------
 
-ClientFactory = Callable[[argparse.Namespace], Client]
+AnyClient = Union[Client, "GrpcClient"]  # a runtime alias with a forward reference
+ClientFactory = Callable[[argparse.Namespace], AnyClient]
+GRPC_COMMANDS = "generate, jobs submit/get/cancel/events/result and models"
 
 
-def make_client(args: argparse.Namespace) -> Client:
+def make_client(args: argparse.Namespace) -> AnyClient:
+    if getattr(args, "transport", None) == "grpc":
+        try:
+            from huabu.sdk.grpc import GrpcClient
+        except ImportError as exc:
+            raise ValueError(f"--transport grpc needs the grpc extra: pip install 'huabu[grpc]' ({exc})") from exc
+        return GrpcClient(
+            getattr(args, "grpc_address", None),
+            getattr(args, "api_key", None),
+            timeout=getattr(args, "timeout", None),
+            max_retries=getattr(args, "max_retries", None),
+        )
     return Client(
         base_url=getattr(args, "base_url", None),
         api_key=getattr(args, "api_key", None),
@@ -318,7 +342,7 @@ def _follow(handle: JobHandle, args: argparse.Namespace, err: TextIO) -> Job:
         bar.close()
 
 
-def _run_images(client: Client, args: argparse.Namespace, out: IO[str], err: TextIO) -> int:
+def _run_images(client: AnyClient, args: argparse.Namespace, out: IO[str], err: TextIO) -> int:
     """generate / edit / outpaint: a job followed with a progress bar, or one direct request."""
     params = _generation_params(args)
     direct: Callable[..., ImageResults]
@@ -326,6 +350,8 @@ def _run_images(client: Client, args: argparse.Namespace, out: IO[str], err: Tex
     if args.command == "generate":
         inputs: tuple[Any, ...] = (args.prompt,)
         direct, submit = client.images.generate, client.jobs.submit
+    elif not isinstance(client, Client):
+        raise ValueError(f"{args.command} is not available over gRPC yet (only {GRPC_COMMANDS})")
     elif args.command == "edit":
         params["mask"] = _mask(args)
         if args.strength is not None:
@@ -390,7 +416,7 @@ def _describe(job: Job) -> str:
     return "  ".join(parts)
 
 
-def _run_jobs(client: Client, args: argparse.Namespace, out: IO[str], err: TextIO) -> int:
+def _run_jobs(client: AnyClient, args: argparse.Namespace, out: IO[str], err: TextIO) -> int:
     if args.job_command == "submit":
         handle = client.jobs.submit(args.prompt, **_generation_params(args))
         if args.wait:
@@ -407,7 +433,7 @@ def _run_jobs(client: Client, args: argparse.Namespace, out: IO[str], err: TextI
         out.write((job.model_dump_json() if args.json else _describe(job)) + "\n")
         return EXIT_OK
     if args.job_command == "events":
-        handle = JobHandle(client, args.job_id)
+        handle = JobHandle(client, args.job_id) if isinstance(client, Client) else client.jobs.get(args.job_id)
         bar = ProgressBar(handle.id, err, enabled=not (args.no_progress or args.json))
         try:
             for event in handle.events(transport="ws" if args.ws else "sse"):
@@ -426,7 +452,7 @@ def _run_jobs(client: Client, args: argparse.Namespace, out: IO[str], err: TextI
     return _finish(handle, args, out, err)
 
 
-def _run_models(client: Client, args: argparse.Namespace, out: IO[str]) -> int:
+def _run_models(client: AnyClient, args: argparse.Namespace, out: IO[str]) -> int:
     listing = client.models.list()
     if args.json:
         out.write(listing.model_dump_json() + "\n")
