@@ -21,7 +21,7 @@ from huabu.deployments.backends.loader import load_backend
 from huabu.deployments.backends.mmdit.png import encode_png
 from huabu.deployments.core import metrics, telemetry
 from huabu.deployments.core.handles import Answering
-from huabu.deployments.core.messages import ModelOverloaded, ModelRequest, ModelResult
+from huabu.deployments.core.messages import ModelRequest, ModelResult, OutOfMemory
 from huabu.deployments.core.settings import Settings, VariantSettings
 from huabu.deployments.core.state import open_store
 from huabu.deployments.gateway.jobs import JobStore
@@ -164,9 +164,9 @@ class ModelStage(Answering):
                 logger.warning("out of GPU memory on a batch of %d", len(requests), exc_info=True)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                raise ModelOverloaded(
+                raise OutOfMemory(
                     f"the model ran out of GPU memory on this batch; retry in {self.retry_after_s} s "
-                    "or ask for a smaller size"
+                    "or ask for a smaller size or fewer images"
                 ) from None
             if isinstance(self.pipeline, FixedLatencyPipeline):
                 await asyncio.sleep(self.pipeline.remaining_s(len(requests), started))

@@ -4,6 +4,7 @@ With ``model.fixed_latency`` set, the model stage holds a batch of ``n`` images 
 ``seconds * (1 + (n - 1) * (1 - batching_efficiency))`` whatever the real computation took (the
 real pipeline still runs and its time counts), so placement, autoscaling and the capacity model
 (``huabu.cluster.capacity``, the same law) can be checked with known costs on any machine.
+``memory_pixels`` gives it a card that small, so that the answer to a GPU out of memory can be too.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ def batch_seconds(per_image_s: float, batch_size: int, batching_efficiency: floa
 
 
 class FixedLatencyPipeline:
-    def __init__(self, pipeline: Backend, seconds: float, batching_efficiency: float) -> None:
+    def __init__(
+        self, pipeline: Backend, seconds: float, batching_efficiency: float, memory_pixels: int | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.seconds = seconds
         self.batching_efficiency = batching_efficiency
+        self.memory_pixels = memory_pixels
         self.model_id = pipeline.model_id
         self.limits: ModelLimits = pipeline.limits
 
@@ -42,6 +46,11 @@ class FixedLatencyPipeline:
         on_step: ProgressCallback | None = None,
         is_cancelled: CancelCheck | None = None,
     ) -> list[SampleResult]:
+        pixels = sum(r.height * r.width for r in requests)
+        if self.memory_pixels is not None and pixels > self.memory_pixels:
+            raise torch.OutOfMemoryError(
+                f"out of memory: a batch of {pixels} pixels on a card that holds {self.memory_pixels}"
+            )
         return self.pipeline(requests, on_step, is_cancelled)
 
     def remaining_s(self, batch_size: int, started: float) -> float:

@@ -39,7 +39,7 @@ def load_backend(variant: VariantSettings, settings: Settings) -> Backend:
     fixed = settings.model.fixed_latency
     if fixed is None:
         return backend
-    return FixedLatencyPipeline(backend, fixed.seconds, fixed.batching_efficiency)
+    return FixedLatencyPipeline(backend, fixed.seconds, fixed.batching_efficiency, fixed.memory_pixels)
 
 
 def check_model(variant: VariantSettings, settings: Settings) -> None:

@@ -83,6 +83,11 @@ class ModelOverloaded(Exception):
     """Every replica of the chosen model is busy and its queue is full (the router raises it)."""
 
 
+class OutOfMemory(ModelOverloaded):
+    """A batch did not fit in the replica's GPU memory; the replica serves on (the model raises it).
+    Its message tells the caller what to change."""
+
+
 class UnknownModel(LookupError):
     """No variant serves the model a request pinned (the router raises it)."""
 

@@ -76,6 +76,9 @@ class FixedLatencySettings(_Section):
 
     seconds: float = Field(gt=0)  # one image alone
     batching_efficiency: float = Field(1.0, ge=0, le=1)  # 1: a batch costs one image; 0: no gain
+    # A card this small: a batch of more pixels in all fails as a GPU's would (torch.OutOfMemoryError),
+    # so that the replica's answer to it (503, the replica serves on) is drilled on any machine.
+    memory_pixels: int | None = Field(None, ge=1)
 
 
 # glibc keeps freed memory in the process instead of handing each step's large activations back to

@@ -41,9 +41,9 @@ def not_found(message: str, param: str | None = None) -> APIError:
     return APIError(message, "not_found_error", param, status=404)
 
 
-def overloaded(retry_after_s: int, what: str = "the model") -> APIError:
+def overloaded(retry_after_s: int, what: str = "the model", message: str | None = None) -> APIError:
     return APIError(
-        f"{what} is at capacity; retry after {retry_after_s} s",
+        message or f"{what} is at capacity; retry after {retry_after_s} s",
         "service_unavailable",
         code="overloaded",
         status=503,

@@ -24,6 +24,7 @@ from huabu.deployments.core.messages import (
     ModelRequest,
     ModelResult,
     Operation,
+    OutOfMemory,
     UnknownModel,
 )
 from huabu.deployments.core.result_cache import ResultCache, derived_seed
@@ -249,6 +250,8 @@ class GenerationService:
         try:
             call = asyncio.gather(*(self._generate(r, with_png=response_format == "b64_json") for r in requests))
             results: list[ModelResult] = await (self.experiments.track(requests, call) if self.experiments else call)
+        except OutOfMemory as exc:  # its message says what to change (a smaller size, fewer images)
+            raise overloaded(self.settings.model.retry_after_s, message=str(exc)) from None
         except ModelOverloaded:
             raise overloaded(self.settings.model.retry_after_s) from None
         except ContentBlocked as exc:

@@ -3,6 +3,7 @@
 import re
 import threading
 
+import pytest
 import torch
 
 from huabu.deployments.model import compute_thread
@@ -27,3 +28,21 @@ def test_the_pipeline_thread_computes_with_the_configured_torch_threads() -> Non
     with compute_thread(wanted) as pool:
         assert pool.submit(openmp_threads).result() == wanted
         assert pool.submit(openmp_threads).result() == wanted  # the same thread, batch after batch
+
+
+@pytest.mark.serve
+def test_a_batch_out_of_gpu_memory_is_a_503_that_says_what_to_change_and_the_replica_serves_on(deploy_app) -> None:
+    """The fixed-latency backend with a card of 48x48 pixels raises torch.OutOfMemoryError as a GPU
+    would for a larger batch; the model stage answers that batch 503 with Retry-After and a message
+    naming the remedy, and the same replica answers the next request that fits."""
+    app = deploy_app(lifetime="test", model={"fixed_latency": {"seconds": 0.01, "memory_pixels": 48 * 48}})
+    body = {"prompt": "a red circle", "steps": 2, "cache": "bypass"}
+    with app.client() as c:
+        too_big = c.post("/v1/images/generations", json={**body, "size": "64x64"})
+        assert too_big.status_code == 503, too_big.text
+        assert too_big.headers["retry-after"]
+        error = too_big.json()["error"]
+        assert "ran out of GPU memory" in error["message"] and "smaller size" in error["message"]
+        for _ in range(2):  # the replica goes on
+            fits = c.post("/v1/images/generations", json={**body, "size": "32x32"})
+            assert fits.status_code == 200, fits.text
