@@ -66,6 +66,12 @@ def awaiting(awaitable: object) -> str:
     return " > ".join(links)
 
 
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Read a finished background task's outcome, so that asyncio does not report it as lost."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("a job task ended with an error", exc_info=task.exception())
+
+
 def new_job_id() -> str:
     # Time-ordered, so runners take the oldest active job first.
     return f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
@@ -229,8 +235,10 @@ class JobStore:
         return None
 
     async def renew(self, job_id: str, owner: str) -> bool:
+        """Extend the lease while ``owner`` holds it. A lease that is gone (released, or lapsed) is
+        never taken back here: a renewal racing the release would hold the job, unclaimed, forever."""
         holder = await self.kv.get(self._key(job_id, "lease"))
-        if holder is not None and holder.decode() != owner:
+        if holder is None or holder.decode() != owner:
             return False
         await self.kv.put(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s)
         return True
@@ -324,21 +332,28 @@ class JobRunner:
                     awaiting(self._executing.get(job_id, task)),
                 )
 
-    async def _keep_lease(self, job_id: str) -> None:
-        """Renew the lease until another runner turns out to hold it (this one stalled past the
-        lease), then return: the job is theirs now."""
+    async def _keep_lease(self, job_id: str, finished: asyncio.Event) -> None:
+        """Renew the lease until the attempt has ``finished``, or until the lease turns out to be
+        gone or held by another runner (this one stalled past it): the job is theirs now. The flag,
+        not only cancellation, ends it: a cancellation that arrives as a store call times out can be
+        swallowed on its way (Python 3.11's timeouts), and a keeper that outlived its attempt held
+        the job's lease, unclaimed, for good (issue #33, seen in a multinode run)."""
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
+            if finished.is_set():
+                return
             try:
                 if not await self.store.renew(job_id, self.owner):
-                    logger.warning("job %s: lease taken over by another runner; stopping here", job_id)
+                    if not finished.is_set():
+                        logger.warning("job %s: lease lost or taken over by another runner; stopping here", job_id)
                     return
             except Exception:  # store briefly unavailable: try again at the next renewal
                 logger.warning("job %s: could not renew the lease", job_id, exc_info=True)
 
     async def _run(self, job_id: str) -> None:
         loop = asyncio.get_running_loop()
-        keeper = loop.create_task(self._keep_lease(job_id))
+        finished = asyncio.Event()
+        keeper = loop.create_task(self._keep_lease(job_id, finished))
         run = loop.create_task(self._traced_attempt(job_id))
         try:
             await asyncio.wait({keeper, run}, return_when=asyncio.FIRST_COMPLETED)
@@ -347,10 +362,14 @@ class JobRunner:
                     "job %s: the runner failed; the lease lapses for a retry", job_id, exc_info=run.exception()
                 )
         finally:
+            finished.set()
             for task in (run, keeper):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Bounded: a task that swallowed its cancellation must not hold this runner's slot.
+            _, stuck = await asyncio.wait({run, keeper}, timeout=self.settings.lease_s)
+            for task in stuck:
+                logger.warning("job %s: a task ignored its cancellation; left to end on its own", job_id)
+                task.add_done_callback(_retrieve)
 
     async def _traced_attempt(self, job_id: str) -> None:
         submitted_by = await self.store.submitted_by(job_id) if telemetry.tracing_enabled() else None

@@ -213,3 +213,61 @@ async def test_a_job_held_long_is_reported_with_where_it_waits(
     abandoned = [r.getMessage() for r in caplog.records if "it was waiting in" in r.getMessage()]
     assert len(abandoned) == 1 and "attempt still running after" in abandoned[0]
     assert "execute (test_job_runner.py" in abandoned[0] and "wait_for_a_replica_that_never_answers" in abandoned[0]
+
+
+class LeaseReadSwallowsCancel(MemoryKV):
+    """A store whose reads of a lease take a while and swallow a cancellation that arrives meanwhile,
+    as a store call whose own timeout fires together with the cancel can on Python 3.11. ``reading``
+    is set while such a read waits (one at a time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.state, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            # One slow read at a time: the release's own read, made meanwhile, goes straight through.
+            if name == "get" and str(args[0]).endswith(":lease") and not self.reading.is_set():
+                self.reading.set()
+                try:
+                    await asyncio.sleep(0.3)
+                except asyncio.CancelledError:
+                    pass  # swallowed: the caller goes on as if nothing happened
+                finally:
+                    self.reading.clear()
+            return method(*args, **kwargs)
+
+        return call
+
+
+async def test_a_lease_renewal_racing_the_release_never_holds_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in a multinode run: an attempt failed on a lost replica and released its lease while its
+    keeper was in a lease read; the keeper's cancellation was swallowed, its renewal wrote the lease
+    back, and it renewed it for good: the job stayed `running`, unclaimed. Now a renewal never takes
+    a released lease back, and the keeper stops by a flag as well as by cancellation."""
+    monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
+    config = JobSettings(poll_interval_s=0.01, lease_s=0.6)
+    kv = LeaseReadSwallowsCancel()
+    store = JobStore(kv, config)  # type: ignore[arg-type]
+    job, _ = await store.create("generate", "{}")
+    attempts: list[int] = []
+
+    async def execute(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
+        attempts.append(attempt)
+        if attempt == 1:
+            await kv.reading.wait()  # fail while the keeper is inside a lease read
+            raise ReplicaLost("replica actor gone")
+        return ImagesResponse(created=0, data=[]), "stable"
+
+    runner = JobRunner(store, execute, config, owner="test")
+    runner.start()
+    try:
+        async with asyncio.timeout(20):
+            while not (await store.get(job.id)).status.is_terminal:  # type: ignore[union-attr]
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.stop()
+    finished = await store.get(job.id)
+    assert finished is not None and finished.status == JobStatus.succeeded and attempts == [1, 2]
