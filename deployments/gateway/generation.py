@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ray.serve.handle import DeploymentHandle
 
 from huabu.deployments.backends.contract import ModelLimits
-from huabu.deployments.backends.requests import InvalidRequest, outpainting
+from huabu.deployments.backends.requests import InvalidRequest, SampleRequest, outpainting
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import (
@@ -31,7 +31,7 @@ from huabu.deployments.core.result_cache import ResultCache, derived_seed
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.storage import Storage
 from huabu.deployments.gateway.errors import APIError, invalid, not_found, overloaded
-from huabu.deployments.gateway.images import decode_image, decode_mask
+from huabu.deployments.gateway.images import decode_image, decode_mask, image_size
 from huabu.deployments.gateway.jobs import JobCancelled
 from huabu.sdk.types import (
     EditJobRequest,
@@ -49,9 +49,30 @@ from huabu.sdk.types import (
 )
 
 if TYPE_CHECKING:
+    from huabu.ab_testing import Assignment
     from huabu.deployments.gateway.experiments import Experiments
 
 T = TypeVar("T")
+
+
+def _within_limits(
+    width: int,
+    height: int,
+    limits: ModelLimits,
+    width_param: str,
+    height_param: str,
+    model: str,
+    image: tuple[int, int] | None = None,
+) -> None:
+    """Refuse a final canvas wider or taller than the model paints, naming what made it so."""
+    for side, value, param in (("width", width, width_param), ("height", height, height_param)):
+        if value > limits.max_side:
+            uploaded = f" (the image is {image[0]}x{image[1]} before {param} padding)" if image else ""
+            raise invalid(
+                f"the {side} would be {value} pixels{uploaded}; {model} paints at most {limits.max_side} pixels a side",
+                param,
+            )
+
 
 # Edits without a mask restyle the whole image; this much of the schedule is re-run.
 DEFAULT_IMG2IMG_STRENGTH = 0.75
@@ -156,6 +177,15 @@ class GenerationService:
 
     # --- wire -> model requests -------------------------------------------------------------
 
+    async def _serving(
+        self, req: ImageGenerationRequest | ImageEditRequest | OutpaintRequest, job_id: str | None
+    ) -> tuple[Assignment | None, str, ModelLimits]:
+        """-> (the A/B assignment, the model that serves the request, its limits)."""
+        # The A/B variant is chosen first: it decides the model, and so the limits and the cache key.
+        assignment = await self.experiments.assign(req.model, req.user, job_id) if self.experiments else None
+        model_id, limits = await self.catalog.resolve(assignment.model if assignment else req.model)
+        return assignment, model_id, limits
+
     async def _base(
         self,
         req: ImageGenerationRequest | ImageEditRequest | OutpaintRequest,
@@ -163,11 +193,10 @@ class GenerationService:
         size: tuple[int, int] | None,
         request_id: str,
         job_id: str | None,
+        serving: tuple[Assignment | None, str, ModelLimits] | None = None,
     ) -> tuple[ModelRequest, ModelLimits, int | None]:
         """-> (request without its final seed, the serving model's limits, the user's seed)."""
-        # The A/B variant is chosen first: it decides the model, and so the limits and the cache key.
-        assignment = await self.experiments.assign(req.model, req.user, job_id) if self.experiments else None
-        model_id, limits = await self.catalog.resolve(assignment.model if assignment else req.model)
+        assignment, model_id, limits = serving if serving is not None else await self._serving(req, job_id)
         height, width = size if size is not None else limits.default_size
         gw = self.settings.gateway
         base = ModelRequest(
@@ -186,6 +215,11 @@ class GenerationService:
             assignment=assignment,
         )
         return base, limits, req.seed
+
+    def _pixel_cap(self, limits: ModelLimits) -> int:
+        """The most pixels an uploaded image may have: what the serving model accepts, lowered by
+        ``gateway.max_image_pixels`` when the operator set it lower."""
+        return min(self.settings.gateway.max_image_pixels, limits.max_side**2)
 
     def _checked(self, base: ModelRequest, limits: ModelLimits, n: int, seed: int | None) -> list[ModelRequest]:
         """n requests with consecutive seeds, each validated against the serving model. An
@@ -213,16 +247,27 @@ class GenerationService:
     async def edit_requests(
         self, req: ImageEditRequest, image: bytes, mask: bytes | None, request_id: str, job_id: str | None = None
     ) -> list[ModelRequest]:
-        max_pixels = self.settings.gateway.max_image_pixels
-        pixels, alpha_mask = decode_image(image, "image", max_pixels)
-        repaint = decode_mask(mask, max_pixels, pixels.shape[:2]) if mask is not None else alpha_mask
-        if req.dimensions is not None and req.dimensions != (pixels.shape[1], pixels.shape[0]):
+        # Every size check from the headers first: nothing is decoded for a request that is refused.
+        width, height = image_size(image, "image")
+        if req.dimensions is not None and req.dimensions != (width, height):
             raise invalid(
-                f"size {req.size} differs from the image's {pixels.shape[1]}x{pixels.shape[0]}; "
-                "omit size for edits or resize the image",
+                f"size {req.size} differs from the image's {width}x{height}; omit size for edits or resize the image",
                 "size",
             )
-        base, limits, seed = await self._base(req, "edit", pixels.shape[:2], request_id, job_id)
+        serving = await self._serving(req, job_id)
+        limits = serving[2]
+        _within_limits(width, height, limits, "image", "image", serving[1])
+        mask_size = image_size(mask, "mask") if mask is not None else (width, height)
+        if mask_size != (width, height):
+            raise invalid(
+                f"mask is {mask_size[0]}x{mask_size[1]} but the image is {width}x{height}: they must be the same size",
+                "mask",
+            )
+        cap = self._pixel_cap(limits)
+        # Decoding takes the CPU for a while: off the event loop, which also renews job leases.
+        pixels, alpha_mask = await asyncio.to_thread(decode_image, image, "image", cap)
+        repaint = await asyncio.to_thread(decode_mask, mask, cap, pixels.shape[:2]) if mask is not None else alpha_mask
+        base, limits, seed = await self._base(req, "edit", pixels.shape[:2], request_id, job_id, serving)
         strength = (
             req.strength if req.strength is not None else (1.0 if repaint is not None else DEFAULT_IMG2IMG_STRENGTH)
         )
@@ -231,16 +276,33 @@ class GenerationService:
     async def outpaint_requests(
         self, req: OutpaintRequest, request_id: str, job_id: str | None = None
     ) -> list[ModelRequest]:
-        pixels, _ = decode_image(req.image_bytes(), "image", self.settings.gateway.max_image_pixels)
-        try:
-            grown = outpainting(
+        image = await asyncio.to_thread(req.image_bytes)  # base64 of up to the body limit
+        width, height = image_size(image, "image")
+        serving = await self._serving(req, job_id)
+        limits = serving[2]
+        _within_limits(width, height, limits, "image", "image", serving[1])
+        # The canvas the model would paint, checked before it is allocated.
+        _within_limits(
+            width + req.left + req.right,
+            height + req.top + req.bottom,
+            limits,
+            "right" if req.right >= req.left else "left",
+            "bottom" if req.bottom >= req.top else "top",
+            serving[1],
+            (width, height),
+        )
+        pixels, _ = await asyncio.to_thread(decode_image, image, "image", self._pixel_cap(limits))
+
+        def grow() -> SampleRequest:
+            return outpainting(
                 req.prompt, pixels, left=req.left, right=req.right, top=req.top, bottom=req.bottom, seed=0
             )
+
+        try:
+            grown = await asyncio.to_thread(grow)
         except InvalidRequest as exc:
             raise invalid(str(exc), exc.param) from None
-        if grown.height * grown.width > self.settings.gateway.max_image_pixels:
-            raise invalid(f"the outpainted canvas {grown.width}x{grown.height} is above the pixel limit", "right")
-        base, limits, seed = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id)
+        base, limits, seed = await self._base(req, "outpaint", (grown.height, grown.width), request_id, job_id, serving)
         return self._checked(replace(base, image=grown.init_image, mask=grown.mask), limits, req.n, seed)
 
     # --- model requests -> response ----------------------------------------------------------
@@ -316,7 +378,8 @@ class GenerationService:
         if isinstance(req, GenerateJobRequest):
             return await self.generation_requests(req, request_id, job_id)
         if isinstance(req, EditJobRequest):
-            return await self.edit_requests(req, req.image_bytes(), req.mask_bytes(), request_id, job_id)
+            image, mask = await asyncio.to_thread(lambda: (req.image_bytes(), req.mask_bytes()))
+            return await self.edit_requests(req, image, mask, request_id, job_id)
         return await self.outpaint_requests(req, request_id, job_id)
 
     async def run_job(self, job_id: str, request_json: str, attempt: int = 1) -> tuple[ImagesResponse, str | None]:

@@ -1,5 +1,8 @@
 """Decoding user-supplied images and masks safely: size limits checked from the header before
-any pixel is decoded (decompression bombs), truncated or corrupt files rejected with a 400."""
+any pixel is decoded (decompression bombs), truncated or corrupt files rejected with a 400.
+
+Decoding is CPU-bound (hundreds of ms for a large image): callers on the event loop check
+``image_size`` first and run the ``decode_*`` functions in a worker thread."""
 
 from __future__ import annotations
 
@@ -9,26 +12,46 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from huabu.deployments.gateway.errors import APIError, invalid
+from huabu.deployments.gateway.errors import invalid
 
 ALLOWED_FORMATS = {"PNG", "JPEG", "WEBP"}
 
 
-def _open(data: bytes, param: str, max_pixels: int) -> Image.Image:
+def _header(data: bytes, param: str) -> Image.Image:
+    """The image opened lazily: format and size from the header, no pixel decoded yet."""
     if not data:
         raise invalid(f"{param} is empty: upload a PNG, JPEG or WebP image", param)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-        if image.format not in ALLOWED_FORMATS:
-            raise invalid(f"{param} must be PNG, JPEG or WebP, got {image.format}", param)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise invalid(f"{param} is {width}x{height} pixels, above the limit of {max_pixels} pixels", param)
-        image.load()  # decodes now: truncated data fails here, not later in the model
-    except APIError:
-        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise invalid(f"{param} declares too many pixels (decompression bomb protection)", param) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise invalid(
+            f"{param} is not a readable image ({type(exc).__name__}): upload a valid PNG or JPEG", param
+        ) from None
+    if image.format not in ALLOWED_FORMATS:
+        raise invalid(f"{param} must be PNG, JPEG or WebP, got {image.format}", param)
+    return image
+
+
+def image_size(data: bytes, param: str) -> tuple[int, int]:
+    """-> (width, height) from the header alone: cheap enough for the event loop, so limits are
+    checked before any decoding or allocation."""
+    width, height = _header(data, param).size
+    return width, height
+
+
+def _open(data: bytes, param: str, max_pixels: int) -> Image.Image:
+    image = _header(data, param)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise invalid(f"{param} is {width}x{height} pixels, above the limit of {max_pixels} pixels", param)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()  # decodes now: truncated data fails here, not later in the model
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise invalid(f"{param} declares too many pixels (decompression bomb protection)", param) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
