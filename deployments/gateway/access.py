@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import logging
 import re
 import uuid
@@ -39,7 +40,7 @@ from huabu.deployments.gateway.auth import (
     current_principal,
 )
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
-from huabu.deployments.gateway.jobs import JobStore
+from huabu.deployments.gateway.jobs import JobStore, job_owner_key
 from huabu.deployments.gateway.ratelimit import (
     REFERENCE_WORK_TEXT,
     BucketResult,
@@ -78,10 +79,6 @@ STREAM_SLOT_TTL_S = 3600.0
 QUOTA_TTL_S = 2 * 86400.0  # a UTC day's image reservations, kept past its end
 MAX_IDEMPOTENCY_KEY = 255
 WS_KEY_PROTOCOL = "huabu.key."
-
-
-def job_owner_key(job_id: str) -> str:
-    return f"jobowner:{job_id}"
 
 
 async def job_owner(kv: KeyValueStore, job_id: str) -> str | None:
@@ -290,26 +287,34 @@ class Access:
 
     # --- jobs ------------------------------------------------------------------------------
 
+    def owner_of_new_job(self) -> str | None:
+        """The key a job submitted now belongs to (None without auth): ``JobStore.create`` writes
+        it before the job itself, so no job is ever readable without an owner."""
+        principal = current_principal.get()
+        if principal is None or not self.settings.auth.enabled:
+            return None
+        return principal.key_id
+
     async def job_created(self, job_id: str) -> None:
-        """Called by ``POST /v1/jobs``: the job belongs to the caller and holds one of its slots."""
+        """Called by ``POST /v1/jobs`` once the job exists: it holds one of the caller's slots."""
         principal = current_principal.get()
         if principal is None or not self.settings.auth.enabled:
             return
         try:
-            await self.kv.put(job_owner_key(job_id), principal.key_id.encode(), ttl_s=self.settings.jobs.result_ttl_s)
             if self.limits is not None and principal.max_concurrent is not None:
                 await self.limits.add(f"slots:{principal.key_id}", f"j:{job_id}", JOB_SLOT_TTL_S)
         except Exception:
-            # The job exists; a retry with the same Idempotency-Key (the SDK always sends one)
-            # returns it and records its owner then.
-            logger.warning("could not record the owner of job %s", job_id, exc_info=True)
+            # The job exists and is owned; a retry with the same Idempotency-Key (the SDK always
+            # sends one) returns it and takes the slot then.
+            logger.warning("could not take a slot for job %s", job_id, exc_info=True)
             raise store_unavailable() from None
 
     async def may_see_job(self, principal: Principal, job_id: str) -> bool:
         if principal.has(ADMIN) or not self.settings.auth.enabled:
             return True
+        # Fail closed: a job without an owner record (lost, expired, never written) is nobody's.
         owner = await job_owner(self.kv, job_id)
-        return owner is None or owner == principal.key_id
+        return owner is not None and owner == principal.key_id
 
     # --- usage -----------------------------------------------------------------------------
 
@@ -375,7 +380,11 @@ class AccessMiddleware:
                 raise bad_id  # the WebSocket route answers it after accepting, so browsers can read it
             job = JOB_PATH.match(path)
             if job and bad_id is None and not await access.may_see_job(principal, job.group(1)):
-                raise not_found(f"no job {job.group(1)!r}", "job_id")
+                refusal = not_found(f"no job {job.group(1)!r}", "job_id")
+                if scope["type"] == "websocket":  # as the route answers an unknown id: one answer for both
+                    await refuse_after_accept(receive, send, refusal, protocol)
+                    return
+                raise refusal
             if scope["type"] == "http" and scope["method"] == "POST" and path in COSTLY:
                 idem = headers.get("idempotency-key")
                 if path == "/v1/jobs" and idem and access.settings.auth.enabled:
@@ -420,6 +429,15 @@ class AccessMiddleware:
                     await admission.release()
                 except Exception:  # the slot expires on its own (REQUEST_SLOT_TTL_S, STREAM_SLOT_TTL_S)
                     logger.warning("could not release a concurrency or stream slot", exc_info=True)
+
+
+async def refuse_after_accept(receive: Receive, send: Send, exc: APIError, protocol: str | None) -> None:
+    """Accept a WebSocket, send the error body and close with 4000 + status, so that a browser
+    can read why (a refused handshake tells it nothing)."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept", "subprotocol": protocol})
+    await send({"type": "websocket.send", "text": json.dumps(exc.response_body())})
+    await send({"type": "websocket.close", "code": 4000 + exc.status})
 
 
 def quota_key(key_id: str) -> str:

@@ -30,10 +30,30 @@ IDLE_POLL_MAX_S = 1.0
 STALL_POLL_S = 1.0
 LONG_RUN_S = 30.0  # a job held this long by one runner is reported with where it waits
 TRANSITION_TRIES = 8  # compare-and-set attempts before a status change gives up (and the job is retried)
+PENDING = b"pending:"  # an idempotency entry whose job is still being created
+ABANDONED_AFTER_S = 30.0  # a creation still pending this long died half-way: a retry takes its key over
+OWNER_TTL_FACTOR = 2  # the owner record lives this many times the job's TTL
 
 
 class JobCancelled(Exception):
     """The job was cancelled between denoising steps."""
+
+
+class IdempotencyConflict(Exception):
+    """Another request with this Idempotency-Key is creating its job right now."""
+
+
+def job_owner_key(job_id: str) -> str:
+    return f"jobowner:{job_id}"
+
+
+def _abandoned(job_id: str) -> bool:
+    """Whether a creation that started ``job_id`` has had time to finish (ids carry their time)."""
+    try:
+        started_ms = int(job_id.removeprefix("job_")[:12], 16)
+    except ValueError:
+        return True
+    return time.time() - started_ms / 1000 > ABANDONED_AFTER_S
 
 
 class JobStalled(Exception):
@@ -93,30 +113,92 @@ class JobStore:
         idempotency_key: str | None = None,
         model: str | None = None,
         on_created: Callable[[str], Awaitable[None]] | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         """-> (job, created). A repeated Idempotency-Key returns the first job, not a new one.
-        ``on_created(job_id)`` runs before any runner can see the job (e.g. to store its A/B unit)."""
+        ``on_created(job_id)`` runs before any runner can see the job (e.g. to store its A/B unit).
+
+        Owner first, the active set next to last, the idempotency entry last: a runner sees only
+        complete jobs and a retry only a job that is complete and active. A store error on the
+        way undoes what was written (the caller answers 503; a retry with the key starts afresh)."""
         job_id = new_job_id()
-        if idempotency_key:
-            idem = f"idem:{idempotency_key}"
-            if not await self.kv.put(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s, only_if_absent=True):
-                existing = await self.kv.get(idem)
-                job = await self.get(existing.decode()) if existing else None
-                if job is not None:
-                    return job, False
-                await self.kv.put(idem, job_id.encode(), ttl_s=self.settings.result_ttl_s)
-        now = time.time()
-        job = Job(id=job_id, status=JobStatus.queued, kind=kind, created_at=now, updated_at=now, model=model)
-        await self.kv.put(self._key(job_id, "request"), request_json.encode(), ttl_s=self.settings.result_ttl_s)
-        traceparent = telemetry.current_traceparent()
-        if traceparent:  # the job's trace links back to the request that submitted it
-            await self.kv.put(self._key(job_id, "trace"), traceparent.encode(), ttl_s=self.settings.result_ttl_s)
-        await self._save(job)
-        await self._event(job_id, JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued))
-        if on_created is not None:
-            await on_created(job_id)
-        await self.kv.sadd(ACTIVE, job_id)  # last: runners only see complete jobs
+        idem = f"idem:{idempotency_key}" if idempotency_key else None
+        if idem is not None:
+            existing = await self._claim(idem, job_id)
+            if existing is not None:
+                return existing, False
+        ttl = self.settings.result_ttl_s
+        try:
+            if owner is not None:
+                # Outlives the job (whose expiry each transition pushes back): access is denied
+                # when the owner is missing, so it must never lapse first.
+                await self.kv.put(job_owner_key(job_id), owner.encode(), ttl_s=OWNER_TTL_FACTOR * ttl)
+            now = time.time()
+            job = Job(id=job_id, status=JobStatus.queued, kind=kind, created_at=now, updated_at=now, model=model)
+            await self.kv.put(self._key(job_id, "request"), request_json.encode(), ttl_s=ttl)
+            traceparent = telemetry.current_traceparent()
+            if traceparent:  # the job's trace links back to the request that submitted it
+                await self.kv.put(self._key(job_id, "trace"), traceparent.encode(), ttl_s=ttl)
+            await self._save(job)
+            await self._event(job_id, JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued))
+            if on_created is not None:
+                await on_created(job_id)
+            await self.kv.sadd(ACTIVE, job_id)  # runners only see complete jobs
+            # The commit: only now does the key name this job. Fails if a retry took the claim
+            # over (this creation looked abandoned), and then this job is undone.
+            if idem is not None and not await self.kv.compare_and_set(idem, PENDING + job_id.encode(), job_id.encode()):
+                raise IdempotencyConflict(idem)
+        except BaseException:
+            await self._undo(job_id, idem)
+            raise
+        if idem is not None:
+            try:  # compare-and-set drops the expiry; the job is complete and active either way
+                await self.kv.expire(idem, ttl)
+            except Exception:
+                logger.warning("idempotency entry of job %s kept without expiry", job_id, exc_info=True)
         return job, True
+
+    async def _claim(self, idem: str, job_id: str) -> Job | None:
+        """Claim the idempotency key for ``job_id`` (marked pending until the job is active).
+        -> the job it already names when that job is complete; raises ``IdempotencyConflict``
+        while another creation with the key is under way."""
+        pending = PENDING + job_id.encode()
+        ttl = self.settings.result_ttl_s
+        for _ in range(TRANSITION_TRIES):
+            if await self.kv.put(idem, pending, ttl_s=ttl, only_if_absent=True):
+                return None
+            existing = await self.kv.get(idem)
+            if existing is None:
+                continue  # expired or undone between the two calls: claim again
+            if not existing.startswith(PENDING):
+                job = await self.get(existing.decode())
+                if job is not None:
+                    return job
+            elif not _abandoned(existing[len(PENDING) :].decode()):
+                raise IdempotencyConflict(idem)
+            # A committed key whose job expired, or a creation that died half-way (its writes
+            # were never made active, so nothing runs): take the key over.
+            if await self.kv.compare_and_set(idem, existing, pending):
+                return None
+        raise IdempotencyConflict(idem)
+
+    async def _undo(self, job_id: str, idem: str | None) -> None:
+        """Remove what a failed creation wrote, best effort (the store may be what failed)."""
+        try:
+            await self.kv.srem(ACTIVE, job_id)
+            await self.kv.delete(
+                self._key(job_id),
+                self._key(job_id, "request"),
+                self._key(job_id, "trace"),
+                self._key(job_id, "events"),
+                job_owner_key(job_id),
+            )
+            if idem is not None and await self.kv.get(idem) == PENDING + job_id.encode():
+                await self.kv.delete(idem)
+        except Exception:
+            # What is left is never active and its key stays pending: a retry takes the key over
+            # once the creation looks abandoned (ABANDONED_AFTER_S).
+            logger.warning("could not undo the partial creation of job %s", job_id, exc_info=True)
 
     async def get(self, job_id: str) -> Job | None:
         loaded = await self._load(job_id)

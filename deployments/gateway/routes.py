@@ -33,7 +33,7 @@ from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.experiments import Experiments, UnitMiddleware
 from huabu.deployments.gateway.generation import GenerationService
 from huabu.deployments.gateway.grpc_service import ImagesGrpc, JobBody
-from huabu.deployments.gateway.jobs import JobRunner, JobStore
+from huabu.deployments.gateway.jobs import IdempotencyConflict, JobRunner, JobStore
 from huabu.deployments.gateway.playground import mount_playground
 from huabu.deployments.gateway.rollouts import RolloutService
 from huabu.deployments.gateway.rollouts import router as rollouts_router
@@ -259,17 +259,27 @@ class Gateway(ImagesGrpc):  # + the gRPC methods of huabu.v1.Images (grpc_servic
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
         requests = await self.service.job_requests(req, request_id, None)
         async with self.access.charged(requests) as charge:  # paid at submission, before it can run
-            job, created = await self.jobs.create(
-                req.kind,
-                req.model_dump_json(),
-                idempotency_key,
-                model=req.model,
-                # The job is assigned to an A/B variant like a direct request by this user.
-                on_created=self.service.experiments.remember_job if self.service.experiments else None,
-            )
+            try:
+                job, created = await self.jobs.create(
+                    req.kind,
+                    req.model_dump_json(),
+                    idempotency_key,
+                    model=req.model,
+                    # The job is assigned to an A/B variant like a direct request by this user.
+                    on_created=self.service.experiments.remember_job if self.service.experiments else None,
+                    owner=self.access.owner_of_new_job(),  # written first: no job is readable without its owner
+                )
+            except IdempotencyConflict:  # the same key's first request is still creating its job
+                raise APIError(
+                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                    param="Idempotency-Key",
+                    code="idempotency_key_in_use",
+                    status=409,
+                    headers={"Retry-After": "1"},
+                ) from None
             if not created:  # a retry of a submitted job: its images were reserved the first time
                 await charge.give_back()
-        await self.access.job_created(job.id)  # owner and concurrency slot of the caller's key
+        await self.access.job_created(job.id)  # a concurrency slot of the caller's key
         self.runner.wake()
         return job
 
