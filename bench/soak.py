@@ -505,8 +505,8 @@ def main() -> int:
     port = free_port()
     name = "soak"
     base_url = f"http://127.0.0.1:{port}/{name}"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="huabu-soak")
-    try:
+    try:  # Redis is stopped and its folder removed even when Ray fails to start (a loaded machine)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="huabu-soak")
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         settings = Settings.load(
             environ={},
@@ -522,8 +522,9 @@ def main() -> int:
         print(report.table())
         return int(bool(report.lost or report.unexplained_5xx()))
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
         redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
