@@ -13,7 +13,7 @@ its message as details.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,12 +38,15 @@ from huabu.sdk.types import (
     EditJobRequest,
     GenerateJobRequest,
     ImageData,
+    ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
     Job,
     JobEvent,
     OutpaintJobRequest,
+    OutpaintRequest,
     decode_b64_image,
+    encode_b64_image,
     job_request_adapter,
 )
 from huabu.sdk.validation import first_problem
@@ -54,6 +57,7 @@ JobBody = GenerateJobRequest | EditJobRequest | OutpaintJobRequest  # a POST /v1
 
 # The REST route each RPC stands for: its scope (auth.required_scope) and cost follow from it.
 GENERATE_PATH, MODELS_PATH, JOBS_PATH = "/v1/images/generations", "/v1/models", "/v1/jobs"
+EDITS_PATH, OUTPAINT_PATH = "/v1/images/edits", "/v1/images/outpaint"
 
 # REST error status -> canonical gRPC code (google.rpc.Code's HTTP mapping).
 _CODES: dict[int, grpc.StatusCode] = {
@@ -113,6 +117,8 @@ def rest_fields(message: Message) -> dict[str, Any]:
                 fields[field.name] = _rest_enum(field, value)
         elif field.message_type is not None:
             fields[field.name] = rest_fields(value)
+        elif field.type == FieldDescriptor.TYPE_BYTES:  # REST's JSON bodies carry images as base64
+            fields[field.name] = encode_b64_image(value)
         else:
             fields[field.name] = value
     return fields
@@ -127,10 +133,33 @@ def validated(model: type[BaseModel], fields: Mapping[str, Any]) -> Any:
         raise invalid(problem.message, problem.param) from None
 
 
+def within_size_limit(message: Message, limit: int) -> None:
+    """The HTTP body limit (gateway.max_request_bytes) on a message: Serve's gRPC proxy takes up to
+    2 GiB, so the limit is the gateway's. The parameter named is the largest bytes field."""
+    size = message.ByteSize()
+    if size <= limit:
+        return
+    param, largest = "request", -1
+    pending: list[Message] = [message]
+    while pending:  # the bytes fields of the message and its sub-messages (SubmitJob's oneof)
+        current = pending.pop()
+        for field, value in current.ListFields():
+            if field.type == FieldDescriptor.TYPE_BYTES and len(value) > largest:
+                param, largest = field.name, len(value)
+            elif field.message_type is not None and not isinstance(value, Sequence):
+                pending.append(value)
+    raise APIError(
+        f"{param} makes the request {size} bytes, larger than the limit of {limit} bytes",
+        param=param,
+        code="request_too_large",
+        status=413,
+    )
+
+
 def job_request(request: pb.SubmitJobRequest) -> JobBody:
     kind = request.WhichOneof("request")
     if kind is None:
-        raise invalid("set the job's request: one of generate", "request")
+        raise invalid("set the job's request: one of generate, edit, outpaint", "request")
     try:
         return job_request_adapter.validate_python({"kind": kind, **rest_fields(getattr(request, kind))})
     except ValidationError as exc:
@@ -239,6 +268,27 @@ class ImagesGrpc:
 
         return await self._unary(grpc_context, GENERATE_PATH, respond, pb.ImagesResponse, costly=True)
 
+    async def Edit(self, request: pb.EditRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
+        async def respond(call: Call) -> pb.ImagesResponse:
+            within_size_limit(request, self.settings.gateway.max_request_bytes)
+            # The multipart route's split: the files as bytes, the other fields through the model.
+            fields = {k: v for k, v in rest_fields(request).items() if k not in ("image", "mask")}
+            req = validated(ImageEditRequest, fields)
+            mask = request.mask if request.HasField("mask") else None
+            requests = await self.service.edit_requests(req, request.image, mask, call.request_id)
+            return images_message(await self.run_charged(requests, req.response_format))
+
+        return await self._unary(grpc_context, EDITS_PATH, respond, pb.ImagesResponse, costly=True)
+
+    async def Outpaint(self, request: pb.OutpaintRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
+        async def respond(call: Call) -> pb.ImagesResponse:
+            within_size_limit(request, self.settings.gateway.max_request_bytes)
+            req = validated(OutpaintRequest, rest_fields(request))
+            requests = await self.service.outpaint_requests(req, call.request_id)
+            return images_message(await self.run_charged(requests, req.response_format))
+
+        return await self._unary(grpc_context, OUTPAINT_PATH, respond, pb.ImagesResponse, costly=True)
+
     async def ListModels(self, request: pb.ListModelsRequest, grpc_context: RayServegRPCContext) -> pb.ModelList:
         async def respond(call: Call) -> pb.ModelList:
             models = []
@@ -253,6 +303,7 @@ class ImagesGrpc:
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
         async def respond(call: Call) -> pb.Job:
+            within_size_limit(request, self.settings.gateway.max_request_bytes)
             return job_message(await self.create_job(job_request(request), call.request_id, call.idempotency_key))
 
         # The idempotency key is bound to this message as REST binds it to the JSON body.

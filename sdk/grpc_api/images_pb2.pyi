@@ -82,6 +82,72 @@ class GenerateRequest(_message.Message):
     user: str
     def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., size: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ...) -> None: ...
 
+class EditRequest(_message.Message):
+    __slots__ = ("image", "mask", "prompt", "negative_prompt", "size", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user", "strength")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    mask: bytes
+    prompt: str
+    negative_prompt: str
+    size: str
+    n: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    model: str
+    response_format: ResponseFormat
+    cache: CacheMode
+    user: str
+    strength: float
+    def __init__(self, image: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., size: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ..., strength: _Optional[float] = ...) -> None: ...
+
+class OutpaintRequest(_message.Message):
+    __slots__ = ("image", "prompt", "left", "right", "top", "bottom", "negative_prompt", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    prompt: str
+    left: int
+    right: int
+    top: int
+    bottom: int
+    negative_prompt: str
+    n: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    model: str
+    response_format: ResponseFormat
+    cache: CacheMode
+    user: str
+    def __init__(self, image: _Optional[bytes] = ..., prompt: _Optional[str] = ..., left: _Optional[int] = ..., right: _Optional[int] = ..., top: _Optional[int] = ..., bottom: _Optional[int] = ..., negative_prompt: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ...) -> None: ...
+
 class Image(_message.Message):
     __slots__ = ("png", "url", "id", "seed", "model", "cached", "prompt_truncated", "variant", "metadata")
     class MetadataEntry(_message.Message):
@@ -168,10 +234,14 @@ class ModelList(_message.Message):
     def __init__(self, data: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("generate",)
+    __slots__ = ("generate", "edit", "outpaint")
     GENERATE_FIELD_NUMBER: _ClassVar[int]
+    EDIT_FIELD_NUMBER: _ClassVar[int]
+    OUTPAINT_FIELD_NUMBER: _ClassVar[int]
     generate: GenerateRequest
-    def __init__(self, generate: _Optional[_Union[GenerateRequest, _Mapping]] = ...) -> None: ...
+    edit: EditRequest
+    outpaint: OutpaintRequest
+    def __init__(self, generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., edit: _Optional[_Union[EditRequest, _Mapping]] = ..., outpaint: _Optional[_Union[OutpaintRequest, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -40,6 +40,16 @@ class ImagesStub:
                 request_serializer=huabu_dot_v1_dot_images__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=huabu_dot_v1_dot_images__pb2.ImagesResponse.FromString,
                 _registered_method=True)
+        self.Edit = channel.unary_unary(
+                '/huabu.v1.Images/Edit',
+                request_serializer=huabu_dot_v1_dot_images__pb2.EditRequest.SerializeToString,
+                response_deserializer=huabu_dot_v1_dot_images__pb2.ImagesResponse.FromString,
+                _registered_method=True)
+        self.Outpaint = channel.unary_unary(
+                '/huabu.v1.Images/Outpaint',
+                request_serializer=huabu_dot_v1_dot_images__pb2.OutpaintRequest.SerializeToString,
+                response_deserializer=huabu_dot_v1_dot_images__pb2.ImagesResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/huabu.v1.Images/ListModels',
                 request_serializer=huabu_dot_v1_dot_images__pb2.ListModelsRequest.SerializeToString,
@@ -72,6 +82,20 @@ class ImagesServicer:
 
     def Generate(self, request, context):
         """POST /v1/images/generations
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Edit(self, request, context):
+        """POST /v1/images/edits (the multipart files are the bytes fields)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Outpaint(self, request, context):
+        """POST /v1/images/outpaint
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +142,16 @@ def add_ImagesServicer_to_server(servicer, server):
             'Generate': grpc.unary_unary_rpc_method_handler(
                     servicer.Generate,
                     request_deserializer=huabu_dot_v1_dot_images__pb2.GenerateRequest.FromString,
+                    response_serializer=huabu_dot_v1_dot_images__pb2.ImagesResponse.SerializeToString,
+            ),
+            'Edit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Edit,
+                    request_deserializer=huabu_dot_v1_dot_images__pb2.EditRequest.FromString,
+                    response_serializer=huabu_dot_v1_dot_images__pb2.ImagesResponse.SerializeToString,
+            ),
+            'Outpaint': grpc.unary_unary_rpc_method_handler(
+                    servicer.Outpaint,
+                    request_deserializer=huabu_dot_v1_dot_images__pb2.OutpaintRequest.FromString,
                     response_serializer=huabu_dot_v1_dot_images__pb2.ImagesResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
@@ -172,6 +206,60 @@ class Images:
             target,
             '/huabu.v1.Images/Generate',
             huabu_dot_v1_dot_images__pb2.GenerateRequest.SerializeToString,
+            huabu_dot_v1_dot_images__pb2.ImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Edit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huabu.v1.Images/Edit',
+            huabu_dot_v1_dot_images__pb2.EditRequest.SerializeToString,
+            huabu_dot_v1_dot_images__pb2.ImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Outpaint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/huabu.v1.Images/Outpaint',
+            huabu_dot_v1_dot_images__pb2.OutpaintRequest.SerializeToString,
             huabu_dot_v1_dot_images__pb2.ImagesResponse.FromString,
             options,
             channel_credentials,

@@ -12,8 +12,10 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers import decode_png, png_bytes
 
 from huabu.deployments.gateway.auth import key_hash, new_key
 from huabu.sdk.grpc_api import images_pb2 as pb
@@ -222,3 +224,90 @@ def test_bad_messages_are_invalid_argument(grpc_app, stub, admin_key) -> None:
     assert unknown.code() == grpc.StatusCode.NOT_FOUND and "not served" in (unknown.details() or "")
     # Still serving.
     assert stub.Generate(pb.GenerateRequest(**SMALL), metadata=md, timeout=120).data[0].png
+
+
+def test_edit_with_a_mask_keeps_every_unmasked_pixel(grpc_app, stub, admin_key) -> None:
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mask = np.full((32, 32, 4), 255, dtype=np.uint8)
+    mask[:, 16:, 3] = 0  # transparent = repaint, as the multipart route reads it
+    request = pb.EditRequest(
+        image=png_bytes(image), mask=png_bytes(mask, "RGBA"), prompt="a green square", seed=3, steps=3
+    )
+    edited = stub.Edit(request, metadata=meta(grpc_app, admin_key), timeout=120).data[0]
+    out = decode_png(edited.png)
+    assert np.array_equal(out[:, :16], image[:, :16])
+    assert not np.array_equal(out[:, 16:], image[:, 16:])
+    # The same request over HTTP answers the same PNG.
+    with grpc_app.client() as c:
+        r = c.post(
+            "/v1/images/edits",
+            data={"prompt": "a green square", "seed": "3", "steps": "3"},
+            files={"image": ("i.png", request.image), "mask": ("m.png", request.mask)},
+            headers={"Authorization": f"Bearer {admin_key}"},
+        )
+    assert r.status_code == 200, r.text
+    assert base64.b64decode(r.json()["data"][0]["b64_json"]) == edited.png
+
+
+def test_outpaint_grows_the_canvas_and_jobs_take_every_kind(grpc_app, stub, admin_key) -> None:
+    md = meta(grpc_app, admin_key)
+    image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    request = pb.OutpaintRequest(image=png_bytes(image), prompt="a red circle", right=16, bottom=8, seed=1, steps=3)
+    out = decode_png(stub.Outpaint(request, metadata=md, timeout=120).data[0].png)
+    assert out.shape == (40, 48, 3) and np.array_equal(out[:32, :32], image)
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[8:24, 8:24] = 255  # white = repaint
+    edit = pb.EditRequest(image=png_bytes(image), mask=png_bytes(mask, "L"), prompt="blue", seed=2, steps=3)
+    for submit in (pb.SubmitJobRequest(outpaint=request), pb.SubmitJobRequest(edit=edit)):
+        job = stub.SubmitJob(submit, metadata=md, timeout=30)
+        assert job.kind == submit.WhichOneof("request")
+        last = list(stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=120))[-1]
+        assert last.status == pb.JOB_STATUS_SUCCEEDED, last
+        done = decode_png(last.result.data[0].png)
+        if job.kind == "outpaint":
+            assert done.shape == (40, 48, 3) and np.array_equal(done[:32, :32], image)
+        else:
+            keep = mask == 0
+            assert np.array_equal(done[keep], image[keep])
+
+
+def test_bad_images_are_invalid_argument_naming_the_part(grpc_app, stub, admin_key) -> None:
+    md = meta(grpc_app, admin_key)
+    good = png_bytes(np.zeros((32, 32, 3), dtype=np.uint8))
+    limit = grpc_app.settings.gateway.max_request_bytes
+    huge = good + b"\0" * limit  # over the HTTP body limit, far under Serve's gRPC message limit
+    cases: list[tuple[Any, str]] = [
+        (lambda: stub.Edit(pb.EditRequest(image=huge, prompt="x"), metadata=md, timeout=60), "image"),
+        (lambda: stub.Outpaint(pb.OutpaintRequest(image=huge, prompt="x", left=8), metadata=md, timeout=60), "image"),
+        (
+            lambda: stub.SubmitJob(
+                pb.SubmitJobRequest(edit=pb.EditRequest(image=good, mask=huge, prompt="x")), metadata=md, timeout=60
+            ),
+            "mask",
+        ),
+        (lambda: stub.Edit(pb.EditRequest(image=b"not a png", prompt="x"), metadata=md, timeout=30), "image"),
+        (lambda: stub.Edit(pb.EditRequest(prompt="x"), metadata=md, timeout=30), "image"),
+        (lambda: stub.Edit(pb.EditRequest(image=good, mask=b"\x89PNG\r\n garbage", prompt="x"), metadata=md), "mask"),
+        (lambda: stub.Edit(pb.EditRequest(image=good, mask=good[:40], prompt="x"), metadata=md, timeout=30), "mask"),
+        (
+            lambda: stub.Edit(
+                pb.EditRequest(image=good, mask=png_bytes(np.zeros((16, 16), dtype=np.uint8), "L"), prompt="x"),
+                metadata=md,
+                timeout=30,
+            ),
+            "mask",
+        ),
+        (lambda: stub.Edit(pb.EditRequest(image=good, prompt="x", strength=2.0), metadata=md, timeout=30), "strength"),
+        (lambda: stub.Outpaint(pb.OutpaintRequest(image=good, prompt="x"), metadata=md, timeout=30), None),
+        (lambda: stub.Outpaint(pb.OutpaintRequest(image=good, prompt="x", left=-1), metadata=md), "left"),
+    ]
+    for call, param in cases:
+        error = rpc_error(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (param, error)
+        assert error.details(), param
+        if param is not None:
+            trailing = dict(error.trailing_metadata() or ())
+            assert trailing.get("error-param") == param, (param, trailing, error.details())
+    # Still serving.
+    assert stub.Edit(pb.EditRequest(image=good, prompt="x", steps=2), metadata=md, timeout=120).data[0].png
