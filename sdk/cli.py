@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 AnyClient = Union[Client, "GrpcClient"]  # a runtime alias with a forward reference
 ClientFactory = Callable[[argparse.Namespace], AnyClient]
-GRPC_COMMANDS = "generate, jobs submit/get/cancel/events/result and models"
+GRPC_COMMANDS = "generate, edit, outpaint, jobs submit/get/cancel/events/result and models"
 
 
 def make_client(args: argparse.Namespace) -> AnyClient:
@@ -350,8 +350,6 @@ def _run_images(client: AnyClient, args: argparse.Namespace, out: IO[str], err: 
     if args.command == "generate":
         inputs: tuple[Any, ...] = (args.prompt,)
         direct, submit = client.images.generate, client.jobs.submit
-    elif not isinstance(client, Client):
-        raise ValueError(f"{args.command} is not available over gRPC yet (only {GRPC_COMMANDS})")
     elif args.command == "edit":
         params["mask"] = _mask(args)
         if args.strength is not None:
