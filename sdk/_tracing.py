@@ -51,3 +51,23 @@ def record_response(span: Span, response: httpx.Response, attempts: int) -> None
 def record_error(span: Span, error: BaseException) -> None:
     span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+
+
+def start_rpc_span(method: str, address: str) -> Span:
+    """The client span of one gRPC call, ``method`` as ``huabu.v1.Images/Generate`` (retries included)."""
+    service, _, name = method.rpartition("/")
+    host, _, port = address.rpartition(":")
+    attributes: dict[str, str | int] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+    attributes["server.address"] = host or address
+    if port.isdigit():
+        attributes["server.port"] = int(port)
+    return _tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+
+
+def record_rpc(span: Span, code: str, code_number: int, attempts: int, request_id: str | None) -> None:
+    span.set_attribute("rpc.grpc.status_code", code_number)
+    span.set_attribute("huabu.attempts", attempts)
+    if request_id:
+        span.set_attribute("huabu.request_id", request_id)
+    if code != "OK":
+        span.set_status(Status(StatusCode.ERROR, code))

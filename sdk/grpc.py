@@ -19,27 +19,41 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 from opentelemetry import propagate
+from opentelemetry.trace import Span
+from pydantic import BaseModel
 
-from huabu.sdk import constants
+from huabu.sdk import _tracing, constants
 from huabu.sdk._base import Timeouts
 from huabu.sdk._client import AsyncClient, Client
 from huabu.sdk._errors import APIConnectionError, APITimeoutError, HuabuError, error_from_body
+from huabu.sdk._files import ImageInput
 from huabu.sdk._jobs import AnyJobRequest, AsyncJobHandle, JobHandle, Transport, _EventFollower
-from huabu.sdk._params import CallOptions, GenerateParams, SubmitGenerateParams, Unpack, split_params, wire_request
+from huabu.sdk._params import (
+    CallOptions,
+    EditParams,
+    GenerateParams,
+    OutpaintParams,
+    SubmitEditParams,
+    SubmitGenerateParams,
+    SubmitOutpaintParams,
+    Unpack,
+    split_params,
+    wire_request,
+)
 from huabu.sdk._results import ImageResults
 from huabu.sdk._retry import parse_retry_after, retry_delay, should_retry_status
 from huabu.sdk.grpc_api import images_pb2 as pb
 from huabu.sdk.grpc_api import images_pb2_grpc
-from huabu.sdk.resources.jobs import generate_job
+from huabu.sdk.resources.jobs import edit_job, generate_job, outpaint_job
 from huabu.sdk.types import (
     ERROR_STATUS,
     ErrorBody,
-    GenerateJobRequest,
     ImageData,
     ImageGenerationRequest,
     ImagesResponse,
@@ -50,13 +64,16 @@ from huabu.sdk.types import (
     ModelInfo,
     ModelList,
     ModelSampling,
+    decode_b64_image,
     encode_b64_image,
 )
 
 __all__ = ["AsyncGrpcClient", "AsyncGrpcJobHandle", "GrpcClient", "GrpcJobHandle", "status_error"]
 
+M = TypeVar("M", bound=Message)
 GRPC_ADDRESS_ENV = "HUABU_GRPC_ADDRESS"
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:9000"  # `huabu up`'s default gRPC port
+SERVICE = pb.DESCRIPTOR.services_by_name["Images"].full_name  # huabu.v1.Images
 
 # --- errors: a status code -> the exception the same REST status raises ---------------------------
 
@@ -125,13 +142,15 @@ class _Retry:
     """The retry decisions of one call (a finite total deadline, retries, backoff): the HTTP client's
     rules and helpers, applied to status codes. Sans-I/O, so both clients drive it the same way."""
 
-    def __init__(self, client: _GrpcBase, call: CallOptions) -> None:
+    def __init__(self, client: _GrpcBase, call: CallOptions, rpc: str) -> None:
         self.timeouts = Timeouts.coerce(call.get("timeout"), client.timeout)
         retries = call.get("max_retries")
         self.max_retries = client.max_retries if retries is None else retries
         self.attempt = 0
         self._clock, self._rand = client._clock, client._rand
         self.deadline = self._clock() + self.timeouts.total
+        # One client span for the call, retries included; every attempt carries it as traceparent.
+        self.span = _tracing.start_rpc_span(f"{SERVICE}/{rpc}", client.address)
 
     def timeout(self) -> float:
         """The gRPC deadline of the next attempt: what is left of the call's total."""
@@ -143,6 +162,9 @@ class _Retry:
     def after(self, exc: grpc.RpcError) -> float:
         """Seconds to wait before retrying ``exc``'s call, or its exception raised."""
         error = status_error(exc)
+        code: grpc.StatusCode = exc.code()
+        request_id = _request_id(exc.trailing_metadata(), exc.initial_metadata())
+        _tracing.record_rpc(self.span, code.name, code.value[0], self.attempt + 1, request_id)
         trailing = _pairs(exc.trailing_metadata())
         if isinstance(error, APIConnectionError):
             retryable = not isinstance(error, APITimeoutError)  # our own deadline: nothing left to retry in
@@ -156,6 +178,16 @@ class _Retry:
         self.attempt += 1
         return delay
 
+    def succeeded(self, initial: Any, trailing: Any) -> str | None:
+        request_id = _request_id(initial, trailing)
+        _tracing.record_rpc(self.span, "OK", 0, self.attempt + 1, request_id)
+        return request_id
+
+    def end(self, error: BaseException | None) -> None:
+        if error is not None and not isinstance(error, grpc.RpcError):
+            _tracing.record_error(self.span, error)
+        self.span.end()
+
 
 # --- messages <-> the wire types -----------------------------------------------------------------
 
@@ -163,15 +195,23 @@ _RESPONSE_FORMAT = {"b64_json": pb.RESPONSE_FORMAT_BYTES, "url": pb.RESPONSE_FOR
 _CACHE = {"use": pb.CACHE_MODE_USE, "bypass": pb.CACHE_MODE_BYPASS, "refresh": pb.CACHE_MODE_REFRESH}
 
 
-def generate_message(request: ImageGenerationRequest) -> pb.GenerateRequest:
-    """The validated REST body as ``GenerateRequest`` (same names; enums spelled as the proto spells them)."""
+def wire_message(request: BaseModel, cls: type[M]) -> M:
+    """A validated REST body as the proto message of the same RPC: the same names, enums spelled as
+    the proto spells them, REST's base64 images as bytes."""
     fields = request.model_dump(mode="json", exclude_none=True, exclude={"kind"})
     fields["response_format"] = _RESPONSE_FORMAT[fields["response_format"]]
     fields["cache"] = _CACHE[fields["cache"]]
-    unknown = set(fields) - set(pb.GenerateRequest.DESCRIPTOR.fields_by_name)
+    for name in ("image", "mask"):
+        if name in fields:
+            fields[name] = decode_b64_image(fields[name])
+    unknown = set(fields) - set(cls.DESCRIPTOR.fields_by_name)
     if unknown:  # a REST field this proto does not carry yet: refuse rather than drop it silently
         raise ValueError(f"not available over gRPC: {', '.join(sorted(unknown))}")
-    return pb.GenerateRequest(**fields)
+    return cls(**fields)
+
+
+def generate_message(request: ImageGenerationRequest) -> pb.GenerateRequest:
+    return wire_message(request, pb.GenerateRequest)
 
 
 def _enum_value(enum: Any, number: int, prefix: str) -> str:
@@ -269,10 +309,27 @@ def _watch_request(job_id: str, after_seq: int | None) -> pb.WatchJobRequest:
     return request
 
 
+def _edit_request(image: ImageInput, prompt: str, params: EditParams) -> tuple[pb.EditRequest, CallOptions]:
+    # The edit job's body is the edit with its files as base64: one builder and validation for both.
+    body, call, _ = edit_job(image, prompt, cast(SubmitEditParams, params))
+    return wire_message(body, pb.EditRequest), call
+
+
+def _outpaint_request(image: ImageInput, prompt: str, params: OutpaintParams) -> tuple[pb.OutpaintRequest, CallOptions]:
+    body, call, _ = outpaint_job(image, prompt, cast(SubmitOutpaintParams, params))
+    return wire_message(body, pb.OutpaintRequest), call
+
+
+_JOB_MESSAGES: dict[str, type[Message]] = {
+    "generate": pb.GenerateRequest,
+    "edit": pb.EditRequest,
+    "outpaint": pb.OutpaintRequest,
+}
+
+
 def _submit_request(request: AnyJobRequest) -> pb.SubmitJobRequest:
-    if not isinstance(request, GenerateJobRequest):
-        raise ValueError(f"{request.kind} jobs are not available over gRPC yet (huabu.v1 has generate only)")
-    return pb.SubmitJobRequest(generate=generate_message(request))
+    # SubmitJobRequest's oneof is named as REST's ``kind``.
+    return pb.SubmitJobRequest(**{request.kind: wire_message(request, _JOB_MESSAGES[request.kind])})
 
 
 # --- the clients -----------------------------------------------------------------------------------
@@ -305,7 +362,9 @@ class _GrpcBase:
         self.credentials = credentials  # None: plaintext (grpc.ssl_channel_credentials() for TLS)
         self.default_metadata = {k.lower(): v for k, v in (default_metadata or {}).items()}
 
-    def _metadata(self, call: CallOptions, attempt: int, idempotency_key: str | None = None) -> list[tuple[str, str]]:
+    def _metadata(
+        self, call: CallOptions, attempt: int, idempotency_key: str | None = None, span: Span | None = None
+    ) -> list[tuple[str, str]]:
         md: dict[str, str] = {**self.default_metadata}
         if self.application:
             md["application"] = self.application
@@ -316,7 +375,10 @@ class _GrpcBase:
         if attempt:
             md[constants.RETRY_COUNT_HEADER] = str(attempt)
         md.update({k.lower(): v for k, v in (call.get("extra_headers") or {}).items()})
-        propagate.inject(md)  # traceparent of the caller's span, if any
+        if span is not None:
+            _tracing.inject(span, md)  # the call's client span, a child of the caller's
+        else:
+            propagate.inject(md)  # traceparent of the caller's span, if any
         return list(md.items())
 
     def __repr__(self) -> str:
@@ -345,17 +407,23 @@ class GrpcClient(_GrpcBase):
             time.sleep(seconds)
 
     def _unary(
-        self, method: Any, request: Any, call: CallOptions, *, idempotency_key: str | None = None
+        self, rpc: str, request: Any, call: CallOptions, *, idempotency_key: str | None = None
     ) -> tuple[Any, str | None]:
-        retry = _Retry(self, call)
-        while True:
-            timeout = retry.timeout()
-            try:
-                metadata = self._metadata(call, retry.attempt, idempotency_key)
-                response, rpc = method.with_call(request, metadata=metadata, timeout=timeout)
-                return response, _request_id(rpc.initial_metadata(), rpc.trailing_metadata())
-            except grpc.RpcError as exc:
-                self._sleep(retry.after(exc))
+        method, retry, error = getattr(self._stub, rpc), _Retry(self, call, rpc), None
+        try:
+            while True:
+                timeout = retry.timeout()
+                try:
+                    metadata = self._metadata(call, retry.attempt, idempotency_key, retry.span)
+                    response, answer = method.with_call(request, metadata=metadata, timeout=timeout)
+                    return response, retry.succeeded(answer.initial_metadata(), answer.trailing_metadata())
+                except grpc.RpcError as exc:
+                    self._sleep(retry.after(exc))
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            retry.end(error)
 
     def _watch(self, job_id: str, after_seq: int | None, timeout: float) -> Iterator[JobEvent]:
         request = _watch_request(job_id, after_seq)
@@ -413,17 +481,25 @@ class AsyncGrpcClient(_GrpcBase):
             await asyncio.sleep(seconds)
 
     async def _unary(
-        self, method: Any, request: Any, call: CallOptions, *, idempotency_key: str | None = None
+        self, rpc: str, request: Any, call: CallOptions, *, idempotency_key: str | None = None
     ) -> tuple[Any, str | None]:
-        retry = _Retry(self, call)
-        while True:
-            timeout = retry.timeout()
-            try:
-                rpc = method(request, metadata=self._metadata(call, retry.attempt, idempotency_key), timeout=timeout)
-                response = await rpc
-                return response, _request_id(await rpc.initial_metadata(), await rpc.trailing_metadata())
-            except grpc.RpcError as exc:
-                await self._sleep(retry.after(exc))
+        method, retry, error = getattr(self._stub, rpc), _Retry(self, call, rpc), None
+        try:
+            while True:
+                timeout = retry.timeout()
+                try:
+                    metadata = self._metadata(call, retry.attempt, idempotency_key, retry.span)
+                    answer = method(request, metadata=metadata, timeout=timeout)
+                    response = await answer
+                    initial, trailing = await answer.initial_metadata(), await answer.trailing_metadata()
+                    return response, retry.succeeded(initial, trailing)
+                except grpc.RpcError as exc:
+                    await self._sleep(retry.after(exc))
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            retry.end(error)
 
     async def _watch(self, job_id: str, after_seq: int | None, timeout: float) -> AsyncIterator[JobEvent]:
         request = _watch_request(job_id, after_seq)
@@ -481,13 +557,13 @@ class GrpcJobHandle(JobHandle):
 
     def status(self, **call: Unpack[CallOptions]) -> Job:
         """Fetch the job's current state (``GetJob``)."""
-        message, _ = self._grpc._unary(self._grpc._stub.GetJob, pb.GetJobRequest(job_id=self.id), call)
+        message, _ = self._grpc._unary("GetJob", pb.GetJobRequest(job_id=self.id), call)
         self.job = job(message)
         return self.job
 
     def cancel(self, **call: Unpack[CallOptions]) -> Job:
         """Ask the server to stop the job at its next denoising step (``CancelJob``)."""
-        message, _ = self._grpc._unary(self._grpc._stub.CancelJob, pb.CancelJobRequest(job_id=self.id), call)
+        message, _ = self._grpc._unary("CancelJob", pb.CancelJobRequest(job_id=self.id), call)
         self.job = job(message)
         return self.job
 
@@ -503,12 +579,12 @@ class AsyncGrpcJobHandle(AsyncJobHandle):
         self._grpc = client
 
     async def status(self, **call: Unpack[CallOptions]) -> Job:
-        message, _ = await self._grpc._unary(self._grpc._stub.GetJob, pb.GetJobRequest(job_id=self.id), call)
+        message, _ = await self._grpc._unary("GetJob", pb.GetJobRequest(job_id=self.id), call)
         self.job = job(message)
         return self.job
 
     async def cancel(self, **call: Unpack[CallOptions]) -> Job:
-        message, _ = await self._grpc._unary(self._grpc._stub.CancelJob, pb.CancelJobRequest(job_id=self.id), call)
+        message, _ = await self._grpc._unary("CancelJob", pb.CancelJobRequest(job_id=self.id), call)
         self.job = job(message)
         return self.job
 
@@ -527,7 +603,19 @@ class GrpcImages:
     def generate(self, prompt: str, **params: Unpack[GenerateParams]) -> ImageResults:
         """Text to image (``Generate``); blocks until the images are ready."""
         request, call = _generate_request(prompt, params)
-        response, request_id = self._client._unary(self._client._stub.Generate, request, call)
+        response, request_id = self._client._unary("Generate", request, call)
+        return self._client._results(images_response(response), request_id=request_id)
+
+    def edit(self, image: ImageInput, prompt: str, **params: Unpack[EditParams]) -> ImageResults:
+        """Inpaint ``image`` where ``mask`` is transparent, or img2img without mask (``Edit``)."""
+        request, call = _edit_request(image, prompt, params)
+        response, request_id = self._client._unary("Edit", request, call)
+        return self._client._results(images_response(response), request_id=request_id)
+
+    def outpaint(self, image: ImageInput, prompt: str, **params: Unpack[OutpaintParams]) -> ImageResults:
+        """Extend ``image`` by ``left``/``right``/``top``/``bottom`` pixels (``Outpaint``)."""
+        request, call = _outpaint_request(image, prompt, params)
+        response, request_id = self._client._unary("Outpaint", request, call)
         return self._client._results(images_response(response), request_id=request_id)
 
 
@@ -540,13 +628,22 @@ class GrpcJobs:
         body, call, key = generate_job(prompt, params)
         return self.create(body, idempotency_key=key, **call)
 
+    def submit_edit(self, image: ImageInput, prompt: str, **params: Unpack[SubmitEditParams]) -> GrpcJobHandle:
+        """Queue an inpaint/img2img job (``mask``: transparent = repaint)."""
+        body, call, key = edit_job(image, prompt, params)
+        return self.create(body, idempotency_key=key, **call)
+
+    def submit_outpaint(self, image: ImageInput, prompt: str, **params: Unpack[SubmitOutpaintParams]) -> GrpcJobHandle:
+        """Queue an outpaint job (``left``/``right``/``top``/``bottom`` pixels)."""
+        body, call, key = outpaint_job(image, prompt, params)
+        return self.create(body, idempotency_key=key, **call)
+
     def create(
         self, request: AnyJobRequest, *, idempotency_key: str | None = None, **call: Unpack[CallOptions]
     ) -> GrpcJobHandle:
         # One key per logical submit, reused by every retry: a lost answer never makes a second job.
         key = idempotency_key or str(uuid.uuid4())
-        stub = self._client._stub
-        message, request_id = self._client._unary(stub.SubmitJob, _submit_request(request), call, idempotency_key=key)
+        message, request_id = self._client._unary("SubmitJob", _submit_request(request), call, idempotency_key=key)
         return GrpcJobHandle(self._client, job(message), request_id=request_id)
 
     def get(self, job_id: str, **call: Unpack[CallOptions]) -> GrpcJobHandle:
@@ -564,7 +661,7 @@ class GrpcModels:
         self._client = client
 
     def list(self, **call: Unpack[CallOptions]) -> ModelList:
-        response, _ = self._client._unary(self._client._stub.ListModels, pb.ListModelsRequest(), call)
+        response, _ = self._client._unary("ListModels", pb.ListModelsRequest(), call)
         return model_list(response)
 
 
@@ -574,7 +671,17 @@ class AsyncGrpcImages:
 
     async def generate(self, prompt: str, **params: Unpack[GenerateParams]) -> ImageResults:
         request, call = _generate_request(prompt, params)
-        response, request_id = await self._client._unary(self._client._stub.Generate, request, call)
+        response, request_id = await self._client._unary("Generate", request, call)
+        return self._client._results(images_response(response), request_id=request_id)
+
+    async def edit(self, image: ImageInput, prompt: str, **params: Unpack[EditParams]) -> ImageResults:
+        request, call = _edit_request(image, prompt, params)
+        response, request_id = await self._client._unary("Edit", request, call)
+        return self._client._results(images_response(response), request_id=request_id)
+
+    async def outpaint(self, image: ImageInput, prompt: str, **params: Unpack[OutpaintParams]) -> ImageResults:
+        request, call = _outpaint_request(image, prompt, params)
+        response, request_id = await self._client._unary("Outpaint", request, call)
         return self._client._results(images_response(response), request_id=request_id)
 
 
@@ -586,13 +693,24 @@ class AsyncGrpcJobs:
         body, call, key = generate_job(prompt, params)
         return await self.create(body, idempotency_key=key, **call)
 
+    async def submit_edit(
+        self, image: ImageInput, prompt: str, **params: Unpack[SubmitEditParams]
+    ) -> AsyncGrpcJobHandle:
+        body, call, key = edit_job(image, prompt, params)
+        return await self.create(body, idempotency_key=key, **call)
+
+    async def submit_outpaint(
+        self, image: ImageInput, prompt: str, **params: Unpack[SubmitOutpaintParams]
+    ) -> AsyncGrpcJobHandle:
+        body, call, key = outpaint_job(image, prompt, params)
+        return await self.create(body, idempotency_key=key, **call)
+
     async def create(
         self, request: AnyJobRequest, *, idempotency_key: str | None = None, **call: Unpack[CallOptions]
     ) -> AsyncGrpcJobHandle:
         key = idempotency_key or str(uuid.uuid4())
-        stub = self._client._stub
         message, request_id = await self._client._unary(
-            stub.SubmitJob, _submit_request(request), call, idempotency_key=key
+            "SubmitJob", _submit_request(request), call, idempotency_key=key
         )
         return AsyncGrpcJobHandle(self._client, job(message), request_id=request_id)
 
@@ -610,5 +728,5 @@ class AsyncGrpcModels:
         self._client = client
 
     async def list(self, **call: Unpack[CallOptions]) -> ModelList:
-        response, _ = await self._client._unary(self._client._stub.ListModels, pb.ListModelsRequest(), call)
+        response, _ = await self._client._unary("ListModels", pb.ListModelsRequest(), call)
         return model_list(response)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from ray.serve.context import _get_serve_request_context
 from ray.serve.grpc_util import RayServegRPCContext
 
+from huabu.deployments.core import telemetry
 from huabu.deployments.core.logging_json import request_id_var
 from huabu.deployments.core.messages import ModelRequest
 from huabu.deployments.core.settings import Settings
@@ -58,6 +59,7 @@ JobBody = GenerateJobRequest | EditJobRequest | OutpaintJobRequest  # a POST /v1
 # The REST route each RPC stands for: its scope (auth.required_scope) and cost follow from it.
 GENERATE_PATH, MODELS_PATH, JOBS_PATH = "/v1/images/generations", "/v1/models", "/v1/jobs"
 EDITS_PATH, OUTPAINT_PATH = "/v1/images/edits", "/v1/images/outpaint"
+SERVICE = pb.DESCRIPTOR.services_by_name["Images"].full_name  # huabu.v1.Images: spans and metrics name calls by it
 
 # REST error status -> canonical gRPC code (google.rpc.Code's HTTP mapping).
 _CODES: dict[int, grpc.StatusCode] = {
@@ -235,6 +237,11 @@ def _metadata(context: RayServegRPCContext, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _request_id(context: RayServegRPCContext) -> str:
+    # Serve's proxy assigns the request id (a client's ``request_id`` metadata, else a new one).
+    return _get_serve_request_context().request_id or _metadata(context, "x-request-id") or ""
+
+
 class ImagesGrpc:
     """``huabu.v1.Images`` as methods of the Gateway deployment (mixed into ``routes.Gateway``)."""
 
@@ -266,7 +273,7 @@ class ImagesGrpc:
             requests = await self.service.generation_requests(req, call.request_id)
             return images_message(await self.run_charged(requests, req.response_format))
 
-        return await self._unary(grpc_context, GENERATE_PATH, respond, pb.ImagesResponse, costly=True)
+        return await self._unary(grpc_context, "Generate", GENERATE_PATH, respond, pb.ImagesResponse, costly=True)
 
     async def Edit(self, request: pb.EditRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
@@ -278,7 +285,7 @@ class ImagesGrpc:
             requests = await self.service.edit_requests(req, request.image, mask, call.request_id)
             return images_message(await self.run_charged(requests, req.response_format))
 
-        return await self._unary(grpc_context, EDITS_PATH, respond, pb.ImagesResponse, costly=True)
+        return await self._unary(grpc_context, "Edit", EDITS_PATH, respond, pb.ImagesResponse, costly=True)
 
     async def Outpaint(self, request: pb.OutpaintRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
@@ -287,7 +294,7 @@ class ImagesGrpc:
             requests = await self.service.outpaint_requests(req, call.request_id)
             return images_message(await self.run_charged(requests, req.response_format))
 
-        return await self._unary(grpc_context, OUTPAINT_PATH, respond, pb.ImagesResponse, costly=True)
+        return await self._unary(grpc_context, "Outpaint", OUTPAINT_PATH, respond, pb.ImagesResponse, costly=True)
 
     async def ListModels(self, request: pb.ListModelsRequest, grpc_context: RayServegRPCContext) -> pb.ModelList:
         async def respond(call: Call) -> pb.ModelList:
@@ -299,7 +306,7 @@ class ImagesGrpc:
                 models.append(model)
             return pb.ModelList(data=models)
 
-        return await self._unary(grpc_context, MODELS_PATH, respond, pb.ModelList)
+        return await self._unary(grpc_context, "ListModels", MODELS_PATH, respond, pb.ModelList)
 
     async def SubmitJob(self, request: pb.SubmitJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
         async def respond(call: Call) -> pb.Job:
@@ -308,13 +315,15 @@ class ImagesGrpc:
 
         # The idempotency key is bound to this message as REST binds it to the JSON body.
         body = request.SerializeToString(deterministic=True)
-        return await self._unary(grpc_context, JOBS_PATH, respond, pb.Job, costly=True, body=body)
+        return await self._unary(grpc_context, "SubmitJob", JOBS_PATH, respond, pb.Job, costly=True, body=body)
 
     async def GetJob(self, request: pb.GetJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
         async def respond(call: Call) -> pb.Job:
             return job_message(await self._job(request.job_id))
 
-        return await self._unary(grpc_context, f"{JOBS_PATH}/{request.job_id}", respond, pb.Job, job_id=request.job_id)
+        return await self._unary(
+            grpc_context, "GetJob", f"{JOBS_PATH}/{request.job_id}", respond, pb.Job, job_id=request.job_id
+        )
 
     async def CancelJob(self, request: pb.CancelJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
         async def respond(call: Call) -> pb.Job:
@@ -323,26 +332,28 @@ class ImagesGrpc:
                 raise not_found(f"no job {request.job_id!r}", "job_id")
             return job_message(job)
 
-        return await self._unary(grpc_context, f"{JOBS_PATH}/{request.job_id}", respond, pb.Job, job_id=request.job_id)
+        return await self._unary(
+            grpc_context, "CancelJob", f"{JOBS_PATH}/{request.job_id}", respond, pb.Job, job_id=request.job_id
+        )
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[pb.JobEvent]:
         path = f"{JOBS_PATH}/{request.job_id}/events"
-        try:
-            if request.HasField("after_seq") and request.after_seq < -1:
-                raise invalid("after_seq must be the seq of an event of this job (-1: from the first)", "after_seq")
-            after = request.after_seq if request.HasField("after_seq") else -1
-            async with self._admitted(grpc_context, path, job_id=request.job_id, stream=True):
-                async for event in self._events(request.job_id, after):
-                    if event is not None:  # gRPC keeps the connection alive itself
-                        yield event_message(event)
-        except Exception as exc:
-            error = self._api_error(exc, path)
-            grpc_context.set_code(status_code(error))
-            grpc_context.set_details(error.message)
-            # Serve carries the code of a failed stream but not its trailing metadata.
-            raise Aborted(error.message) from None
+        with self._traced(grpc_context, "WatchJob", stream=True) as call:
+            try:
+                if request.HasField("after_seq") and request.after_seq < -1:
+                    raise invalid("after_seq must be the seq of an event of this job (-1: from the first)", "after_seq")
+                after = request.after_seq if request.HasField("after_seq") else -1
+                async with self._admitted(grpc_context, path, job_id=request.job_id, stream=True):
+                    async for event in self._events(request.job_id, after):
+                        if event is not None:  # gRPC keeps the connection alive itself
+                            yield event_message(event)
+                call.finished()
+            except Exception as exc:
+                error = self._failed(grpc_context, call, exc, path)
+                # Serve carries the code of a failed stream but not its trailing metadata.
+                raise Aborted(error.message) from None
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -354,9 +365,23 @@ class ImagesGrpc:
             return invalid(problem.message, problem.param)
         return self.unexpected_error(exc, f"gRPC {path}")
 
+    def _failed(self, context: RayServegRPCContext, call: telemetry.RpcSpan, exc: Exception, path: str) -> APIError:
+        """``exc`` as the APIError the HTTP side would answer, its code set on the call and its span."""
+        error = self._api_error(exc, path)
+        code = status_code(error)
+        context.set_code(code)
+        context.set_details(error.message)
+        call.finished(error.status, code.name, code.value[0])
+        return error
+
+    def _traced(self, context: RayServegRPCContext, rpc: str, *, stream: bool = False) -> Any:
+        metadata = context.invocation_metadata()
+        return telemetry.grpc_call(f"{SERVICE}/{rpc}", metadata, _request_id(context), stream=stream)
+
     async def _unary(
         self,
         context: RayServegRPCContext,
+        rpc: str,
         path: str,
         respond: Callable[[Call], Awaitable[M]],
         empty: type[M],
@@ -365,17 +390,18 @@ class ImagesGrpc:
         job_id: str | None = None,
         body: bytes = b"",
     ) -> M:
-        try:
-            async with self._admitted(context, path, costly=costly, job_id=job_id, body=body) as call:
-                return await respond(call)
-        except Exception as exc:
-            # Returned, not raised: Serve then sends the code with the trailing metadata (and logs no
-            # traceback for a refused request); the client sees only the status.
-            error = self._api_error(exc, path)
-            context.set_code(status_code(error))
-            context.set_details(error.message)
-            context.set_trailing_metadata(list(error_metadata(error)))
-            return empty()
+        with self._traced(context, rpc) as traced:
+            try:
+                async with self._admitted(context, path, costly=costly, job_id=job_id, body=body) as call:
+                    response = await respond(call)
+                traced.finished()
+                return response
+            except Exception as exc:
+                # Returned, not raised: Serve then sends the code with the trailing metadata (and logs no
+                # traceback for a refused request); the client sees only the status.
+                error = self._failed(context, traced, exc, path)
+                context.set_trailing_metadata(list(error_metadata(error)))
+                return empty()
 
     @asynccontextmanager
     async def _admitted(
@@ -393,8 +419,7 @@ class ImagesGrpc:
         access = self.access
         needed = auth.required_scope(path)
         assert needed is not None, path
-        # Serve's proxy assigns the request id (a client's ``request_id`` metadata, else a new one).
-        request_id = _get_serve_request_context().request_id or _metadata(context, "x-request-id") or ""
+        request_id = _request_id(context)
         try:
             principal = await access.authenticator.authenticate(_metadata(context, "authorization"))
             if not principal.has(needed):

@@ -12,7 +12,7 @@ import pytest
 from otlp_receiver import OTLPReceiver, ReceivedSpan
 from PIL import Image
 
-from huabu.sdk import ContentPolicyViolationError, masks
+from huabu.sdk import BadRequestError, ContentPolicyViolationError, masks
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -182,3 +182,33 @@ def test_job_trace_links_to_the_submitting_request(traced_client, otlp: OTLPRece
     progress = [(e["step"], e["total"]) for name, e in model.events if name == "progress"]
     assert progress == [(i, 4) for i in range(1, 5)]
     assert [name for name, _ in job.events] == ["job.running", "job.succeeded"]
+
+
+def test_grpc_call_is_one_connected_trace(traced_app, traced_client, otlp: OTLPReceiver, grpc_port: int) -> None:
+    """A gRPC call continues the caller's trace like an HTTP request: the SDK's client span sends its
+    ``traceparent`` as metadata, the gateway's server span is its child and the parent of every stage."""
+    from huabu.sdk.grpc import GrpcClient
+
+    rpc = "huabu.v1.Images/Generate"
+    client = GrpcClient(f"127.0.0.1:{grpc_port}", application=traced_app.name, max_retries=0)
+    images = client.images.generate(unique("a teal kite"), seed=1, steps=2, size="32x32")
+    trace_id = client_trace_id(otlp, images.request_id)
+    parents = {**MISS_PARENTS, "prompt_filter": rpc}
+    del parents[GENERATE]
+    spans = otlp.wait_for_trace(trace_id, set(parents) | {rpc})
+    by_name = tree(spans)
+    assert_parents(spans, parents)
+    client_span, server_span = sorted(by_name[rpc], key=lambda s: s.kind, reverse=True)  # CLIENT=3, SERVER=2
+    assert (client_span.kind, server_span.kind) == (3, 2) and server_span.parent_id == client_span.span_id
+    assert server_span.attributes["rpc.system"] == "grpc" and server_span.attributes["rpc.method"] == "Generate"
+    assert server_span.attributes["rpc.grpc.status_code"] == 0 == client_span.attributes["rpc.grpc.status_code"]
+    assert server_span.attributes["huabu.request_id"] == images.request_id
+    assert_model_span(by_name["model"][0], steps=2)
+    # A refused call is the caller's fault: its code on the server span, but no error status.
+    with client, pytest.raises(BadRequestError):
+        client.images.generate(unique("x"), size="33x32", steps=2)
+    deadline = time.monotonic() + 30
+    while not (refused := otlp.find(lambda s: s.kind == 2 and s.attributes.get("rpc.grpc.status_code") == 3)):
+        assert time.monotonic() < deadline, "no server span for the refused call"
+        time.sleep(0.05)
+    assert refused[0].name == rpc and not refused[0].status_message  # INVALID_ARGUMENT: not an error status

@@ -3,11 +3,13 @@ whichever transport a caller picks (real gRPC through Serve's proxy, no mocks)."
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from huabu.deployments.gateway.auth import key_hash, new_key
 from huabu.sdk import (
@@ -18,6 +20,7 @@ from huabu.sdk import (
     JobCanceledError,
     JobHandle,
     NotFoundError,
+    masks,
 )
 from huabu.sdk import cli as sdk_cli
 from huabu.sdk.grpc import AsyncGrpcClient, GrpcClient
@@ -160,6 +163,28 @@ def test_cli_transport_grpc(grpc_app: Any, address: str, admin_key: str, tmp_pat
     argv[-1] = str(direct)
     assert sdk_cli.main([*argv, "--transport", "grpc", "--grpc-address", address, "--direct"]) == 0
     assert direct.read_bytes() == out.read_bytes()
-    # What huabu.v1 does not carry yet is refused with a usage error, not a traceback.
-    edit = ["edit", str(out), "a scarf", "--rect", "8,8,24,24", "--transport", "grpc", "--grpc-address", address]
-    assert sdk_cli.main(edit) == 2
+    edited = tmp_path / "edited.png"
+    edit = ["edit", str(out), "a scarf", "--rect", "8,8,24,24", "--steps", "4", "--seed", "3", "-o", str(edited)]
+    assert sdk_cli.main([*edit, "--transport", "grpc", "--grpc-address", address, "--no-progress"]) == 0
+    assert Image.open(edited).size == (32, 32)
+
+
+def test_edit_and_outpaint_same_png_as_http(grpc_client: GrpcClient, http_client: Client) -> None:
+    base = http_client.images.generate("a green square on white", seed=2, **SMALL)[0].bytes
+    mask = masks.rectangle(base, (8, 8, 24, 24))
+    edit = {"mask": mask, "seed": 4, **SMALL}
+    over_grpc = grpc_client.images.edit(base, "a blue circle", **edit)[0].bytes
+    assert over_grpc == http_client.images.edit(base, "a blue circle", **edit)[0].bytes
+    outpaint = {"right": 16, "bottom": 8, "seed": 4, "steps": 4, "cache": "bypass"}
+    grown = grpc_client.images.outpaint(base, "more of the same", **outpaint)[0].bytes
+    assert Image.open(io.BytesIO(grown)).size == (48, 40)
+    assert grown == http_client.images.outpaint(base, "more of the same", **outpaint)[0].bytes
+    # The job kinds: the same images as the direct calls.
+    job_edit = grpc_client.jobs.submit_edit(base, "a blue circle", **edit).result()[0].bytes
+    job_outpaint = grpc_client.jobs.submit_outpaint(base, "more of the same", **outpaint).result()[0].bytes
+    assert (job_edit, job_outpaint) == (over_grpc, grown)
+    # A mask of the wrong size is the server's 400 naming the mask, over either transport.
+    for call in (grpc_client.images.edit, http_client.images.edit):
+        with pytest.raises(BadRequestError) as info:
+            call(base, "x", mask=masks.rectangle((16, 16), (0, 0, 8, 8)), steps=4)
+        assert info.value.param == "mask"
