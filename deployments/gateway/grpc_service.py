@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import duration_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 from pydantic import BaseModel, ValidationError
 from ray.serve.context import _get_serve_request_context
 from ray.serve.grpc_util import RayServegRPCContext
@@ -85,15 +87,33 @@ def status_code(error: APIError) -> grpc.StatusCode:
     return _CODES.get(error.status, grpc.StatusCode.INTERNAL if error.status >= 500 else grpc.StatusCode.UNKNOWN)
 
 
-def error_metadata(error: APIError) -> tuple[tuple[str, str], ...]:
-    """The REST error body's other fields (and Retry-After), as trailing metadata."""
+def error_metadata(error: APIError) -> tuple[tuple[str, str | bytes], ...]:
+    """The REST error body's other fields (and Retry-After), as trailing metadata: plain keys for any
+    client, and the same as a ``google.rpc.Status`` in ``grpc-status-details-bin`` for the rich-error
+    helpers of grpc-go/grpc-java/grpcio-status (ErrorInfo, BadRequest naming the field, RetryInfo)."""
+    retry_after = error.headers.get("Retry-After")
     fields = {
         "error-type": error.type,
         "error-param": error.param,
         "error-code": error.code,
-        "retry-after": error.headers.get("Retry-After"),
+        "retry-after": retry_after,
     }
-    return tuple((name, value) for name, value in fields.items() if value)
+    plain = tuple((name, value) for name, value in fields.items() if value)
+    return (*plain, ("grpc-status-details-bin", status_details(error, retry_after)))
+
+
+def status_details(error: APIError, retry_after: str | None) -> bytes:
+    info = {k: v for k, v in {"type": error.type, "param": error.param or ""}.items() if v}
+    details = [error_details_pb2.ErrorInfo(reason=(error.code or error.type).upper(), domain="huabu", metadata=info)]
+    if error.param and status_code(error) is grpc.StatusCode.INVALID_ARGUMENT:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.param, description=error.message)
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    if retry_after and retry_after.isdigit():
+        details.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry_after))))
+    status = status_pb2.Status(code=status_code(error).value[0], message=error.message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    return status.SerializeToString()
 
 
 # --- messages -> REST request fields ----------------------------------------------------------

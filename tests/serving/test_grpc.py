@@ -15,6 +15,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers import decode_png, png_bytes
 
@@ -160,6 +161,19 @@ def test_missing_or_invalid_key_is_unauthenticated(grpc_app, stub, key) -> None:
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def rich_status(error: grpc.RpcError) -> tuple[status_pb2.Status, dict[str, Any]]:
+    """The ``grpc-status-details-bin`` trailer decoded with googleapis' own messages, not ours."""
+    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    details: dict[str, Any] = {}
+    for packed in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                details[kind.DESCRIPTOR.name] = kind()
+                packed.Unpack(details[kind.DESCRIPTOR.name])
+    return status, details
+
+
 def test_unknown_job_is_not_found(grpc_app, stub, admin_key) -> None:
     md = meta(grpc_app, admin_key)
     for job_id in ("job_" + "0" * 24, "nope", ""):
@@ -181,6 +195,10 @@ def test_rate_limit_is_resource_exhausted(grpc_app, stub, admin_key) -> None:
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "rate limit" in (error.details() or "")
     trailing = dict(error.trailing_metadata() or ())
     assert trailing["error-code"] == "rate_limit_exceeded" and float(trailing["retry-after"]) > 0
+    status, details = rich_status(error)
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and status.message == error.details()
+    assert details["RetryInfo"].retry_delay.seconds == int(trailing["retry-after"])
+    assert details["ErrorInfo"].reason == "RATE_LIMIT_EXCEEDED" and details["ErrorInfo"].domain == "huabu"
     # A generate-scoped key is refused what only admin keys may do... (no admin RPC yet); its scope
     # still lets it read the models.
     assert stub.ListModels(pb.ListModelsRequest(), metadata=meta(grpc_app, key), timeout=30).data
@@ -216,6 +234,11 @@ def test_bad_messages_are_invalid_argument(grpc_app, stub, admin_key) -> None:
         assert error.details(), request
         trailing = dict(error.trailing_metadata() or ())
         assert trailing.get("error-param") == param, (request, trailing, error.details())
+        # The same, as google.rpc.Status details for grpc-go/java's rich-error helpers.
+        status, details = rich_status(error)
+        assert (status.code, status.message) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], error.details())
+        assert [v.field for v in details["BadRequest"].field_violations] == [param]
+        assert details["ErrorInfo"].metadata["param"] == param
         # The job door refuses the same message with the same words.
         job_error = rpc_error(
             lambda r=request: stub.SubmitJob(pb.SubmitJobRequest(generate=r), metadata=md, timeout=30)
