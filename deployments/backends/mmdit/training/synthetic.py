@@ -526,8 +526,11 @@ def sample_batch(
     *,
     held_out: bool = False,
     languages: Sequence[str] = LANGUAGES,
+    grammar_share: float = 0.0,
 ) -> Batch:
     """Fresh random training scenes with captions; never a held-out triple unless ``held_out``.
+    ``grammar_share`` of the captions come from the caption grammar's training split (grammar.py),
+    the rest from the templates above.
 
     One array of uniforms per batch keeps it fast and makes the stream a pure function of the seed.
     """
@@ -542,6 +545,8 @@ def sample_batch(
         for spec, row in zip(specs, u, strict=True)
     ]
     images = _render(specs, h, w, u[:, caption_end:].reshape(batch_size, 2, 3))
+    if grammar_share > 0:
+        captions = grammar_captions(rng, specs, captions, grammar_share, languages)
     return Batch(images, captions, specs)
 
 
@@ -699,3 +704,58 @@ def sample_outpaint_case(
     spec = SceneSpec((ObjectSpec(color, shape, position, _pick(SIZES, u[4])),), background)
     phrasing = replace(_phrasing_from_uniforms(rng.random(_DRAWS_PER_CAPTION), lang), background_template=0)
     return OutpaintCase(render(spec, canvas, rng), phrase(spec, phrasing), spec, **{side: grow})
+
+
+# --------------------------------------------------------------------------------------------
+# Grammar captions (grammar.py): training batches and the held-out template/word splits
+
+
+def grammar_captions(
+    rng: np.random.Generator, specs: Sequence[SceneSpec], captions: list[str], share: float, languages: Sequence[str]
+) -> list[str]:
+    """``captions`` with a ``share`` of them redrawn from the caption grammar's training split.
+    Draws a fixed number of uniforms per sample, whatever the share."""
+    from huabu.deployments.backends.mmdit.training import grammar
+
+    u = rng.random((len(specs), 2 + grammar.DRAWS_PER_CAPTION))
+    return [
+        grammar.draw(spec, row[2:], _pick(languages, row[1])).text if row[0] < share else old
+        for spec, old, row in zip(specs, captions, u, strict=True)
+    ]
+
+
+SPLITS = ("held-out triples", "held-out templates", "both")
+
+
+def grammar_eval_items(
+    split: str, *, seed: int = 0, per_triple: int = 2, languages: Sequence[str] = LANGUAGES
+) -> list[EvalItem]:
+    """Single-object prompts from the caption grammar for one of ``SPLITS``: held-out triples in
+    training templates and words; held-in triples (as many as are held out, drawn by ``seed``) in
+    held-out templates and words; or held-out triples in held-out templates and words. The same
+    scenes in every language, so language gaps are measured on identical content."""
+    from huabu.deployments.backends.mmdit.training import grammar
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rng = np.random.default_rng(seed + 10 * SPLITS.index(split))
+    triples_out = split != "held-out templates"
+    templates_out = split != "held-out triples"
+    if triples_out:
+        triples = sorted(HELD_OUT)
+    else:
+        triples = [HELD_IN[i] for i in sorted(rng.choice(len(HELD_IN), size=len(HELD_OUT), replace=False))]
+    items: list[EvalItem] = []
+    for (color, shape, position), _ in itertools.product(triples, range(per_triple)):
+        backgrounds = [b for b in BACKGROUNDS if color not in HIDDEN_ON[b]]
+        spec = SceneSpec(
+            (ObjectSpec(color, shape, position, _pick(SIZES, rng.random())),), _pick(backgrounds, rng.random())
+        )
+        for lang in languages:
+            drawn = grammar.draw(spec, rng.random(grammar.DRAWS_PER_CAPTION), lang, held_out=templates_out)
+            said = SceneSpec(
+                tuple(replace(o, size=o.size if drawn.mention_size else None) for o in spec.objects),
+                spec.background if drawn.mention_background else None,
+            )
+            items.append(EvalItem(drawn.text, said, lang, triples_out))
+    return items

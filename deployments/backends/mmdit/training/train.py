@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -33,13 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from huabu.deployments.backends.mmdit.checkpoint import BUNDLED_ROOT, ModelBundle, parse_model_id, save_checkpoint
+from huabu.deployments.backends.mmdit.checkpoint import (
+    BUNDLED_ROOT,
+    ModelBundle,
+    load_checkpoint,
+    parse_model_id,
+    save_checkpoint,
+)
 from huabu.deployments.backends.mmdit.config import MMDiTConfig, TextEncoderConfig, tiny_config
 from huabu.deployments.backends.mmdit.eval.adherence import evaluate
 from huabu.deployments.backends.mmdit.model import patchify
 from huabu.deployments.backends.mmdit.pipeline import Pipeline, to_unit_range
 from huabu.deployments.backends.mmdit.sampler import shift_mu
-from huabu.deployments.backends.mmdit.training import synthetic
+from huabu.deployments.backends.mmdit.training import grammar, synthetic
 from huabu.deployments.backends.requests import generation
 
 # Mostly the default 32x32, sometimes wider or taller: outpainting grows the canvas, and a model that
@@ -87,6 +94,10 @@ class TrainArgs:
     cycle_start: int = 0  # step where the current LR cycle began (0, or where --restart resumed)
     save_at: list[tuple[int, str]] = field(default_factory=list)
     dtype: str = "float16"
+    init_from: str | None = None  # fine-tune: start from this checkpoint's weights (and config)
+    grammar_share: float = 0.0  # share of captions drawn from the caption grammar (grammar.py)
+    sampling_steps: int | None = None  # recommended sampling written into the checkpoint's config
+    sampling_guidance: float | None = None
     argv: list[str] = field(default_factory=list)
 
 
@@ -205,9 +216,17 @@ def flow_loss(
 
 
 @torch.no_grad()
-def quick_eval(bundle: ModelBundle, device: torch.device, repeats: int = 1) -> dict[str, float]:
-    """Adherence of ``bundle`` on the held-out triples (every language) at the default sampling settings."""
-    items = synthetic.eval_items(held_out=True, seed=0, per_triple=repeats)
+def quick_eval(bundle: ModelBundle, device: torch.device, repeats: int = 1, grammar: bool = False) -> dict[str, float]:
+    """Adherence of ``bundle`` on the held-out triples (every language) at the default sampling settings;
+    with ``grammar`` also on the caption grammar's held-out templates (``t_`` metrics)."""
+    metrics = _adherence(bundle, device, synthetic.eval_items(held_out=True, seed=0, per_triple=repeats))
+    if grammar:
+        items = synthetic.grammar_eval_items("held-out templates", seed=0, per_triple=repeats)
+        metrics |= {f"t_{k}": v for k, v in _adherence(bundle, device, items).items()}
+    return metrics
+
+
+def _adherence(bundle: ModelBundle, device: torch.device, items: list[synthetic.EvalItem]) -> dict[str, float]:
     pipe = Pipeline(bundle, device=device)
     requests = [
         generation(it.prompt, seed=1000 + i, size=(32, 32), steps=EVAL_STEPS, guidance=EVAL_GUIDANCE)
@@ -277,8 +296,20 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     torch.manual_seed(args.seed)  # module construction (init) draws from the global generator
     resumed = torch.load(args.resume, map_location="cpu", weights_only=False) if args.resume else None
-    config = MMDiTConfig.from_dict(resumed["config"]) if resumed else model_config(args)
+    init = load_checkpoint(args.init_from) if args.init_from and not resumed else None
+    config = MMDiTConfig.from_dict(resumed["config"]) if resumed else init.config if init else model_config(args)
+    if args.sampling_steps is not None or args.sampling_guidance is not None:
+        config = dataclasses.replace(
+            config,
+            sampling=dataclasses.replace(
+                config.sampling,
+                steps=args.sampling_steps or config.sampling.steps,
+                guidance=config.sampling.guidance if args.sampling_guidance is None else args.sampling_guidance,
+            ),
+        )
     bundle = ModelBundle(config, args.model_id).to(device)
+    if init is not None:  # fine-tuning: the checkpoint's (EMA) weights are the start of both copies
+        bundle.load_state_dict(init.state_dict())
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for p in bundle.parameters():
@@ -326,7 +357,10 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
             "command": " ".join(["huabu", "train", *args.argv]),
             "argv": args.argv,
             "seed": args.seed,
-            "data_version": synthetic.DATA_VERSION,
+            "data_version": synthetic.DATA_VERSION
+            + (f"+{grammar.GRAMMAR_VERSION} (share {args.grammar_share})" if args.grammar_share else ""),
+            "init_from": args.init_from,
+            "sampling": dataclasses.asdict(config.sampling),
             "steps": step,
             "planned_steps": args.steps,
             "batch_size": args.batch_size,
@@ -359,7 +393,7 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
         canvas = CANVASES[0]
         if data_rng.random() < args.wide_fraction:
             canvas = CANVASES[1 + int(data_rng.integers(len(CANVASES) - 1))]
-        batch = synthetic.sample_batch(data_rng, args.batch_size, canvas)
+        batch = synthetic.sample_batch(data_rng, args.batch_size, canvas, grammar_share=args.grammar_share)
         # Conditioning dropout: the empty prompt is what the sampler's unconditional pass encodes.
         drop = data_rng.random(args.batch_size) < args.cond_dropout
         prompts = ["" if d else c for c, d in zip(batch.captions, drop, strict=True)]
@@ -399,7 +433,7 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
             log(f"step {step:6d}  loss {row['loss']:.4f}  lr {lr:.2e}  {rate:.2f} it/s  {row['wall_s']:.0f} s")
             window_t, window_loss, window_steps = now, 0.0, 0
         if args.eval_every and (step % args.eval_every == 0 or step in snapshots):
-            metrics = quick_eval(ema.bundle, device, args.eval_repeats)
+            metrics = quick_eval(ema.bundle, device, args.eval_repeats, args.grammar_share > 0)
             curve.append({"step": step, "wall_s": round(elapsed(), 1), **{k: round(v, 4) for k, v in metrics.items()}})
             log(f"eval  {step:6d}  " + "  ".join(f"{k} {v:.0%}" for k, v in metrics.items()))
             if args.curve is not None:
@@ -416,7 +450,7 @@ def train(args: TrainArgs, log: Any = print) -> TrainResult:
         stopped_by = "until"
     final: dict[str, float] | None = _last_eval(curve)
     if args.eval_every and (final is None or curve[-1].get("step") != step or "color" not in curve[-1]):
-        final = quick_eval(ema.bundle, device, args.eval_repeats)
+        final = quick_eval(ema.bundle, device, args.eval_repeats, args.grammar_share > 0)
         curve.append({"step": step, "wall_s": round(elapsed(), 1), **{k: round(v, 4) for k, v in final.items()}})
         log(f"eval  {step:6d}  " + "  ".join(f"{k} {v:.0%}" for k, v in final.items()))
     if args.curve is not None:
@@ -439,7 +473,8 @@ def _last_eval(curve: list[dict[str, Any]]) -> dict[str, float] | None:
 def _write_curve(path: Path, curve: list[dict[str, Any]]) -> None:
     """CSV with one row per log line or eval (empty cells where a row has no such column)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["step", "wall_s", "loss", "lr", "it_s", "color", "position", "color_position", "shape"]
+    metrics = ["color", "position", "color_position", "shape"]
+    columns = ["step", "wall_s", "loss", "lr", "it_s", *metrics, *(f"t_{m}" for m in metrics)]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
@@ -506,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a checkpoint of the EMA weights at this step",
     )
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=d.dtype)
+    p.add_argument("--init-from", default=None, metavar="name@version", help="fine-tune from this checkpoint")
+    p.add_argument(
+        "--grammar-share", type=float, default=d.grammar_share, help="share of captions from the caption grammar"
+    )
+    p.add_argument("--sampling-steps", type=int, default=None, help="recommended steps, stored in the checkpoint")
+    p.add_argument(
+        "--sampling-guidance", type=float, default=None, help="recommended guidance, stored in the checkpoint"
+    )
     return p
 
 
