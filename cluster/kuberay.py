@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from huabu.cluster.serve_config import serve_config
+from huabu.cluster.serve_config import GRPC_PORT, serve_config
 from huabu.deployments.app import model_options
 from huabu.deployments.core.settings import Settings
 
@@ -113,6 +113,7 @@ def rayservice(
                             {"containerPort": 8265, "name": "dashboard"},
                             {"containerPort": 10001, "name": "client"},
                             {"containerPort": port, "name": "serve"},
+                            {"containerPort": GRPC_PORT, "name": "grpc"},
                         ],
                     )
                 ]
@@ -129,7 +130,13 @@ def rayservice(
         "template": {
             "spec": {
                 "containers": [
-                    _container("ray-worker", image, {"requests": dict(gpu_limits), "limits": gpu_limits}, [])
+                    _container(
+                        "ray-worker",
+                        image,
+                        {"requests": dict(gpu_limits), "limits": gpu_limits},
+                        # Every node runs a proxy (proxy_location EveryNode): the Service may route here.
+                        [{"containerPort": port, "name": "serve"}, {"containerPort": GRPC_PORT, "name": "grpc"}],
+                    )
                 ],
                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
             }
@@ -141,6 +148,22 @@ def rayservice(
         "metadata": {"name": name},
         "spec": {
             "serveConfigV2": yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+            # The Service KubeRay puts in front of the ready proxies (it sets the selector): REST
+            # and huabu.v1.Images gRPC beside it.
+            "serveService": {
+                "metadata": {"name": f"{name}-serve-svc"},
+                "spec": {
+                    "ports": [
+                        {"name": "serve", "port": port, "targetPort": port},
+                        {
+                            "name": "grpc",
+                            "port": GRPC_PORT,
+                            "targetPort": GRPC_PORT,
+                            "appProtocol": "kubernetes.io/h2c",
+                        },
+                    ]
+                },
+            },
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 "enableInTreeAutoscaling": True,

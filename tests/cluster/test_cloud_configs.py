@@ -63,6 +63,13 @@ def test_rayservice_shape() -> None:
     [group] = cluster["workerGroupSpecs"]
     assert group["groupName"] == GPU_GROUP
     assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    # REST and gRPC reach every pod's proxy, through the Service KubeRay fronts them with.
+    grpc_port = yaml.safe_load(doc["spec"]["serveConfigV2"])["grpc_options"]["port"]
+    for pod in (head, group):
+        ports = {p["name"]: p["containerPort"] for p in pod["template"]["spec"]["containers"][0]["ports"]}
+        assert ports["grpc"] == grpc_port and "serve" in ports
+    service_ports = {p["name"]: p["port"] for p in doc["spec"]["serveService"]["spec"]["ports"]}
+    assert service_ports == {"serve": ports["serve"], "grpc": grpc_port}
 
 
 def test_serve_config_v2_validates_and_carries_the_settings() -> None:
