@@ -15,7 +15,9 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from huabu.sdk.types import ApiKeyScope
 
 DEV_KEY_FILE = "dev-admin-key"
 
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create", parents=[common], help="create a key and print it (once)")
     create.add_argument("--name", help="a label, unique among active keys (default: key-<time>)")
     create.add_argument(
-        "--scope", action="append", choices=["generate", "admin"], help="repeatable (default: generate)"
+        "--scope", action="append", choices=get_args(ApiKeyScope), help="repeatable (default: generate)"
     )
     create.add_argument("--rate", help="generation requests per period, e.g. 60/min (default: the server's)")
     create.add_argument("--max-concurrent", type=int, help="jobs and requests in flight (default: the server's)")

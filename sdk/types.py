@@ -583,14 +583,15 @@ class RolloutList(_Response):
 
 # --- API keys and usage (admin keys: /v1/admin/keys; usage: /v1/usage) -------------------------
 
-ApiKeyScope = Literal["generate", "admin"]  # admin includes generate
+# admin includes every scope; ab_override may force an A/B arm (the ab.override_header) for QA keys.
+ApiKeyScope = Literal["generate", "admin", "ab_override"]
 RATE_LIMIT_PATTERN = r"^[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)$"  # "60/min"
 
 
 class ApiKeyCreateRequest(_Request):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*$")
     scopes: list[ApiKeyScope] = Field(
-        default_factory=lambda: list[ApiKeyScope](["generate"]), min_length=1, max_length=2
+        default_factory=lambda: list[ApiKeyScope](["generate"]), min_length=1, max_length=3
     )
     rate: str | None = Field(
         None, description="e.g. '60/min'; default: server's", json_schema_extra={"pattern": RATE_LIMIT_PATTERN}

@@ -30,6 +30,7 @@ from huabu.sdk.types import ApiKeyCreated, ApiKeyCreateRequest, ApiKeyInfo, ApiK
 
 KEY_PREFIX = "hb_"
 ADMIN, GENERATE = "admin", "generate"
+AB_OVERRIDE = "ab_override"  # may force an A/B arm (deployments/gateway/experiments.py)
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
 ANONYMOUS_KEY_ID = "anonymous"  # every request when auth is disabled
 _INDEX = "apikeys"
