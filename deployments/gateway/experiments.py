@@ -51,7 +51,7 @@ from huabu.deployments.core.settings import DIFFUSERS_PREFIX, Settings
 from huabu.deployments.core.state import KeyValueStore
 from huabu.deployments.core.storage import content_key
 from huabu.deployments.gateway.access import job_owner
-from huabu.deployments.gateway.auth import ADMIN, ANONYMOUS_KEY_ID, current_principal
+from huabu.deployments.gateway.auth import AB_OVERRIDE, ANONYMOUS_KEY_ID, current_principal
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.security import app_state, send_error
 from huabu.sdk.types import FeedbackResponse
@@ -205,10 +205,11 @@ def override_refused(header: str) -> APIError | None:
     """Forcing an arm is for operators: any caller could otherwise pick the variant it likes (or
     dodge the canary), and its choice would be served and labelled as the experiment's."""
     principal = current_principal.get()
-    if principal is not None and principal.has(ADMIN):
+    if principal is not None and principal.has(AB_OVERRIDE):  # admin keys have every scope
         return None
     return APIError(
-        f"{header} forces an A/B variant and needs an API key with the 'admin' scope; leave it out",
+        f"{header} forces an A/B variant and needs an API key with the 'admin' or '{AB_OVERRIDE}' scope; "
+        "leave it out",
         "permission_error",
         param=header,
         code="insufficient_scope",

@@ -130,7 +130,7 @@ def rollout(tenants: Any, tenant_admin: str) -> None:
     time.sleep(0.5)  # every gateway replica re-reads the split
 
 
-def test_variants_are_forced_only_with_the_admin_scope(tenants: Any, tenant_admin: str, rollout: None) -> None:
+def test_variants_are_forced_only_with_the_admin_or_ab_override_scope(tenants: Any, tenant_admin: str, rollout: None) -> None:
     key = new_tenant(tenants, tenant_admin)
     with tenants.client() as c:
         for variant in ("canary", "stable"):
@@ -145,6 +145,12 @@ def test_variants_are_forced_only_with_the_admin_scope(tenants: Any, tenant_admi
             assert job.status_code == 403, job.text
             forced = generate(c, tenant_admin, 1, {"x-huabu-variant": variant})
             assert forced.status_code == 200 and forced.json()["data"][0]["variant"] == variant
+        # A QA key allow-listed by its scope may force an arm without being an admin.
+        qa = new_tenant(tenants, tenant_admin, scopes=["generate", "ab_override"])
+        for variant in ("canary", "stable"):
+            forced = generate(c, qa, 2, {"x-huabu-variant": variant})
+            assert forced.status_code == 200 and forced.json()["data"][0]["variant"] == variant
+        assert c.get("/v1/admin/keys", headers=bearer(qa)).status_code == 403  # and is nothing more
 
 
 def test_a_chosen_user_id_is_a_unit_within_its_key(tenants: Any, tenant_admin: str, rollout: None) -> None:
