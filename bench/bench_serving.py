@@ -11,7 +11,9 @@
    ingress and five pass-through deployments returning a PNG of the same size) shows the part of
    the overhead that is Serve's own proxy and hops on this machine. The three kinds of run take
    turns at going first in each round, and only the application under test is deployed while
-   they run (the empty chain is measured after them);
+   they run (the empty chain is measured after them). The same generation over gRPC
+   (``huabu.v1.Images/Generate`` through Serve's gRPC proxy, raw stubs) takes its turn too, with
+   its ratio to HTTP paired by round;
 2. throughput of 8 concurrent clients with batching on vs off (max_batch_size 8 vs 1),
    interleaved rounds, for the API's default request (32x32, 20 steps with the bundled model)
    and a larger one; target >= 1.5x.
@@ -273,7 +275,14 @@ def main() -> None:
         served = dataclasses.replace(served, model=model, model_dirs=(*served.model_dirs, root))
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     port = 8765
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    from huabu.sdk.grpc_api import SERVICER_FUNCTIONS, images_pb2_grpc
+    from huabu.sdk.grpc_api import images_pb2 as pb
+
+    grpc_port = 9765
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        grpc_options={"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS)},
+    )
     batched = deploy("batched", port, served=served, max_batch_size=8, max_ongoing_requests=16)
     local = InProcess(bench_settings("batched", port, served=served))
     prompt = "a red circle on the left"
@@ -292,6 +301,17 @@ def main() -> None:
         r.raise_for_status()
         return time.perf_counter() - start, float(r.json()["data"][0]["metadata"]["generation_s"])
 
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    stub = images_pb2_grpc.ImagesStub(channel)
+
+    def over_grpc(seed: int, height: int, width: int, steps: int) -> float:
+        request = pb.GenerateRequest(prompt=prompt, size=f"{width}x{height}", steps=steps, seed=seed)
+        start = time.perf_counter()
+        stub.Generate(request, metadata=[("application", "batched")], timeout=300)
+        return time.perf_counter() - start
+
     print(
         f"settings: torch threads=1 model={local.model_id} device={served.device} dtype={served.dtype} "
         f"rounds={args.rounds} (medians)"
@@ -299,17 +319,21 @@ def main() -> None:
     with httpx.Client(timeout=300) as client:
         for height, width, steps in workloads:
             timings: dict[str, list[float]] = {"model": [], "stages": [], "http": [], "empty": [], "served": []}
+            timings_grpc: list[float] = []
             for seed in range(2):  # warm-up
                 local.every_stage(prompt, seed, (height, width), steps)
                 over_http(client, batched, seed, height, width, steps)
+                over_grpc(500 + seed, height, width, steps)
             for i in range(args.rounds):
                 seed = 1000 * steps + height + i
 
                 # Each kind of run takes each position in turn: whatever the previous run leaves
                 # behind (background work in the replicas, a cold CPU cache) falls on all alike.
-                kinds = ["model", "stages", "http"]
-                for kind in kinds[i % 3 :] + kinds[: i % 3]:
-                    if kind == "model":
+                kinds = ["model", "stages", "http", "grpc"]
+                for kind in kinds[i % 4 :] + kinds[: i % 4]:
+                    if kind == "grpc":  # its own seed: a miss, not the HTTP request's cached image
+                        timings_grpc.append(over_grpc(seed + 500_000, height, width, steps))
+                    elif kind == "model":
                         timings["model"].append(local.model_only(prompt, seed, (height, width), steps))
                     elif kind == "stages":
                         timings["stages"].append(local.every_stage(prompt, seed, (height, width), steps))
@@ -336,6 +360,13 @@ def main() -> None:
                 f"(Serve's empty chain of the same shape: {floor:5.1f} ms) | ratio {http / stages:.3f}, paired "
                 f"{paired:.3f} [90 % interval {low:.3f}-{high:.3f}] (target <= 1.05); over the model alone "
                 f"{http / model:.3f}; the replica's own generation {replica:7.1f} ms",
+                flush=True,
+            )
+            by_grpc = [g / h for g, h in zip(timings_grpc, timings["http"], strict=True)]
+            grpc_low, grpc_high = median_interval(by_grpc)
+            print(
+                f"  gRPC Generate {statistics.median(timings_grpc) * 1e3:7.1f} ms | paired gRPC/HTTP "
+                f"{statistics.median(by_grpc):.3f} [90 % interval {grpc_low:.3f}-{grpc_high:.3f}]",
                 flush=True,
             )
 
@@ -365,6 +396,7 @@ def main() -> None:
             f"{statistics.median(on) / statistics.median(off):.2f} (target >= 1.5)",
             flush=True,
         )
+    channel.close()
     serve.shutdown()
     ray.shutdown()
 
