@@ -147,6 +147,11 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
 
     # Fail on bad settings and model references before starting Ray.
     settings = load_settings(args.settings, args.host, args.port, args.model)
+    if args.kafka:  # the Kafka door on, its missing topics created (a development broker)
+        kafka = settings.ingest.kafka.model_copy(
+            update={"enabled": True, "bootstrap_servers": args.kafka, "create_topics": True}
+        )
+        settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"kafka": kafka})})
     if args.no_auth:  # the only way to serve without API keys
         settings = settings.model_copy(update={"auth": settings.auth.model_copy(update={"enabled": False})})
     check_open_server(settings, args.force_no_auth)
@@ -514,6 +519,12 @@ def _deploy_options(parser: argparse.ArgumentParser) -> None:
         "--force-no-auth",
         action="store_true",
         help="allow serving without API keys on a --host other than loopback (a trusted network only)",
+    )
+    parser.add_argument(
+        "--kafka",
+        metavar="BOOTSTRAP",
+        help="also consume generation requests from Kafka at BOOTSTRAP (host:port[,...]); topics and the "
+        "rest from the settings' ingest.kafka (docs/KAFKA.md); needs huabu[kafka]",
     )
     parser.add_argument(
         "--model",

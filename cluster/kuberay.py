@@ -58,7 +58,8 @@ SECRET_NAME = "huabu-secrets"
 # Secret keys the pods need (a missing one keeps them from starting, rather than serving with the
 # public development secret or an open Redis), and keys that other credentials may replace.
 REQUIRED_SECRETS = ("HUABU__STORAGE__SIGNING_SECRET", "HUABU__STATE__REDIS_URL")
-OPTIONAL_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# HUABU__INGEST__KAFKA__SECURITY: the Kafka ingress's SASL/TLS client settings (JSON), when it is enabled.
+OPTIONAL_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HUABU__INGEST__KAFKA__SECURITY")
 
 
 def _env() -> list[dict[str, Any]]:

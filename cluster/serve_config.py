@@ -48,10 +48,15 @@ def secret_fields(settings: Settings) -> dict[str, set[str]]:
     return fields
 
 
+# Kafka client credentials (SASL passwords, TLS keys) go in HUABU__INGEST__KAFKA__SECURITY (JSON).
+KAFKA_SECURITY_ENV = f"{ENV_PREFIX}INGEST__KAFKA__SECURITY"
+
+
 def left_out(settings: Settings) -> list[str]:
     """Variables the cluster must set because their values were left out of the file (beyond the signing
     secret, which every production deployment sets)."""
-    return [env_name(section, field) for section, field in credential_urls(settings)]
+    kafka = [KAFKA_SECURITY_ENV] if settings.ingest.kafka.security else []
+    return [env_name(section, field) for section, field in credential_urls(settings)] + kafka
 
 
 HEADER = """\
@@ -83,7 +88,10 @@ HEADER = """\
 def serve_config(settings: Settings, full: bool = False, grpc_port: int = GRPC_PORT) -> dict[str, Any]:
     """A ``ServeDeploySchema``-shaped dict deploying huabu with these settings (gRPC on ``grpc_port``;
     0: none)."""
-    args = settings.model_dump(mode="json", exclude_unset=not full, exclude=secret_fields(settings))
+    exclude: dict[str, Any] = dict(secret_fields(settings))
+    if settings.ingest.kafka.security:  # SASL/TLS credentials: from KAFKA_SECURITY_ENV on the cluster
+        exclude["ingest"] = {"kafka": {"security"}}
+    args = settings.model_dump(mode="json", exclude_unset=not full, exclude=exclude)
     grpc = {"port": grpc_port, "grpc_servicer_functions": list(SERVICER_FUNCTIONS)} if grpc_port > 0 else None
     return {
         "http_options": {"host": settings.host, "port": settings.port},

@@ -67,7 +67,13 @@ def build_app(settings: Settings) -> Application:
     # 5. Prompts are screened before they cost a cache lookup or GPU time.
     if settings.safety.prompt_enabled:
         entry = stages["prompt_filter"] = cast(Deployment, PromptFilterStage).options(**small).bind(entry, settings)
-    # 6. The gateway validates, runs jobs and answers HTTP.
+    # 6. Kafka (when enabled): a consumer group turning a topic's requests into the gateway's jobs.
+    if settings.ingest.kafka.enabled:
+        from huabu.deployments.ingest.kafka import KafkaIngress  # the confluent-kafka extra, only here
+
+        ingress = cast(Deployment, KafkaIngress).options(num_replicas=settings.ingest.kafka.replicas, **small)
+        stages["kafka"] = ingress.bind(settings)
+    # 7. The gateway validates, runs jobs and answers HTTP.
     return gateway.options(
         num_replicas=gw.num_replicas,
         ray_actor_options=replica_actor_options(settings, num_cpus=gw.num_cpus),

@@ -160,3 +160,22 @@ def filter_decision(side: str, blocked: bool, category: str | None, check: str) 
 
 def job_finished(status: str) -> None:
     _inc("huabu_jobs", "jobs that reached a terminal state", status=status)
+
+
+def kafka_message(outcome: str, topic: str) -> None:
+    """A Kafka request turned into a job (in), a result produced (out) or a message dead-lettered."""
+    _inc("huabu_kafka_messages", "Kafka messages by outcome: in, out, dead_lettered", outcome=outcome, topic=topic)
+
+
+def kafka_lag(topic: str, partition: int, lag: int) -> None:
+    _set(
+        "huabu_kafka_consumer_lag",
+        "Kafka consumer lag (messages) per partition",
+        lag,
+        topic=topic,
+        partition=str(partition),
+    )
+
+
+def kafka_paused(paused: bool) -> None:
+    _set("huabu_kafka_paused", "1 while the Kafka ingress holds its partitions paused (backpressure)", float(paused))

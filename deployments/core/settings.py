@@ -299,6 +299,48 @@ class TelemetrySettings(_Section):
     json_logs: bool = True  # huabu.* loggers write JSON lines with request and trace ids
 
 
+class KafkaIngestSettings(_Section):
+    """The Kafka door (``deployments/ingest/``): generation requests from a topic become durable jobs,
+    their outcomes go to a results topic. Off unless enabled (``huabu up --kafka BOOTSTRAP``)."""
+
+    enabled: bool = False
+    bootstrap_servers: str = "127.0.0.1:9092"
+    requests_topic: str = "huabu.requests"
+    results_topic: str = "huabu.results"
+    dead_letter_topic: str = "huabu.dead-letter"
+    group_id: str = "huabu-ingest"
+    # The API key whose scopes, limits and usage the topic's jobs count against (auth on): its id,
+    # never the key itself. Without auth every job is anonymous.
+    key_id: str | None = Field(None, pattern=r"^[0-9a-f]{12}$")
+    # librdkafka settings for both clients as they are spelled there (security.protocol,
+    # sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ...). Kept out of reprs.
+    security: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Extra librdkafka settings of the consumer (session.timeout.ms, fetch.max.bytes, ...).
+    consumer: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    replicas: int = Field(1, ge=1)  # consumer group members (Serve replicas of KafkaIngress)
+    # Backpressure: the consumer pauses its partitions while this many of the group's jobs are
+    # unfinished, and resumes below resume_below (jobs wait in the topic, not in the job store).
+    max_pending_jobs: int = Field(64, ge=1)
+    resume_below: int | None = Field(None, ge=0)  # default: half of max_pending_jobs
+    submit_concurrency: int = Field(8, ge=1)  # messages being turned into jobs at once per replica
+    max_message_bytes: int = Field(1024 * 1024, ge=64)  # larger requests are dead-lettered
+    result_poll_s: float = Field(0.5, gt=0)  # how often finished jobs are looked for
+    create_topics: bool = False  # create missing topics at start (development; production creates them)
+    partitions: int = Field(4, ge=1)  # of topics it creates
+
+    @property
+    def resume_at(self) -> int:
+        if self.resume_below is None:
+            return self.max_pending_jobs // 2
+        return min(self.resume_below, self.max_pending_jobs - 1)
+
+
+class IngestSettings(_Section):
+    """Doors besides HTTP and gRPC that create jobs from a message stream."""
+
+    kafka: KafkaIngestSettings = KafkaIngestSettings()
+
+
 class Settings(_Section):
     app_name: str = "huabu"
     route_prefix: str = "/"
@@ -317,6 +359,7 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     ab: ExperimentSettings = ExperimentSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    ingest: IngestSettings = IngestSettings()
     graceful_shutdown_timeout_s: float = 5.0
     # How stages call each other (deployments/core/handles.py): "grpc" straight to the replica, or
     # "actor" for Ray actor tasks (Serve's default).

@@ -189,6 +189,17 @@ class Authenticator:
             raise unauthorized("the API key is invalid or revoked")
         return self._principal(info.id, info.scopes, info.rate, info.max_concurrent, info.daily_images)
 
+    async def principal_of(self, key_id: str | None) -> Principal:
+        """The principal of a stored key named by its id: a door that is configured with a key's id
+        (the Kafka ingress), not the key, acts as that key. A missing or revoked key is a 401."""
+        if not self.settings.enabled:
+            return ANONYMOUS
+        record = await self.keys.record(key_id) if key_id else None
+        if record is None or record.info.revoked_at is not None:
+            raise unauthorized(f"the configured API key id {key_id!r} does not name an active key")
+        info = record.info
+        return self._principal(info.id, info.scopes, info.rate, info.max_concurrent, info.daily_images)
+
 
 def required_scope(path: str) -> str | None:
     """The scope a route needs (``path`` without the app's route prefix); None = open. Everything

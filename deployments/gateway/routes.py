@@ -44,6 +44,7 @@ from huabu.deployments.gateway.security import (
     last_event_id,
     path_id_problem,
 )
+from huabu.deployments.ingest.door import IngestDoor
 from huabu.sdk.types import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -137,7 +138,7 @@ async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 @serve.deployment(graceful_shutdown_wait_loop_s=0.1, graceful_shutdown_timeout_s=5)
 @serve.ingress(api)
-class Gateway(ImagesGrpc):  # + the gRPC methods of huabu.v1.Images (grpc_service.py)
+class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), the Kafka door (ingest/door.py)
     unexpected_error = staticmethod(unexpected_error)
 
     async def __init__(  # type: ignore[misc]
