@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -76,12 +77,15 @@ class Guardrail(FrozenModel):
     not_applicable: str | None = Field(default=None, max_length=300)
 
 
+LATENCY_MIN_SAMPLES = 20  # a p95 of fewer completed requests per arm is noise
+
+
 class LatencyGuardrail(FrozenModel):
     """p95 latency of the canary at most ``max_p95_ratio`` times the stable model's (Flagger-style)."""
 
     enabled: bool = True
     max_p95_ratio: float = Field(default=1.25, gt=1.0)
-    min_samples: int = Field(default=200, ge=20)  # completed requests per arm; p95 is noisy below
+    min_samples: int = Field(default=200, ge=LATENCY_MIN_SAMPLES)  # completed requests per arm
     required: bool = True
 
 
@@ -119,6 +123,65 @@ class RolloutPolicy(FrozenModel):
         if len({percent_to_bp(x) for x in s}) != len(s):
             raise ValueError(f"steps must differ by at least 0.01 %, got {s}")
         return self
+
+
+# Named starting points for ``RolloutPolicy.build``. "default" is the production policy above;
+# "demo" is sized for a walkthrough on a laptop (tens of requests per step, not thousands): wider
+# margins, intervals tuned for ~200 samples per arm, and decisions on point estimates below 50 %.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "demo": {
+        "steps": [10.0, 50.0, 100.0],
+        "min_samples_per_step": 10,
+        "min_step_seconds": 0,
+        "evidence_from_percent": 50,
+        "planned_samples": 200,
+        "error_rate": {"margin": 0.05},
+        "filter_block_rate": {"margin": 0.05},
+        "quality": {"margin": 0.1},
+        "latency": {"max_p95_ratio": 1.5},
+    },
+}
+GUARDRAILS = ("error_rate", "filter_block_rate", "quality", "adoption", "latency")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_policy(
+    preset: str = "default",
+    *,
+    steps: Sequence[float] | None = None,
+    min_samples: int | None = None,
+    min_step_seconds: float | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RolloutPolicy:
+    """The one way the example script and ``huabu rollout start`` make a policy.
+
+    ``min_samples`` is the sample a step waits for *and* every guardrail's minimum per arm (the p95
+    latency guardrail's floor is 20), so a small sample reaches the decisions it names; a step that
+    advanced on fewer guardrail samples than its own would wait forever. ``overrides`` (any policy
+    fields, nested) apply last.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown policy preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    # On top of every default, so a preset or an override may name one field of a guardrail.
+    fields = _merge(RolloutPolicy().model_dump(), PRESETS[preset])
+    if steps is not None:
+        fields["steps"] = [float(s) for s in steps]
+    if min_step_seconds is not None:
+        fields["min_step_seconds"] = min_step_seconds
+    n = min_samples if min_samples is not None else PRESETS[preset].get("min_samples_per_step")
+    if n is not None:
+        fields["min_samples_per_step"] = n
+        for name in GUARDRAILS:
+            least = LATENCY_MIN_SAMPLES if name == "latency" else 2
+            fields[name] = {**fields.get(name, {}), "min_samples": max(least, n)}
+    return RolloutPolicy.model_validate(_merge(fields, overrides or {}))
 
 
 class GuardrailCheck(FrozenModel):

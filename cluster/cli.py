@@ -216,12 +216,23 @@ def bring_up(args: argparse.Namespace) -> tuple[str, ClusterState, Settings]:
     return url, state, settings
 
 
-def usage_text(url: str, api_key: str | None = None, grpc_address: str | None = None) -> str:
+def served_models(settings: Settings) -> list[str]:
+    """One line per variant: the canary is deployed beside the stable model but gets no traffic
+    until a rollout starts."""
+    notes = {"stable": "", "canary": "  (0 % of traffic until `huabu rollout start`)"}
+    return [f"{name:<7} {v.model}{notes.get(name, '')}" for name, v in settings.variants.items()]
+
+
+def usage_text(
+    url: str, api_key: str | None = None, grpc_address: str | None = None, models: list[str] | None = None
+) -> str:
     body = '{"prompt": "一只在雪地里的红狐狸", "size": "32x32", "seed": 7}'
     auth = ' -H "Authorization: Bearer $HUABU_API_KEY"' if api_key else ""
     key_lines = (
         [
-            f"  export HUABU_API_KEY={api_key}   # development admin key (kept in $HUABU_HOME/dev-admin-key)",
+            f"  development admin key: {api_key}",
+            "    (kept in $HUABU_HOME/dev-admin-key; the SDK, the CLI and the examples use it on this URL",
+            "    when no --api-key / HUABU_API_KEY is given; other machines: export HUABU_API_KEY=<the key>)",
             "  huabu keys create --scope generate --rate 60/min   # a key for an app; `huabu keys --help`",
             "",
         ]
@@ -234,6 +245,7 @@ def usage_text(url: str, api_key: str | None = None, grpc_address: str | None = 
         [
             f"huabu is serving at {url}",
             *([f"  and over gRPC at {grpc_address} (huabu.v1.Images; docs/GRPC.md)"] if grpc_address else []),
+            *(["", "models:", *(f"  {line}" for line in models)] if models else []),
             "",
             *key_lines,
             f"  curl -s {url}/v1/images/generations -H 'content-type: application/json'{auth} \\",
@@ -242,7 +254,8 @@ def usage_text(url: str, api_key: str | None = None, grpc_address: str | None = 
             "",
             f"  python -c 'from huabu.sdk import Client; {sdk}'",
             "",
-            f'  HUABU_BASE_URL={url} huabu generate "一只在雪地里的红狐狸" --seed 7 -o fox.png',
+            '  huabu generate "一只在雪地里的红狐狸" --seed 7 -o fox.png',
+            "  huabu usage     # what this key has generated",
             "",
             "  huabu status    # application and replica states",
             "  huabu down      # stop the application and the local Ray cluster",
@@ -265,7 +278,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ClusterError as exc:
         return _up_failed(exc)
     say()
-    say(usage_text(url, local_dev_key(settings, LocalCluster().home), state.grpc_address))
+    say(usage_text(url, local_dev_key(settings, LocalCluster().home), state.grpc_address, served_models(settings)))
     return 0
 
 
@@ -448,7 +461,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from huabu.cluster.local import ClusterError, LocalCluster
 
     started = time.monotonic()
-    url = args.url.rstrip("/") if args.url else None
+    given = args.base_url or args.url
+    url = given.rstrip("/") if given else None
     api_key = args.api_key or os.environ.get("HUABU_API_KEY")
     if url is None:
         try:
@@ -469,7 +483,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"{len(written)} PNGs in {out.resolve()} (images {time.monotonic() - generation_started:.1f} s, "
             f"total {time.monotonic() - started:.1f} s)"
         )
-    if args.url:
+    if given:
         return code
     if args.down:
         cmd_down(args)
@@ -552,8 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="bring huabu up, then generate, inpaint and outpaint over HTTP and write PNGs")
     _deploy_options(p)
     p.add_argument("--out", default="outputs", help="folder for the PNGs (default: outputs)")
-    p.add_argument("--url", help="use the huabu server at this URL instead of starting a local one")
-    p.add_argument("--api-key", help="API key for --url (default: HUABU_API_KEY)")
+    p.add_argument("--url", help=argparse.SUPPRESS)  # the old name of the global --base-url
     p.add_argument("--down", action="store_true", help="stop the local cluster at the end")
     p.add_argument("--size", default="32x32", help="WIDTHxHEIGHT (default 32x32)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
@@ -587,15 +600,39 @@ PASS_THROUGH = {
 }
 
 
+MODEL_TOOLS = ("train", "quality", "convert")
+
+
+def global_options() -> argparse.ArgumentParser:
+    """--base-url, --api-key and --json: accepted by every command, before or after its name."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--base-url", help="server URL (default: HUABU_BASE_URL, else the local server)")
+    parser.add_argument("--api-key", help="API key (default: HUABU_API_KEY, else the local development key)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _as_argv(given: argparse.Namespace) -> list[str]:
+    argv = [*(["--base-url", given.base_url] if given.base_url else [])]
+    argv += ["--api-key", given.api_key] if given.api_key else []
+    return argv + (["--json"] if given.json else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     import importlib
 
     from pydantic import ValidationError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in PASS_THROUGH:
+    if argv and argv[0] in MODEL_TOOLS:  # their own parsers, untouched (quality has its own --json FILE)
         return int(importlib.import_module(PASS_THROUGH[argv[0]]).main(argv[1:]))
+    # The global options, wherever they are: the command line that reads them gets them back at the end.
+    given, argv = global_options().parse_known_args(argv)
+    if argv and argv[0] in PASS_THROUGH:
+        return int(importlib.import_module(PASS_THROUGH[argv[0]]).main([*argv[1:], *_as_argv(given)]))
     args = build_parser().parse_args(argv)
+    args.base_url, args.api_key = given.base_url, given.api_key
+    args.json = bool(given.json or getattr(args, "json", False))
     try:
         return int(args.func(args))
     except (ValidationError, OSError) as exc:  # a bad or missing settings file, an unwritable --out

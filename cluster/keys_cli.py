@@ -1,9 +1,10 @@
 """``huabu keys create|list|revoke``: API keys through the admin API (``/v1/admin/keys``), and the
 development admin key that ``huabu up`` makes.
 
-The server is ``--url``, else ``HUABU_BASE_URL``, else the local cluster ``huabu up`` started; the
-admin key is ``--api-key``, else ``HUABU_API_KEY``, else that cluster's development admin key
-(``$HUABU_HOME/dev-admin-key``, owner-only). Only its SHA-256 goes into the deployed settings."""
+The server is ``--base-url``, else ``HUABU_BASE_URL``, else the local server ``huabu up`` started;
+the admin key is ``--api-key``, else ``HUABU_API_KEY``, else, on that local server's URL only, its
+development admin key (``$HUABU_HOME/dev-admin-key``, owner-only; the SDK finds it the same way).
+Only its SHA-256 goes into the deployed settings."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
+from huabu.sdk._devkey import DEV_KEY_FILE
 from huabu.sdk.types import ApiKeyScope
-
-DEV_KEY_FILE = "dev-admin-key"
 
 
 def dev_admin_key(home: Path, create: bool = False) -> str | None:
@@ -55,18 +55,6 @@ def local_dev_key(settings: Any, home: Path) -> str | None:
     return key if settings.auth.admin_key_sha256 == hashlib.sha256(key.encode()).hexdigest() else None
 
 
-def _target(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    from huabu.cluster.local import LocalCluster
-
-    cluster = LocalCluster()
-    url = args.url or os.environ.get("HUABU_BASE_URL")
-    if url is None:
-        state = cluster.load_state()
-        url = state.url if state is not None else None
-    key = args.api_key or os.environ.get("HUABU_API_KEY") or dev_admin_key(cluster.home)
-    return url, key
-
-
 def _row(info: Any) -> str:
     state = "revoked" if info.revoked_at is not None else "active"
     quota = f"{info.daily_images}/day" if info.daily_images else "-"
@@ -79,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     from huabu.sdk import Client, HuabuError
 
-    url, key = _target(args)
     try:
-        with Client(base_url=url, api_key=key, max_retries=0) as client:
+        with Client(base_url=args.base_url, api_key=args.api_key, max_retries=0) as client:
             if args.action == "create":
                 name = args.name or time.strftime("key-%Y%m%d-%H%M%S")
                 created = client.keys.create(
@@ -123,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="huabu keys", description="create, list and revoke API keys (admin key)")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="server URL (default: HUABU_BASE_URL, else the local cluster)")
+    common.add_argument(
+        "--base-url", "--url", dest="base_url", help="server URL (default: HUABU_BASE_URL, else the local server)"
+    )
     common.add_argument("--api-key", help="admin key (default: HUABU_API_KEY, else the local development key)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")

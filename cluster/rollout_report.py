@@ -1,26 +1,33 @@
-"""The rollout report: a text table and PNG plots drawn with Pillow (no plotting library needed).
+"""The rollout report: a text table and PNG plots drawn with matplotlib (the ``report`` extra).
 
-- ``traffic.png``: the canary's traffic share over time (a step line; each change is a decision);
-- ``latency.png``: the latency distribution of each variant (histogram over log-spaced buckets);
-- ``quality.png``: the mean quality score of each variant with its 95 % interval, and the
-  acceptance rate from feedback where there is any.
+- ``traffic.png``: the canary's share of traffic over time, a step line with a marker at every
+  decision that changed it;
+- ``latency.png``: the latency distribution of each variant as a cumulative share of its requests
+  (a CDF over the server's log-spaced buckets, so unequal traffic compares fairly and neither
+  variant hides the other), p95 marked;
+- ``quality.png``: the mean prompt-adherence score of each variant with its 95 % interval, and
+  beside it the acceptance rate from ``/v1/feedback`` with its 95 % interval (labelled simulated
+  when the walkthrough's users gave it). Intervals are clamped to [0, 1].
+
+matplotlib runs on its Agg backend (files only, no display), imported only when plots are drawn.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from PIL import Image, ImageDraw, ImageFont
+from typing import TYPE_CHECKING, Any
 
 from huabu.sdk.types import RolloutInfo, VariantStats
 
-COLORS = {"stable": (52, 101, 164), "canary": (204, 102, 0)}
-W, H, PAD = 640, 360, 56
-Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+COLORS = {"stable": "#3465a4", "canary": "#cc6600"}
+SIZE_IN, DPI = (6.4, 3.6), 100  # 640 x 360 pixels
+REPORT_EXTRA_HINT = "the rollout plots need matplotlib: pip install 'huabu[report]'"
 
 
 def _pct(x: float | None) -> str:
@@ -29,6 +36,28 @@ def _pct(x: float | None) -> str:
 
 def _num(x: float | None, fmt: str = ".0f") -> str:
     return "-" if x is None else format(x, fmt)
+
+
+def _clamp(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def quality_interval(v: VariantStats) -> tuple[float, float] | None:
+    """The 95 % interval of the mean score, clamped to the score's range [0, 1]."""
+    if v.quality_ci_low is None or v.quality_ci_high is None:
+        return None
+    return _clamp(v.quality_ci_low), _clamp(v.quality_ci_high)
+
+
+def acceptance_interval(v: VariantStats, z: float = 1.96) -> tuple[float, float] | None:
+    """Wilson's 95 % interval of the acceptance rate: inside [0, 1] by construction, sane at small n."""
+    n, k = v.feedback_total, v.feedback_accepted
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return _clamp(centre - half), _clamp(centre + half)
 
 
 def table(info: RolloutInfo) -> str:
@@ -44,8 +73,8 @@ def table(info: RolloutInfo) -> str:
     for v in info.variants:
         quality = "-"
         if v.quality_mean is not None:
-            ci = "" if v.quality_ci_low is None else f" [{v.quality_ci_low:.3f}, {v.quality_ci_high:.3f}]"
-            quality = f"{v.quality_mean:.3f}{ci}"
+            ci = quality_interval(v)
+            quality = f"{v.quality_mean:.3f}" + ("" if ci is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
         lines.append(
             f"  {v.variant:<8} {(v.model or '-'):<18} {v.weight_percent:>6g}% {v.requests:>8} "
             f"{_pct(v.error_rate):>8} {_pct(v.filter_block_rate):>8} {_num(v.latency_p50_ms):>8} "
@@ -62,125 +91,118 @@ def table(info: RolloutInfo) -> str:
     return "\n".join(lines)
 
 
-class Chart:
-    """A plot area with linear (or log-x) axes on a white canvas."""
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ValueError(REPORT_EXTRA_HINT) from exc
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
 
-    def __init__(self, title: str, x_range: tuple[float, float], y_range: tuple[float, float], *, log_x: bool = False):
-        self.image = Image.new("RGB", (W, H), "white")
-        self.draw = ImageDraw.Draw(self.image)
-        self.font: Font = ImageFont.load_default()
-        self.log_x = log_x
-        self.x0, self.x1 = (math.log10(max(v, 1e-9)) for v in x_range) if log_x else x_range
-        if self.x1 <= self.x0:
-            self.x1 = self.x0 + 1
-        self.y0, self.y1 = y_range if y_range[1] > y_range[0] else (y_range[0], y_range[0] + 1)
-        self.draw.text((PAD, 12), title, fill="black", font=self.font)
-        self.draw.rectangle((PAD, PAD, W - PAD, H - PAD), outline=(160, 160, 160))
+    return plt
 
-    def px(self, x: float, y: float) -> tuple[float, float]:
-        if self.log_x:
-            x = math.log10(max(x, 1e-9))
-        fx = (x - self.x0) / (self.x1 - self.x0)
-        fy = (y - self.y0) / (self.y1 - self.y0)
-        return PAD + fx * (W - 2 * PAD), H - PAD - fy * (H - 2 * PAD)
 
-    def y_ticks(self, values: Sequence[float], fmt: str) -> None:
-        for v in values:
-            _, y = self.px(self.x0 if not self.log_x else 10**self.x0, v)
-            self.draw.line((PAD - 4, y, PAD, y), fill="black")
-            self.draw.text((4, y - 6), format(v, fmt), fill="black", font=self.font)
-
-    def x_label(self, text: str) -> None:
-        self.draw.text((W // 2 - 40, H - PAD + 24), text, fill="black", font=self.font)
-
-    def x_tick(self, x: float, text: str) -> None:
-        px, _ = self.px(x, self.y0)
-        self.draw.line((px, H - PAD, px, H - PAD + 4), fill="black")
-        self.draw.text((px - 12, H - PAD + 8), text, fill="black", font=self.font)
-
-    def legend(self, names: Sequence[str]) -> None:
-        for i, name in enumerate(names):
-            x = W - PAD - 110 + 60 * i
-            self.draw.rectangle((x, 14, x + 10, 24), fill=COLORS.get(name, (90, 90, 90)))
-            self.draw.text((x + 14, 12), name, fill="black", font=self.font)
-
-    def save(self, path: Path) -> Path:
-        self.image.save(path, format="PNG")
-        return path
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, format="png", dpi=DPI)
+    _pyplot().close(fig)
+    return path
 
 
 def traffic_plot(info: RolloutInfo, path: Path, now: float | None = None) -> Path:
+    plt = _pyplot()
     points = list(info.traffic) or [(info.created_at, info.steps[0])]
-    end = max(now or time.time(), points[-1][0] + 1) if info.status in ("running", "paused") else points[-1][0] + 1
     t0 = points[0][0]
-    chart = Chart(f"canary traffic share: {info.id} ({info.status})", (0, end - t0), (0, 100))
-    chart.y_ticks([0, 25, 50, 75, 100], ".0f")
-    chart.x_label("seconds since start")
-    for frac in (0.0, 0.5, 1.0):
-        chart.x_tick(frac * (end - t0), f"{frac * (end - t0):.0f}")
-    steps = [*points, (end, points[-1][1])]
-    for (ta, pa), (tb, _) in itertools.pairwise(steps):  # hold each share until the next decision
-        chart.draw.line([chart.px(ta - t0, pa), chart.px(tb - t0, pa)], fill=COLORS["canary"], width=3)
-    for (_, pa), (tb, pb) in itertools.pairwise(points):  # then jump
-        chart.draw.line([chart.px(tb - t0, pa), chart.px(tb - t0, pb)], fill=COLORS["canary"], width=3)
-    return chart.save(path)
+    running = info.status in ("running", "paused")
+    end = max(now or time.time(), points[-1][0] + 1) if running else points[-1][0] + 1
+    xs = [t - t0 for t, _ in points] + [end - t0]
+    ys = [p for _, p in points] + [points[-1][1]]
+    fig, ax = plt.subplots(figsize=SIZE_IN, layout="constrained")
+    ax.step(xs, ys, where="post", color=COLORS["canary"], linewidth=2, label=f"canary {info.canary_model}")
+    ax.plot(xs[1:-1], ys[1:-1], "o", color=COLORS["canary"], markersize=5, label="a decision changed the split")
+    for step in info.steps:
+        ax.axhline(step, color="0.85", linewidth=0.8, zorder=0)
+    ax.set_ylim(0, 105)
+    ax.set_xlim(0, max(xs[-1], 1.0))
+    ax.set_xlabel("seconds since the rollout started")
+    ax.set_ylabel("canary share of traffic (%)")
+    ax.set_title(f"traffic: rollout {info.id} ({info.status})", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path)
 
 
 def latency_plot(variants: Sequence[VariantStats], path: Path) -> Path:
-    buckets = [(v, b) for v in variants for b in v.latency_histogram]
-    if not buckets:
-        chart = Chart("latency: no completed requests yet", (1, 10), (0, 1), log_x=True)
-        return chart.save(path)
-    low = min(b.low_ms for _, b in buckets)
-    high = max(b.high_ms for _, b in buckets)
-    # Each variant's histogram as a share of its requests, so unequal traffic compares fairly.
-    totals = {v.variant: sum(b.count for b in v.latency_histogram) or 1 for v in variants}
-    top = max(b.count / totals[v.variant] for v, b in buckets)
-    chart = Chart("latency distribution per variant (share of requests)", (max(low, 0.5), high), (0, top), log_x=True)
-    chart.y_ticks([0, top / 2, top], ".2f")
-    chart.x_label("latency, ms (log scale)")
-    decade = 10 ** math.floor(math.log10(max(low, 0.5)))
-    while decade <= high:
-        if decade >= max(low, 0.5):
-            chart.x_tick(decade, f"{decade:g}")
-        decade *= 10
-    for v, b in buckets:
-        x_a, y_a = chart.px(max(b.low_ms, 0.5), b.count / totals[v.variant])
-        x_b, y_b = chart.px(b.high_ms, 0)
-        fill = COLORS.get(v.variant, (90, 90, 90))
-        chart.draw.rectangle((x_a, y_a, max(x_a + 1, x_b), y_b), outline=fill)  # outlines: both stay visible
-        chart.draw.line((x_a, y_a, x_b, y_a), fill=fill, width=3)
-    chart.legend([v.variant for v in variants])
-    return chart.save(path)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=SIZE_IN, layout="constrained")
+    ax.set_title("latency per variant: cumulative share of completed requests", fontsize=10)
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("share of requests at or below")
+    ax.set_ylim(0, 1.02)
+    drawn = False
+    for v in variants:
+        buckets = [b for b in v.latency_histogram if b.count > 0]
+        total = sum(b.count for b in buckets)
+        if not total:
+            continue
+        xs, ys, seen = [max(buckets[0].low_ms, 0.1)], [0.0], 0
+        for b in buckets:
+            seen += b.count
+            xs.append(max(b.high_ms, 0.1))
+            ys.append(seen / total)
+        colour = COLORS.get(v.variant, "0.4")
+        p95 = f", p95 {v.latency_p95_ms:.0f} ms" if v.latency_p95_ms is not None else ""
+        ax.step(xs, ys, where="post", color=colour, linewidth=2, label=f"{v.variant} (n={total}{p95})")
+        if v.latency_p95_ms is not None:
+            ax.axvline(v.latency_p95_ms, color=colour, linestyle="--", linewidth=1)
+        drawn = True
+    if drawn:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # 1-2-5 labels only, never "3x10^2"
+        ax.axhline(0.95, color="0.6", linestyle=":", linewidth=1, label="95 % of requests (dashed: each p95)")
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no completed requests yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+    ax.grid(True, which="major", alpha=0.3)
+    return _save(fig, path)
 
 
-def quality_plot(variants: Sequence[VariantStats], path: Path) -> Path:
-    chart = Chart("quality score per variant (mean, 95% interval); acceptance rate", (0, 2 * len(variants)), (0, 1))
-    chart.y_ticks([0, 0.25, 0.5, 0.75, 1.0], ".2f")
-    for i, v in enumerate(variants):
-        fill = COLORS.get(v.variant, (90, 90, 90))
-        x = 2 * i + 0.6
-        if v.quality_mean is not None:
-            cx, cy = chart.px(x, v.quality_mean)
-            chart.draw.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), fill=fill)
-            if v.quality_ci_low is not None and v.quality_ci_high is not None:
-                _, lo = chart.px(x, max(0.0, v.quality_ci_low))
-                _, hi = chart.px(x, min(1.0, v.quality_ci_high))
-                chart.draw.line((cx, lo, cx, hi), fill=fill, width=2)
-                chart.draw.line((cx - 8, lo, cx + 8, lo), fill=fill, width=2)
-                chart.draw.line((cx - 8, hi, cx + 8, hi), fill=fill, width=2)
-        if v.acceptance_rate is not None:
-            ax, ay = chart.px(x + 0.7, v.acceptance_rate)
-            chart.draw.rectangle((ax - 5, ay - 5, ax + 5, ay + 5), outline=fill, width=2)
-        chart.x_tick(x + 0.35, f"{v.variant} (n={v.quality_n})")
-    chart.legend([v.variant for v in variants])
-    return chart.save(path)
+def quality_plot(variants: Sequence[VariantStats], path: Path, *, simulated_feedback: bool = False) -> Path:
+    plt = _pyplot()
+    fig, (q_ax, a_ax) = plt.subplots(1, 2, figsize=SIZE_IN, layout="constrained", sharey=True)
+    source = "SIMULATED feedback" if simulated_feedback else "from /v1/feedback"
+    q_ax.set_title("prompt-adherence score\nmean, 95 % interval", fontsize=9)
+    a_ax.set_title(f"acceptance rate ({source})\nshare kept, 95 % interval", fontsize=9)
+    q_ax.set_ylabel("score / rate (0-1)")
+    for ax, value, interval, count in (
+        (q_ax, lambda v: v.quality_mean, quality_interval, lambda v: v.quality_n),
+        (a_ax, lambda v: v.acceptance_rate, acceptance_interval, lambda v: v.feedback_total),
+    ):
+        labels = []
+        for i, v in enumerate(variants):
+            labels.append(f"{v.variant}\n{v.model or ''}\nn={count(v)}")
+            mean, ci = value(v), interval(v)
+            if mean is None:
+                ax.text(i, 0.5, "no data", ha="center", va="center", fontsize=8, color="0.4")
+                continue
+            err = [[mean - ci[0]], [ci[1] - mean]] if ci else None
+            colour = COLORS.get(v.variant, "0.4")
+            ax.errorbar([i], [mean], yerr=err, fmt="o", color=colour, capsize=6, markersize=7, label=v.variant)
+        ax.set_xticks(range(len(variants)), labels, fontsize=8)
+        ax.set_xlim(-0.6, len(variants) - 0.4)
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
 
 
-def write_plots(info: RolloutInfo, out: Path) -> list[Path]:
+def write_plots(info: RolloutInfo, out: Path, *, simulated_feedback: bool = False) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     return [
         traffic_plot(info, out / "traffic.png"),
         latency_plot(info.variants, out / "latency.png"),
-        quality_plot(info.variants, out / "quality.png"),
+        quality_plot(info.variants, out / "quality.png", simulated_feedback=simulated_feedback),
     ]

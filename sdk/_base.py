@@ -21,8 +21,14 @@ from typing import Any, ClassVar, Generic, TypeVar
 import httpx
 import pydantic
 
-from huabu.sdk import _tracing, constants
-from huabu.sdk._errors import APIConnectionError, APITimeoutError, HuabuError, error_from_response
+from huabu.sdk import _devkey, _tracing, constants
+from huabu.sdk._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    HuabuError,
+    error_from_response,
+)
 from huabu.sdk._retry import retry_delay, should_retry_status
 
 __all__ = ["APIResponseValidationError", "BaseClient", "ClientConfig", "RequestOptions", "Timeouts"]
@@ -109,6 +115,7 @@ class ClientConfig:
     timeouts: Timeouts
     max_retries: int
     default_headers: Mapping[str, str] = field(default_factory=dict)
+    key_source: str | None = None  # where api_key came from, for a 401's message
 
     @classmethod
     def from_args(
@@ -119,18 +126,32 @@ class ClientConfig:
         max_retries: int | None,
         default_headers: Mapping[str, str] | None,
     ) -> ClientConfig:
-        resolved_url = base_url or os.environ.get(constants.BASE_URL_ENV) or constants.DEFAULT_BASE_URL
+        # The URL given, then HUABU_BASE_URL, then the local server `huabu up` recorded, then the default.
+        resolved_url = (
+            base_url
+            or os.environ.get(constants.BASE_URL_ENV)
+            or _devkey.local_server_url()
+            or constants.DEFAULT_BASE_URL
+        )
         if not resolved_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {resolved_url!r}")
         retries = constants.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
         if retries < 0:
             raise ValueError("max_retries must be >= 0")
+        url = resolved_url.rstrip("/")
+        # An explicit key, then HUABU_API_KEY, then the development key of a loopback `huabu up` server.
+        key, source = api_key, "the api_key argument"
+        if key is None:
+            key, source = os.environ.get(constants.API_KEY_ENV) or None, constants.API_KEY_ENV
+        if key is None:
+            key, source = _devkey.discover_dev_key(url), str(_devkey.dev_key_path())
         return cls(
-            base_url=resolved_url.rstrip("/"),
-            api_key=api_key if api_key is not None else (os.environ.get(constants.API_KEY_ENV) or None),
+            base_url=url,
+            api_key=key,
             timeouts=Timeouts.coerce(timeout, Timeouts()),
             max_retries=retries,
             default_headers=dict(default_headers or {}),
+            key_source=source if key else None,
         )
 
 
@@ -168,9 +189,15 @@ Plan = Generator[Step, Outcome, httpx.Response]
 
 
 def _transport_error(exc: httpx.TransportError, request: httpx.Request) -> APIConnectionError:
+    origin = f"{request.url.scheme}://{request.url.netloc.decode()}"
     if isinstance(exc, httpx.TimeoutException):
-        return APITimeoutError(f"request timed out: {exc or type(exc).__name__}", request=request)
-    return APIConnectionError(f"connection error: {exc or type(exc).__name__}", request=request)
+        return APITimeoutError(f"request to {origin} timed out: {exc or type(exc).__name__}", request=request)
+    hint = (
+        "start a local server with `huabu up`, or point base_url / --base-url / HUABU_BASE_URL at a running one"
+        if _devkey.is_loopback_host(request.url.host)
+        else "check the URL (base_url / --base-url / HUABU_BASE_URL) and that the server is up"
+    )
+    return APIConnectionError(f"cannot reach {origin} ({exc or type(exc).__name__}): {hint}", request=request)
 
 
 class BaseClient(Generic[HttpT]):
@@ -262,7 +289,16 @@ class BaseClient(Generic[HttpT]):
             timeouts=Timeouts.coerce(timeout, config.timeouts),
             max_retries=config.max_retries if max_retries is None else max_retries,
             default_headers={**config.default_headers, **(default_headers or {})},
+            key_source=config.key_source if api_key is None else "the api_key argument",
         )
+
+    def _explain_401(self, error: AuthenticationError) -> None:
+        """Say which key was sent and where it came from, or where the key is when none was sent."""
+        config = self._config
+        if config.api_key is None:
+            error.hint = f"no API key was sent: {_devkey.missing_key_hint(config.base_url)}"
+        else:
+            error.hint = f"the key sent came from {config.key_source}"
 
     # --- request building -----------------------------------------------------------------
 
@@ -326,6 +362,8 @@ class BaseClient(Generic[HttpT]):
                     if not outcome.is_error:
                         return outcome
                     error = error_from_response(outcome)
+                    if isinstance(error, AuthenticationError):
+                        self._explain_401(error)
                     retryable = should_retry_status(outcome.status_code, outcome.headers)
                     headers = outcome.headers
                 elif isinstance(outcome, httpx.TransportError):

@@ -83,6 +83,7 @@ class APIStatusError(HuabuError):
         self.body = body
         self.response = response
         self.job_id = job_id  # set when the error is the outcome of a job
+        self.hint: str | None = None  # the client's next step (a 401: where the key came from, or is)
 
     def __str__(self) -> str:
         where = [f"param={self.param}"] if self.param else []
@@ -91,7 +92,8 @@ class APIStatusError(HuabuError):
         if self.job_id:
             where.append(f"job_id={self.job_id}")
         suffix = f" ({', '.join(where)})" if where else ""
-        return f"{self.status_code} {self.message}{suffix}"
+        hint = f"; {self.hint}" if self.hint else ""
+        return f"{self.status_code} {self.message}{suffix}{hint}"
 
 
 class BadRequestError(APIStatusError):

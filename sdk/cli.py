@@ -29,9 +29,23 @@ from huabu.sdk.types import Job, JobEvent
 if TYPE_CHECKING:  # grpcio is an extra: huabu.sdk.grpc is imported only for --transport grpc
     from huabu.sdk.grpc import GrpcClient
 
-SERVER_COMMANDS = frozenset(
-    {"up", "down", "status", "demo", "train", "quality", "convert", "cluster", "keys", "rollout", "serve-config"}
-)
+# One line each for the top-level help; the commands themselves live in the server's command line.
+SERVER_COMMANDS = {
+    "up": "start a local Ray cluster and deploy huabu (prints its URL and development admin key)",
+    "down": "remove the application and stop the local Ray cluster huabu started",
+    "status": "application, deployment and replica states of the local server",
+    "demo": "bring huabu up, then generate, inpaint and outpaint over HTTP and write PNGs",
+    "serve-config": "print a Ray Serve config (serve deploy) generated from the settings",
+    "cluster": "a local multi-node Ray cluster with GPU nodes; an offline capacity calculator",
+    "keys": "create, list and revoke API keys (admin key)",
+    "rollout": "canary rollouts: start, traffic, status, report, pause, resume, promote, rollback",
+    "train": "train an own MMDiT checkpoint on the synthetic dataset",
+    "quality": "the prompt-adherence table of a checkpoint",
+    "convert": "convert Qwen-Image weights to and from the own MMDiT",
+}
+# Options that take a value, skipped when looking for the command's name; --base-url, --api-key and
+# --json are accepted by every command, before or after its name (`huabu --api-key K keys list`).
+CLIENT_VALUE_OPTIONS = ("--base-url", "--api-key", "--timeout", "--max-retries", "--transport", "--grpc-address")
 SERVER_ENTRY_POINT_GROUP = "huabu.server"
 SERVER_EXTRA_HINT = "this command needs the server extra: pip install 'huabu[server]'"
 SERVER_EXTRA_MODULES = ("ray", "torch", "yaml", "fastapi", "safetensors")
@@ -40,12 +54,13 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DESCRIPTION = "huabu (画布): generate and edit images with a huabu server."
 EPILOG = f"""\
-server commands (need `pip install 'huabu[server]'`):
-  {", ".join(sorted(SERVER_COMMANDS))}
+server commands ({", ".join(SERVER_COMMANDS)}) need `pip install 'huabu[server]'`;
+`huabu COMMAND --help` describes each. --base-url, --api-key and --json go before or after any command.
 
 environment:
-  {constants.BASE_URL_ENV}   server URL (default {constants.DEFAULT_BASE_URL})
-  {constants.API_KEY_ENV}    API key, sent as `Authorization: Bearer <key>`
+  {constants.BASE_URL_ENV}   server URL (default: the server `huabu up` started, else {constants.DEFAULT_BASE_URL})
+  {constants.API_KEY_ENV}    API key, sent as `Authorization: Bearer <key>` (default: on the URL of a
+                   server `huabu up` started, its development admin key from $HUABU_HOME/dev-admin-key)
   HUABU_GRPC_ADDRESS gRPC host:port for --transport grpc (default 127.0.0.1:9000)
 
 examples:
@@ -72,7 +87,9 @@ class ProgressBar:
         self._last_status: str | None = None
         self._drawn = False
 
-    def render(self, step: int, total: int, status: str) -> str:
+    def render(self, step: int, total: int, status: str, *, cached: bool = False) -> str:
+        if cached:  # answered from the result cache: no denoising steps ran
+            return f"[{'#' * self.width}] cached {status:<9} {self.job_id}"
         filled = int(self.width * step / total) if total else 0
         bar = "#" * filled + "-" * (self.width - filled)
         return f"[{bar}] {step}/{total} {status:<9} {self.job_id}"
@@ -81,12 +98,17 @@ class ProgressBar:
         if not self.enabled:
             return
         status = event.status.value
+        if event.queue_position is not None:  # waiting: its place in the queue and when it should be done
+            eta = f" ~{event.eta_s:.0f}s" if event.eta_s is not None else ""
+            status = f"{status} #{event.queue_position}{eta}"
         step, total = event.step or 0, event.total or 0
+        images = event.result.data if event.result is not None else []
+        cached = bool(images) and all(image.cached for image in images)
         if self.interactive:
-            self.stream.write("\r" + self.render(step, total, status))
+            self.stream.write("\r" + self.render(step, total, status, cached=cached))
             self._drawn = True
         elif status != self._last_status or event.is_terminal:
-            self.stream.write(self.render(step, total, status) + "\n")
+            self.stream.write(self.render(step, total, status, cached=cached) + "\n")
         self._last_status = status
         self.stream.flush()
 
@@ -135,6 +157,7 @@ def _connection_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     group = parser.add_argument_group("connection")
     group.add_argument("--base-url", default=default, help=f"server URL (env {constants.BASE_URL_ENV})")
     group.add_argument("--api-key", default=default, help=f"API key (env {constants.API_KEY_ENV})")
+    group.add_argument("--json", action="store_true", default=default, help="print machine-readable JSON on stdout")
     group.add_argument("--timeout", type=float, default=default, help="total deadline per request, seconds")
     group.add_argument("--max-retries", type=int, default=default, help="retries on overload and network errors")
     group.add_argument(
@@ -178,7 +201,6 @@ def _output_options(
         group.add_argument("--url", action="store_true", help="ask for URL results (downloaded to save them)")
     if direct:
         group.add_argument("--direct", action="store_true", help="one blocking request instead of a job (no progress)")
-    group.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     group.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -187,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="huabu", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _connection_options(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="client commands")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, **kwargs)
@@ -245,8 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
         _output_options(sub, outputs=name == "result")
         _connection_options(sub, suppress=True)
 
-    models = command("models", "list the served models")
-    models.add_argument("--json", action="store_true", help="print JSON")
+    command("models", "list the served models")
+
+    usage = command("usage", "images, cached images, steps and generation time metered for an API key")
+    usage.add_argument("--days", type=_positive_int, default=7, help="UTC days, newest first (default 7, at most 31)")
+    usage.add_argument("--key-id", help="another key's usage (needs an admin key)")
+
+    # Listed with a line each and accepted as a choice; main() hands them to the server's command line.
+    for name, line in SERVER_COMMANDS.items():
+        commands.add_parser(name, help=line, add_help=False)
     return parser
 
 
@@ -450,6 +479,21 @@ def _run_jobs(client: AnyClient, args: argparse.Namespace, out: IO[str], err: Te
     return _finish(handle, args, out, err)
 
 
+def _run_usage(client: AnyClient, args: argparse.Namespace, out: IO[str]) -> int:
+    if not isinstance(client, Client):
+        raise ValueError(f"usage is not available over gRPC (only {GRPC_COMMANDS})")
+    report = client.usage.retrieve(days=args.days, key_id=args.key_id)
+    if args.json:
+        out.write(report.model_dump_json() + "\n")
+        return EXIT_OK
+    out.write(f"usage of key {report.key_id} (UTC days, newest first)\n")
+    out.write(f"  {'date':<10} {'images':>7} {'cached':>7} {'steps':>7} {'generation s':>13}\n")
+    for day in [*report.data, report.total]:
+        row = f"{day.date:<10} {day.images:>7} {day.cached_images:>7} {day.steps:>7} {day.generation_s:>13.1f}"
+        out.write(f"  {row}\n")
+    return EXIT_OK
+
+
 def _run_models(client: AnyClient, args: argparse.Namespace, out: IO[str]) -> int:
     listing = client.models.list()
     if args.json:
@@ -484,10 +528,26 @@ def _delegate(argv: list[str]) -> int:
     return int(server_main(argv) or 0)
 
 
+def _command_index(argv: Sequence[str]) -> int | None:
+    """Where the command's name is: the first word that is neither an option nor an option's value."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in CLIENT_VALUE_OPTIONS:
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        else:
+            return i
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] in SERVER_COMMANDS:
-        return _delegate(args_list)
+    at = _command_index(args_list)
+    if at is not None and args_list[at] in SERVER_COMMANDS:
+        # Options given before the command follow it, where every server command accepts the global ones.
+        return _delegate([args_list[at], *args_list[at + 1 :], *args_list[:at]])
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command is None:
@@ -500,6 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_images(client, args, out, err)
             if args.command == "jobs":
                 return _run_jobs(client, args, out, err)
+            if args.command == "usage":
+                return _run_usage(client, args, out)
             return _run_models(client, args, out)
     except pydantic.ValidationError as exc:
         err.write(f"huabu: invalid argument: {_format_validation(exc)}\n")

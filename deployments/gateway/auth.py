@@ -174,16 +174,20 @@ class Authenticator:
         if not self.settings.enabled:
             return ANONYMOUS
         if not authorization:
-            raise unauthorized("no API key: send it as the header 'Authorization: Bearer <key>'")
+            raise unauthorized(
+                "no API key: send it as the header 'Authorization: Bearer <key>' (a server started by "
+                "`huabu up` prints its development admin key and keeps it in $HUABU_HOME/dev-admin-key, "
+                "default ~/.huabu)"
+            )
         scheme, _, key = authorization.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise unauthorized("send the API key as 'Authorization: Bearer <key>'")
         s = self.settings
         if s.admin_key_sha256 and hmac.compare_digest(key_hash(key), s.admin_key_sha256):
-            return self._principal(
-                BOOTSTRAP_KEY_ID, [ADMIN], s.default_rate, s.default_max_concurrent, s.default_daily_images
-            )
+            # The operator's key (`huabu up`'s development key): no rate, concurrency or daily limit,
+            # so load tests and walkthroughs run on it; tenants get keys with limits (`huabu keys`).
+            return Principal(BOOTSTRAP_KEY_ID, frozenset([ADMIN]))
         info = await self.keys.verify(key)
         if info is None:
             raise unauthorized("the API key is invalid or revoked")

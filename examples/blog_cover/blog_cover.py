@@ -26,8 +26,18 @@ from styles import STYLES, Style
 from topics import extract_topics, language
 from tqdm import tqdm
 
-from huabu.sdk import AsyncClient, HuabuError
+from huabu.sdk import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncClient,
+    AuthenticationError,
+    HuabuError,
+    PermissionDeniedError,
+)
 from huabu.sdk.types import parse_size
+
+# Failures that every further article would repeat (no or a wrong API key, no server): stop at the first.
+FATAL = (AuthenticationError, PermissionDeniedError, APIConnectionError)
 
 
 @dataclass
@@ -90,6 +100,8 @@ async def cover_article(path: Path, job: CoverRun) -> Outcome:
         path.write_text(updated, encoding="utf-8")
         outcome.status = "covered"
     except (HuabuError, front_matter.FrontMatterError, ValueError, OSError) as exc:
+        if isinstance(exc, FATAL) and not isinstance(exc, APITimeoutError):
+            raise  # every article would fail the same way: stop at the first (amain says why)
         outcome.error = f"{type(exc).__name__}: {exc}"
     return outcome
 
@@ -103,11 +115,15 @@ async def cover_all(articles: list[Path], job: CoverRun, concurrency: int, progr
             return await cover_article(path, job)
 
     tasks = [asyncio.create_task(one(path)) for path in articles]
-    with tqdm(total=len(tasks), unit="article", desc="covers", disable=not progress, file=sys.stderr) as bar:
-        for task in asyncio.as_completed(tasks):
-            outcome = await task
-            bar.set_postfix_str(Path(outcome.article).name)
-            bar.update()
+    try:
+        with tqdm(total=len(tasks), unit="article", desc="covers", disable=not progress, file=sys.stderr) as bar:
+            for task in asyncio.as_completed(tasks):
+                outcome = await task
+                bar.set_postfix_str(Path(outcome.article).name)
+                bar.update()
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op for finished ones; the rest stop after a fatal error
     return [task.result() for task in tasks]  # in article order
 
 
@@ -157,14 +173,22 @@ async def amain(args: argparse.Namespace) -> int:
     if not articles:
         print("no Markdown articles found", file=sys.stderr)
         return 1
-    async with AsyncClient(base_url=args.base_url, api_key=args.api_key) as client:
-        job = CoverRun(client, build_store(args), STYLES[args.style], args.size, args.steps, args.topics, args.force)
-        outcomes = await cover_all(articles, job, args.concurrency, progress=not args.no_progress)
+    try:
+        async with AsyncClient(base_url=args.base_url, api_key=args.api_key) as client:
+            store = build_store(args)
+            job = CoverRun(client, store, STYLES[args.style], args.size, args.steps, args.topics, args.force)
+            outcomes = await cover_all(articles, job, args.concurrency, progress=not args.no_progress)
+    except FATAL as exc:
+        print(f"blog_cover: stopped, no article can be covered: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps([asdict(o) for o in outcomes], ensure_ascii=False, indent=2))
     else:
         for o in outcomes:
-            detail = o.error or f"{o.cover} ({'cached' if o.cached else 'new'}; {', '.join(o.topics)})"
+            if o.status == "skipped":
+                detail = f"{o.cover} (already has a cover; --force regenerates it)"
+            else:
+                detail = o.error or f"{o.cover} ({'cached' if o.cached else 'new'}; {', '.join(o.topics)})"
             print(f"{o.status:8} {o.article}: {detail}")
     counts = {s: sum(o.status == s for o in outcomes) for s in ("covered", "skipped", "failed")}
     cached = sum(o.cached for o in outcomes)

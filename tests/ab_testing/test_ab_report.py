@@ -78,7 +78,7 @@ def test_report_of_a_promoted_rollout(tmp_path: Path) -> None:
         with Image.open(p) as image:
             assert image.size == (640, 360)
             # Something was drawn in the variants' colours, not only axes.
-            colours = {c for _, c in image.getcolors(1 << 16) or []}
+            colours = {c[:3] for _, c in image.getcolors(1 << 16) or []}
             assert (204, 102, 0) in colours
 
 
@@ -88,3 +88,16 @@ def test_report_before_any_traffic(tmp_path: Path) -> None:
     info = rollout_info(rollout, load_metrics(store, rollout.id), active=False)
     assert "rollout ro-empty: running" in table(info)
     assert all(p.exists() for p in write_plots(info, tmp_path))
+
+
+def test_report_intervals_stay_within_zero_and_one() -> None:
+    from huabu.cluster.rollout_report import acceptance_interval, quality_interval
+    from huabu.sdk.types import VariantStats
+
+    wide = VariantStats(variant="canary", quality_mean=0.97, quality_ci_low=0.91, quality_ci_high=1.04)
+    assert quality_interval(wide) == (0.91, 1.0)
+    for accepted, total in ((0, 3), (3, 3), (1, 2), (60, 100)):
+        v = VariantStats(variant="stable", feedback_accepted=accepted, feedback_total=total)
+        low, high = acceptance_interval(v) or (-1, -1)
+        assert 0.0 <= low <= accepted / total <= high <= 1.0
+    assert acceptance_interval(VariantStats(variant="stable")) is None

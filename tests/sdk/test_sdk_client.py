@@ -46,8 +46,9 @@ def test_config_from_env_and_headers(monkeypatch: pytest.MonkeyPatch, server: Fa
         client.with_options(api_key="wrong").models.list()
 
 
-def test_defaults_are_finite(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_are_finite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("HUABU_BASE_URL", raising=False)
+    monkeypatch.setenv("HUABU_HOME", str(tmp_path))  # no local server recorded by `huabu up`
     client = hs.Client()
     assert client.base_url == "http://127.0.0.1:8000"
     assert client.timeout == Timeouts(connect=5, read=120, write=60, pool=10, total=300)
