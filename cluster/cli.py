@@ -230,9 +230,8 @@ def usage_text(
     auth = ' -H "Authorization: Bearer $HUABU_API_KEY"' if api_key else ""
     key_lines = (
         [
-            f"  development admin key: {api_key}",
-            "    (kept in $HUABU_HOME/dev-admin-key; the SDK, the CLI and the examples use it on this URL",
-            "    when no --api-key / HUABU_API_KEY is given; other machines: export HUABU_API_KEY=<the key>)",
+            f"  export HUABU_API_KEY={api_key}   # the development admin key, for other machines:",
+            "    # here the SDK, the CLI and the examples find it on this URL ($HUABU_HOME/dev-admin-key)",
             "  huabu keys create --scope generate --rate 60/min   # a key for an app; `huabu keys --help`",
             "",
         ]
