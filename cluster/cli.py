@@ -227,7 +227,7 @@ def usage_text(
     url: str, api_key: str | None = None, grpc_address: str | None = None, models: list[str] | None = None
 ) -> str:
     body = '{"prompt": "一只在雪地里的红狐狸", "size": "32x32", "seed": 7}'
-    auth = ' -H "Authorization: Bearer $HUABU_API_KEY"' if api_key else ""
+    auth = f' -H "Authorization: Bearer {api_key}"' if api_key else ""
     key_lines = (
         [
             f"  export HUABU_API_KEY={api_key}   # the development admin key, for other machines:",
