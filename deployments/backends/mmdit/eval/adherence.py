@@ -16,10 +16,13 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from huabu.deployments.backends.mmdit.training import grammar
 from huabu.deployments.backends.mmdit.training.synthetic import (
     ANCHORS,
     BACKGROUNDS,
@@ -359,7 +362,46 @@ def _lexicon() -> dict[str, tuple[str, str]]:
     add("filler", "", "a", "an", "the", "there", "is", "are", "on", "at", "in", "near", "to", "of", "with", "side")
     add("filler", "", "一个", "一", "个", "有", "的", "在", "位于", "是")
     add("sep", "", ",", "，", ";", "；", "、", ".", "。", "!", "！", ":", "：", "and", "和", "还有", "以及")
+    _grammar_terms(add)
+    # Traditional characters read as their simplified forms.
+    for term, meaning in list(terms.items()):
+        terms.setdefault(term.translate(grammar.TRADITIONAL), meaning)
     return terms
+
+
+def _grammar_terms(add: Callable[..., None]) -> None:
+    """The caption grammar's words (grammar.py), its held-out ones included: the judge reads every
+    phrasing the evaluation uses."""
+    for pos in ANCHORS:
+        add(
+            "position",
+            pos,
+            *(w for split in (grammar.EN_POS[pos], grammar.ZH_POS[pos]) for words in split for w in words),
+        )
+    for shape in SHAPES:
+        add("shape", shape, *grammar.EN_SHAPE[shape], *grammar.ZH_SHAPE[shape])
+    for table in (grammar.EN_WORDS, grammar.ZH_WORDS):
+        add("filler", "", *(w.strip() for split in table.values() for words in split for w in words if w.strip()))
+    add(
+        "filler",
+        "",
+        "one",
+        "single",
+        "lone",
+        "exactly",
+        "-colored",
+        "colored",
+        "placed",
+        "that is",
+        "放在",
+        "那里",
+        "把",
+    )
+    add("sep", "", "plus", "-")
+    for bg in BACKGROUNDS:
+        for v in {EN_BACKGROUND[bg], EN_BACKGROUND[bg].replace("gray", "grey")}:
+            add("background", bg, f"background: {v}")
+        add("background", bg, f"背景为{ZH_BACKGROUND[bg]}")
 
 
 _TERMS = _lexicon()
@@ -376,7 +418,8 @@ _TOKEN = re.compile("|".join(_term_pattern(t) for t in sorted(_TERMS, key=len, r
 
 def _tokens(prompt: str) -> list[tuple[str, str]] | None:
     """(kind, value) tokens; None when anything outside the lexicon is left between them."""
-    text = " ".join(prompt.lower().split())
+    # NFKC folds full-width letters and punctuation into ASCII ("ｃｉｒｃｌｅ", "，").
+    text = " ".join(unicodedata.normalize("NFKC", prompt).lower().split())
     out: list[tuple[str, str]] = []
     at = 0
     for m in _TOKEN.finditer(text):
@@ -418,7 +461,10 @@ def parse_prompt(prompt: str) -> SceneSpec | None:
     objects: list[dict[str, str]] = []
     pending: dict[str, str] = {}  # modifiers waiting for the next object
     for clause in clauses:
-        if "color" in clause or "shape" in clause:
+        prev = objects[-1] if objects and not pending else None
+        if prev is not None and len(prev.keys() & {"color", "shape"}) == 1 and not prev.keys() & clause.keys():
+            prev.update(clause)  # "a circle on the left, colored red": the missing colour (or shape)
+        elif "color" in clause or "shape" in clause:
             if pending.keys() & clause.keys():
                 return None
             objects.append({**pending, **clause})

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -149,6 +150,9 @@ _CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
 _AN = re.compile(r"\b([aA]) (?=[aeiouAEIOU])")
 
 
+T = TypeVar("T")
+
+
 class Draws:
     """Uniforms consumed in order from a fixed-size row (wrapping), so a caption is a pure function
     of its row and a batch consumes a fixed number of draws whatever the caption looks like."""
@@ -161,7 +165,7 @@ class Draws:
         self.at += 1
         return value
 
-    def pick(self, options: tuple[str, ...] | list[str]) -> str:
+    def pick(self, options: Sequence[T]) -> T:
         return options[min(int(self.u() * len(options)), len(options) - 1)]
 
     def chance(self, p: float) -> bool:
@@ -218,6 +222,8 @@ def _object_phrase(obj: ObjectSpec, frame: Template, mixed: bool, d: Draws, held
     if mixed:
         keys = [k for k in ("color", "shape", "pos", "size") if own[k]]
         swapped = [k for k in keys if d.chance(0.5)] or [d.pick(keys)]
+        if len(swapped) == len(keys):  # every slot swapped could leave one script only
+            swapped.pop()
         for k in swapped:
             word = alien[k].strip()
             # An English word in a Chinese frame: spaced or not; a Chinese word in an English frame
@@ -233,9 +239,11 @@ def _object_phrase(obj: ObjectSpec, frame: Template, mixed: bool, d: Draws, held
     return text.replace(_GLUE * 2, " ").replace(_GLUE + " ", " ").replace(" " + _GLUE, " ").replace(_GLUE, "")
 
 
-def _surface(text: str, d: Draws, language: str) -> str:
+def _surface(text: str, d: Draws, language: str, objects: int) -> str:
     """Casing, comma style, ending punctuation, traditional characters, full-width and spacing."""
     comma = d.pick([", ", ", ", "，", " , ", " - ", " "])
+    if comma == " " and objects > 1:  # two objects need their separator
+        comma = ", "
     text = text.replace(", ", comma) if "," in text else text
     if language != "zh":
         style = d.u()
@@ -307,7 +315,7 @@ def draw(
     for with_fillers, with_bg in ((True, True), (False, True), (False, False)):
         text = (prefix if with_fillers else "") + body + (bg if with_bg else "") + (suffix if with_fillers else "")
         text = _AN.sub(r"\1n ", text)
-        text = _surface(text, Draws(np.roll(row, -int(surface_row * len(row)))), language)
+        text = _surface(text, Draws(np.roll(row, -int(surface_row * len(row)))), language, len(spec.objects))
         if len(text.encode()) <= MAX_BYTES:
             break
     return Drawn(text, tuple(f.name for f in frames), language, mention_size, bool(mention_bg and with_bg))
