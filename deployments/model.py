@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +27,7 @@ from huabu.deployments.core.messages import ModelRequest, ModelResult, OutOfMemo
 from huabu.deployments.core.settings import Settings, VariantSettings
 from huabu.deployments.core.state import open_store
 from huabu.deployments.gateway.jobs import JobStore
+from huabu.sdk.types import JobPreview, encode_b64_image
 
 logger = logging.getLogger("huabu.model")
 MAX_COLLECT_S = 2.0  # never hold a request longer than this to grow a batch
@@ -61,6 +64,7 @@ class ProgressReports:
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, int, int]] = []
+        self.previews: dict[tuple[str, int], np.ndarray] = {}  # (job id, step) -> preview pixels
         self.ready = asyncio.Event()
         self.closed = False
 
@@ -99,6 +103,7 @@ class ModelStage(Answering):
         self.seconds_per_step = 0.0  # moving average over recent batches
         self.png_compress_level = settings.model.png_compress_level
         self.retry_after_s = settings.model.retry_after_s
+        self.replica = uuid.uuid4().hex  # names this replica's speed report
         logger.info("loaded %s on %s (%s)", self.model_id, self.pipeline.device, settings.model.dtype)
 
     def describe(self) -> dict[str, Any]:
@@ -154,11 +159,19 @@ class ModelStage(Answering):
         def is_cancelled(i: int) -> bool:
             return job_ids.get(i) in self.cancelled
 
+        def on_preview(i: int, step: int, pixels: np.ndarray) -> None:  # pipeline thread, before on_step
+            if i in job_ids:
+                loop.call_soon_threadsafe(reports.previews.__setitem__, (job_ids[i], step), pixels)
+
+        compute = functools.partial(self.pipeline, on_step=on_step, is_cancelled=is_cancelled)
+        if getattr(self.pipeline, "previews", False) and any(r.preview_every for r in requests):
+            compute = functools.partial(compute, on_preview=on_preview)
+
         reporter = loop.create_task(self._report(reports, set(job_ids.values())))
         try:
             samples = [r.to_sample() for r in requests]
             try:
-                results = await loop.run_in_executor(self.compute, self.pipeline, samples, on_step, is_cancelled)
+                results = await loop.run_in_executor(self.compute, compute, samples)
             except torch.OutOfMemoryError:
                 # This batch did not fit on the card; the memory is freed and the replica serves on.
                 logger.warning("out of GPU memory on a batch of %d", len(requests), exc_info=True)
@@ -178,6 +191,9 @@ class ModelStage(Answering):
         elapsed = time.perf_counter() - started
         per_step = elapsed / steps
         self.seconds_per_step = per_step if not self.seconds_per_step else 0.7 * self.seconds_per_step + 0.3 * per_step
+        if job_ids:  # queue ETAs (gateway/job_queue.py): seconds per image-step on this replica
+            with contextlib.suppress(Exception):
+                await self.jobs.record_speed(self.replica, self.seconds_per_step / len(requests))
         self.busy_until = 0.0
         pngs = await asyncio.gather(
             *(self._png(request, result.pixels) for request, result in zip(requests, results, strict=True))
@@ -209,8 +225,13 @@ class ModelStage(Answering):
         for job_id, step, total in reports.take():
             if job_id in self.job_stages:
                 self.job_stages[job_id].event("progress", step=step, total=total)
+            pixels = reports.previews.pop((job_id, step), None)
+            preview = None
+            if pixels is not None:
+                png = encode_png(pixels, {}, self.png_compress_level)
+                preview = JobPreview(width=pixels.shape[1], height=pixels.shape[0], b64_json=encode_b64_image(png))
             try:
-                await self.jobs.record_progress(job_id, step, total)
+                await self.jobs.record_progress(job_id, step, total, preview)
             except Exception:  # progress is best effort: the job itself still completes
                 logger.warning("could not record progress for %s", job_id, exc_info=True)
 

@@ -17,11 +17,19 @@ import pydantic
 
 from huabu.sdk import _ws, constants
 from huabu.sdk._base import RequestOptions, Timeouts
-from huabu.sdk._errors import APIConnectionError, HuabuError, JobCanceledError, JobTimeoutError, error_from_job
+from huabu.sdk._errors import (
+    APIConnectionError,
+    HuabuError,
+    InvalidParameterError,
+    JobCanceledError,
+    JobTimeoutError,
+    error_from_job,
+)
 from huabu.sdk._params import CallOptions, Unpack, request_options
 from huabu.sdk._retry import backoff_delay
 from huabu.sdk._sse import ServerSentEvent, SSEDecoder
 from huabu.sdk.types import (
+    MAX_PREFER_WAIT_S,
     EditJobRequest,
     GenerateJobRequest,
     ImagesResponse,
@@ -46,9 +54,22 @@ def _job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
 
 
-def submit_options(body: AnyJobRequest, call: CallOptions, idempotency_key: str | None) -> RequestOptions:
+def submit_options(
+    body: AnyJobRequest,
+    call: CallOptions,
+    idempotency_key: str | None,
+    wait: int | None = None,
+    timeouts: Timeouts | None = None,
+) -> RequestOptions:
     # One key per logical submit, generated before the first attempt: every retry of this call sends the
     # same key, so a submit whose response was lost cannot create a second job.
+    headers = {}
+    if wait is not None:
+        if not 0 <= wait <= MAX_PREFER_WAIT_S:
+            raise InvalidParameterError(f"wait must be 0 to {MAX_PREFER_WAIT_S} seconds, got {wait}", param="wait")
+        # The server answers by then: never ask for longer than this call may read.
+        read = Timeouts.coerce(call.get("timeout"), timeouts or Timeouts()).read
+        headers["Prefer"] = f"wait={max(0, min(wait, int(read) - 5))}"
     return request_options(
         "POST",
         "/v1/jobs",
@@ -56,6 +77,7 @@ def submit_options(body: AnyJobRequest, call: CallOptions, idempotency_key: str 
         call,
         json=body.model_dump(mode="json", exclude_none=True),
         idempotency_key=idempotency_key or str(uuid.uuid4()),
+        headers=headers,
     )
 
 
@@ -108,6 +130,7 @@ def event_from_job(job: Job, seq: int) -> JobEvent:
         total=job.progress.total,
         result=job.result,
         error=job.error,
+        reason=job.cancel_reason,
     )
 
 
@@ -197,7 +220,14 @@ class _HandleBase:
             progress = self.job.progress
             if event.step is not None and event.total is not None:
                 progress = progress.model_copy(update={"step": event.step, "total": event.total})
-            update: dict[str, Any] = {"status": event.status, "progress": progress}
+            update: dict[str, Any] = {
+                "status": event.status,
+                "progress": progress,
+                "queue_position": event.queue_position,  # none once it runs
+                "eta_s": event.eta_s,
+            }
+            if event.reason is not None:
+                update["cancel_reason"] = event.reason
             if event.result is not None:
                 update["result"] = event.result
             if event.error is not None:

@@ -15,7 +15,7 @@ from typing_extensions import Unpack
 from huabu.sdk._base import RequestOptions, Timeouts
 from huabu.sdk._errors import InvalidParameterError
 from huabu.sdk._files import ImageInput
-from huabu.sdk.types import CacheMode, ResponseFormat
+from huabu.sdk.types import CacheMode, ResponseFormat, WebhookSpec
 from huabu.sdk.validation import first_problem
 
 __all__ = [
@@ -81,6 +81,11 @@ class OutpaintParams(_Generation, total=False):
 
 class _Submit(TypedDict, total=False):
     idempotency_key: str | None  # default: a fresh uuid4 per call, reused by its retries
+    # Prefer: wait=N: the call returns the finished job when it ends within N seconds (<= 60)
+    wait: int | None
+    webhook: WebhookSpec | Mapping[str, Any] | None  # {url, events?, secret_id?}, signed per key
+    timeout_s: float | None  # the job is canceled (deadline_exceeded) when not done by then
+    preview_every: int | None  # a low-resolution preview in every k-th progress event
 
 
 class SubmitGenerateParams(GenerateParams, _Submit, total=False):

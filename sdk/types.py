@@ -29,7 +29,9 @@ __all__ = [
     "IMAGE_ID_PATTERN",
     "JOB_ID_PATTERN",
     "MAX_IMAGE_B64_CHARS",
+    "MAX_JOB_TIMEOUT_S",
     "MAX_OUTPAINT_EXTENT",
+    "MAX_PREFER_WAIT_S",
     "MAX_PROMPT_CHARS",
     "MAX_SIDE",
     "MAX_STEPS",
@@ -55,6 +57,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "JobKind",
+    "JobPreview",
     "JobProgress",
     "JobRequest",
     "JobStatus",
@@ -74,6 +77,14 @@ __all__ = [
     "UsageDay",
     "UsageReport",
     "VariantStats",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookDeliveryList",
+    "WebhookEventName",
+    "WebhookSecretCreated",
+    "WebhookSecretInfo",
+    "WebhookSecretList",
+    "WebhookSpec",
     "decode_b64_image",
     "encode_b64_image",
     "job_request_adapter",
@@ -260,11 +271,85 @@ class OutpaintRequest(_GenerationParams):
 # --- jobs --------------------------------------------------------------------------------------
 
 
-class GenerateJobRequest(ImageGenerationRequest):
+MAX_WEBHOOK_URL_CHARS = 2048
+MAX_PREFER_WAIT_S = 60  # Prefer: wait=N on POST /v1/jobs answers within this many seconds at most
+MAX_JOB_TIMEOUT_S = 7 * 24 * 3600
+# What a webhook may be called for: the terminal statuses, and optionally progress.
+WebhookEventName = Literal["succeeded", "failed", "canceled", "progress"]
+DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEventName, ...] = ("succeeded", "failed", "canceled")
+_SECRET_ID_RE = re.compile(r"^whs_[0-9a-f]{16}$")
+
+
+class WebhookSpec(_Request):
+    """Where to POST a job's events, signed as Standard Webhooks do (``huabu.sdk.webhooks.verify``)."""
+
+    url: str = Field(max_length=MAX_WEBHOOK_URL_CHARS, description="http(s) URL the events are POSTed to")
+    events: list[WebhookEventName] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1, max_length=4
+    )
+    secret_id: str | None = Field(default=None, description="the key's signing secret to use; default: its newest")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        problem = webhook_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _spelling(cls, value: Any) -> Any:
+        # The British spelling is what many integrators write; the job status is "canceled".
+        if isinstance(value, list):
+            return list(dict.fromkeys("canceled" if v == "cancelled" else v for v in value))
+        return value
+
+    @field_validator("secret_id")
+    @classmethod
+    def _check_secret_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SECRET_ID_RE.match(value):
+            raise ValueError(f"secret_id must be 'whs_' and 16 hex digits, got {value[:40]!r}")
+        return value
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """What is wrong with a webhook URL's form (None: nothing); where it points is checked by the server."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() for c in url):
+        return "url must not contain whitespace"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return f"url is not a valid URL: {url[:60]!r}"
+    if parts.scheme not in ("http", "https"):
+        return f"url must be an http:// or https:// URL, got scheme {parts.scheme or 'none'!r}"
+    if not parts.hostname:
+        return "url must name a host, e.g. https://example.com/hooks/huabu"
+    if parts.username or parts.password:
+        return "url must not carry credentials; authenticate deliveries by their signature"
+    return None
+
+
+class _JobOptions(_Request):
+    """What a job takes besides its operation's fields."""
+
+    webhook: WebhookSpec | None = None
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=MAX_JOB_TIMEOUT_S, description="cancel the job (deadline_exceeded) after this long"
+    )
+    preview_every: int | None = Field(
+        default=None, ge=1, le=MAX_STEPS, description="a low-resolution preview in every k-th progress event"
+    )
+
+
+class GenerateJobRequest(ImageGenerationRequest, _JobOptions):
     kind: Literal["generate"] = "generate"
 
 
-class EditJobRequest(ImageEditRequest):
+class EditJobRequest(ImageEditRequest, _JobOptions):
     """An edit as a JSON job: the multipart files become base64 fields."""
 
     kind: Literal["edit"] = "edit"
@@ -288,7 +373,7 @@ class EditJobRequest(ImageEditRequest):
         return None if self.mask is None else decode_b64_image(self.mask)
 
 
-class OutpaintJobRequest(OutpaintRequest):
+class OutpaintJobRequest(OutpaintRequest, _JobOptions):
     kind: Literal["outpaint"] = "outpaint"
 
 
@@ -414,6 +499,27 @@ class Job(_Response):
     error: ErrorBody | None = None
     model: str | None = None
     variant: str | None = None
+    queue_position: int | None = Field(
+        default=None, description="jobs ahead of this one that will start first (0: next); waiting jobs only"
+    )
+    eta_s: float | None = Field(default=None, description="estimated seconds until it finishes; waiting jobs only")
+    deadline_at: float | None = Field(default=None, description="unix seconds its timeout_s ends")
+    cancel_reason: str | None = Field(
+        default=None, description="why a canceled job was: 'requested' or 'deadline_exceeded'"
+    )
+
+
+class JobPreview(_Response):
+    """A low-resolution image of what a running job is forming (its current x0 estimate)."""
+
+    width: int
+    height: int
+    media_type: str = "image/png"
+    b64_json: str
+
+    @property
+    def bytes(self) -> bytes:
+        return base64.b64decode(self.b64_json)
 
 
 class JobEvent(_Response):
@@ -432,10 +538,58 @@ class JobEvent(_Response):
     total: int | None = None
     result: ImagesResponse | None = None
     error: ErrorBody | None = None
+    queue_position: int | None = None
+    eta_s: float | None = None
+    preview: JobPreview | None = None
+    reason: str | None = Field(default=None, description="a canceled job's cancel_reason")
 
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+
+class WebhookAttempt(_Response):
+    at: float = Field(description="unix seconds")
+    status_code: int | None = Field(default=None, description="the receiver's HTTP status; None: no answer")
+    error: str | None = None
+    duration_ms: float = 0.0
+
+
+class WebhookDelivery(_Response):
+    """One message to a job's webhook and every attempt to deliver it (``GET /v1/jobs/{id}/deliveries``)."""
+
+    id: str = Field(description="the webhook-id header: the same on every attempt")
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    job_id: str
+    event: str = Field(description="job.succeeded, job.failed, job.canceled or job.progress")
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    created_at: float
+    next_attempt_at: float | None = None
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
+class WebhookDeliveryList(_Response):
+    object: Literal["list"] = "list"
+    data: list[WebhookDelivery]
+
+
+class WebhookSecretInfo(_Response):
+    """A key's webhook signing secret as the admin API lists it: never the secret itself."""
+
+    id: str
+    object: Literal["webhook_secret"] = "webhook_secret"
+    key_id: str
+    created_at: float
+
+
+class WebhookSecretCreated(WebhookSecretInfo):
+    secret: str = Field(description="'whsec_...': shown once; verify deliveries with it")
+
+
+class WebhookSecretList(_Response):
+    object: Literal["list"] = "list"
+    data: list[WebhookSecretInfo]
 
 
 # Ids as the server issues them: an image's is the SHA-256 of its PNG (``ImageData.id``), a job's

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[list[int], int, int], None]  # (request indices, step, total) after each step
 CancelCheck = Callable[[int], bool]  # request index -> has it been cancelled?
+# (request index, step, (h, w, 3) uint8 preview of its current x0 estimate) for requests with preview_every;
+# backends that can make previews say so with ``previews = True`` and take it as ``on_preview``.
+PreviewCallback = Callable[[int, int, np.ndarray], None]
+PREVIEW_MAX_SIDE = 64  # a preview's longer side in pixels (a few KB as PNG)
 
 # What a model can do with a request: text-to-image, repaint a masked region (outpainting is a
 # padded inpaint), restyle a whole image.

@@ -37,6 +37,7 @@ class SampleRequest:
     init_image: np.ndarray | None = field(default=None, compare=False, repr=False)
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     strength: float = 1.0  # img2img: 1 ignores the init image's content outside any mask
+    preview_every: int = 0  # report a low-resolution preview every this many steps (0: none)
 
     @property
     def shape_key(self) -> tuple[int, int, int, int]:

@@ -44,6 +44,7 @@ class ModelRequest:
     traceparent: str | None = None
     # The A/B assignment that chose ``model`` (None: no experiment); carried for metrics and traces.
     assignment: Assignment | None = None
+    preview_every: int = 0  # a job's previews: one every this many steps (0: none)
 
     @property
     def variant(self) -> str | None:
@@ -61,6 +62,7 @@ class ModelRequest:
             init_image=self.image,
             mask=self.mask,
             strength=self.strength,
+            preview_every=self.preview_every,
         )
 
 

@@ -243,6 +243,23 @@ class JobSettings(_Section):
     requeue_after_loss_s: float = Field(10.0, gt=0)
     poll_interval_s: float = Field(0.1, gt=0)
     result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    queue_update_s: float = Field(1.0, gt=0)  # how often waiting jobs' queue positions and ETAs are updated
+
+
+class WebhookSettings(_Section):
+    """Job webhooks (``deployments/gateway/webhooks.py``): durable, retried, signed deliveries."""
+
+    # Loopback, link-local and private addresses are refused (a webhook must not reach inside the
+    # cluster) unless this is on (tests, a receiver on the same private network).
+    allow_private: bool = False
+    retry_window_s: float = Field(24 * 3600.0, gt=0)  # retries stop this long after the first attempt
+    backoff_base_s: float = Field(5.0, gt=0)  # first retry after about this, doubling each time
+    backoff_max_s: float = Field(3600.0, gt=0)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    max_response_bytes: int = Field(64 * 1024, ge=0)  # read at most this much of a receiver's answer
+    poll_interval_s: float = Field(0.5, gt=0)  # how often each gateway looks for due deliveries
+    concurrency: int = Field(16, ge=1)  # deliveries in flight per gateway replica
 
 
 class GatewaySettings(_Section):
@@ -354,6 +371,7 @@ class Settings(_Section):
     cache: CacheSettings = CacheSettings()
     safety: SafetySettings = SafetySettings()
     jobs: JobSettings = JobSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     gateway: GatewaySettings = GatewaySettings()
     auth: AuthSettings = AuthSettings()
     security: SecuritySettings = SecuritySettings()

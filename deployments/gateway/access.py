@@ -419,7 +419,7 @@ class AccessMiddleware:
         token, admission_token = current_principal.set(principal), current_admission.set(admission)
         try:
             await self.app(scope, receive, send_with_headers)
-            if fingerprint is not None and status == 202:
+            if fingerprint is not None and status in (200, 202):  # 200: a job that ended within Prefer: wait
                 await access.remember_idempotency(fingerprint, scope.get(BODY_SCOPE_KEY, b""))
         finally:
             current_principal.reset(token)

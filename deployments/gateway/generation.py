@@ -213,6 +213,7 @@ class GenerationService:
             job_id=job_id,
             request_id=request_id,
             assignment=assignment,
+            preview_every=getattr(req, "preview_every", None) or 0,  # jobs only
         )
         return base, limits, req.seed
 

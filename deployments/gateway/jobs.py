@@ -22,10 +22,26 @@ from huabu.deployments.core import metrics, telemetry
 from huabu.deployments.core.settings import JobSettings
 from huabu.deployments.core.state import KeyValueStore
 from huabu.deployments.gateway.errors import APIError
-from huabu.sdk.types import ErrorBody, EventType, ImagesResponse, Job, JobEvent, JobKind, JobProgress, JobStatus
+from huabu.sdk.types import (
+    ErrorBody,
+    EventType,
+    ImagesResponse,
+    Job,
+    JobEvent,
+    JobKind,
+    JobPreview,
+    JobProgress,
+    JobStatus,
+)
 
 logger = logging.getLogger("huabu.jobs")
 ACTIVE = "jobs:active"
+DEADLINES = "jobs:deadlines"  # ids of active jobs with a timeout_s, swept by every runner
+DEADLINE_SWEEP_S = 0.5
+DEADLINE_GRACE_S = 10.0  # a model that has not stopped this long after the deadline is left behind
+SPEEDS = "modelspeed"  # replicas that reported their speed; each under modelspeed:<replica>
+SPEED_TTL_S = 3600.0  # a replica silent this long no longer counts as available
+DEADLINE_EXCEEDED, REQUESTED = "deadline_exceeded", "requested"  # why a job was canceled
 IDLE_POLL_MAX_S = 1.0
 STALL_POLL_S = 1.0
 LONG_RUN_S = 30.0  # a job held this long by one runner is reported with where it waits
@@ -37,6 +53,9 @@ OWNER_TTL_FACTOR = 2  # the owner record lives this many times the job's TTL
 
 class JobCancelled(Exception):
     """The job was cancelled between denoising steps."""
+
+
+OnTerminal = Callable[[Job], Awaitable[None]]
 
 
 class IdempotencyConflict(Exception):
@@ -101,6 +120,10 @@ class JobStore:
     def __init__(self, kv: KeyValueStore, settings: JobSettings) -> None:
         self.kv = kv
         self.settings = settings
+        # Runs after a job's final status is written and before it leaves the active set (the
+        # gateway writes webhook messages here): if it fails, the job stays active and the next
+        # runner to see it calls it again (``JobRunner._attempt``).
+        self.on_terminal: OnTerminal | None = None
 
     @staticmethod
     def _key(job_id: str, part: str = "") -> str:
@@ -114,13 +137,19 @@ class JobStore:
         model: str | None = None,
         on_created: Callable[[str], Awaitable[None]] | None = None,
         owner: str | None = None,
+        *,
+        webhook_json: str | None = None,
+        timeout_s: float | None = None,
+        work_steps: int | None = None,
     ) -> tuple[Job, bool]:
         """-> (job, created). A repeated Idempotency-Key returns the first job, not a new one.
         ``on_created(job_id)`` runs before any runner can see the job (e.g. to store its A/B unit).
 
         Owner first, the active set next to last, the idempotency entry last: a runner sees only
         complete jobs and a retry only a job that is complete and active. A store error on the
-        way undoes what was written (the caller answers 503; a retry with the key starts afresh)."""
+        way undoes what was written (the caller answers 503; a retry with the key starts afresh).
+        ``webhook_json`` is the job's checked webhook, ``timeout_s`` its deadline from now and
+        ``work_steps`` its denoising steps times images (for queue ETAs)."""
         job_id = new_job_id()
         idem = f"idem:{idempotency_key}" if idempotency_key else None
         if idem is not None:
@@ -134,8 +163,21 @@ class JobStore:
                 # when the owner is missing, so it must never lapse first.
                 await self.kv.put(job_owner_key(job_id), owner.encode(), ttl_s=OWNER_TTL_FACTOR * ttl)
             now = time.time()
-            job = Job(id=job_id, status=JobStatus.queued, kind=kind, created_at=now, updated_at=now, model=model)
+            deadline = None if timeout_s is None else now + timeout_s
+            job = Job(
+                id=job_id,
+                status=JobStatus.queued,
+                kind=kind,
+                created_at=now,
+                updated_at=now,
+                model=model,
+                deadline_at=deadline,
+            )
             await self.kv.put(self._key(job_id, "request"), request_json.encode(), ttl_s=ttl)
+            if webhook_json is not None:
+                await self.kv.put(self._key(job_id, "webhook"), webhook_json.encode(), ttl_s=ttl)
+            if work_steps is not None:
+                await self.kv.put(self._key(job_id, "work"), str(work_steps).encode(), ttl_s=ttl)
             traceparent = telemetry.current_traceparent()
             if traceparent:  # the job's trace links back to the request that submitted it
                 await self.kv.put(self._key(job_id, "trace"), traceparent.encode(), ttl_s=ttl)
@@ -143,6 +185,8 @@ class JobStore:
             await self._event(job_id, JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued))
             if on_created is not None:
                 await on_created(job_id)
+            if deadline is not None:
+                await self.kv.sadd(DEADLINES, job_id)
             await self.kv.sadd(ACTIVE, job_id)  # runners only see complete jobs
             # The commit: only now does the key name this job. Fails if a retry took the claim
             # over (this creation looked abandoned), and then this job is undone.
@@ -186,11 +230,14 @@ class JobStore:
         """Remove what a failed creation wrote, best effort (the store may be what failed)."""
         try:
             await self.kv.srem(ACTIVE, job_id)
+            await self.kv.srem(DEADLINES, job_id)
             await self.kv.delete(
                 self._key(job_id),
                 self._key(job_id, "request"),
                 self._key(job_id, "trace"),
                 self._key(job_id, "events"),
+                self._key(job_id, "webhook"),
+                self._key(job_id, "work"),
                 job_owner_key(job_id),
             )
             if idem is not None and await self.kv.get(idem) == PENDING + job_id.encode():
@@ -201,8 +248,16 @@ class JobStore:
             logger.warning("could not undo the partial creation of job %s", job_id, exc_info=True)
 
     async def get(self, job_id: str) -> Job | None:
+        """The job with its latest progress, and a waiting job's place in the queue."""
         loaded = await self._load(job_id)
-        return None if loaded is None else loaded[1]
+        if loaded is None:
+            return None
+        job = loaded[1]
+        if not job.status.is_terminal and job.progress.step == 0:
+            place = await self.queue_place(job_id)
+            if place is not None:
+                job.queue_position, job.eta_s = place
+        return job
 
     async def _load(self, job_id: str) -> tuple[bytes, Job] | None:
         """-> (the stored record, the job with its latest progress)."""
@@ -247,6 +302,7 @@ class JobStore:
     ) -> Job | None:
         # Compare-and-set: two runners may briefly hold one job (a lease that lapsed while its
         # runner stalled), and a stale "running" must never overwrite a finished job.
+        reason = await self.cancel_reason(job_id) if status == JobStatus.canceled else None
         for _ in range(TRANSITION_TRIES):
             loaded = await self._load(job_id)
             if loaded is None:
@@ -256,6 +312,8 @@ class JobStore:
                 return job
             job.status, job.updated_at = status, time.time()
             job.result, job.error = result, error
+            job.cancel_reason = reason
+            job.queue_position = job.eta_s = None
             if variant is not None:
                 job.variant = variant
             if status == JobStatus.succeeded:
@@ -278,29 +336,98 @@ class JobStore:
                 error=error,
                 step=job.progress.step,
                 total=job.progress.total,
+                reason=reason,
             ),
         )
         telemetry.event(f"job.{status.value}")
         if status.is_terminal:
             metrics.job_finished(status.value)
-            await self.kv.srem(ACTIVE, job_id)
-            await self.kv.delete(self._key(job_id, "lease"), self._key(job_id, "progress"))
+            await self.finish(job)
         return job
 
-    async def record_progress(self, job_id: str, step: int, total: int) -> None:
-        await self.kv.put(self._key(job_id, "progress"), f"{step}/{total}".encode(), ttl_s=self.settings.result_ttl_s)
-        await self._event(
-            job_id, JobEvent(type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step, total=total)
-        )
+    async def finish(self, job: Job) -> None:
+        """What follows a final status: the terminal hook, then the job leaves the active set."""
+        if self.on_terminal is not None:
+            await self.on_terminal(job)
+        await self.kv.srem(ACTIVE, job.id)
+        await self.kv.srem(DEADLINES, job.id)
+        await self.kv.delete(self._key(job.id, "lease"), self._key(job.id, "progress"), self._key(job.id, "queue"))
 
-    async def request_cancel(self, job_id: str) -> Job | None:
+    async def record_progress(self, job_id: str, step: int, total: int, preview: JobPreview | None = None) -> None:
+        await self.kv.put(self._key(job_id, "progress"), f"{step}/{total}".encode(), ttl_s=self.settings.result_ttl_s)
+        event = JobEvent(
+            type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step, total=total, preview=preview
+        )
+        await self._event(job_id, event)
+
+    async def record_queue(self, job_id: str, status: JobStatus, position: int, eta_s: float | None) -> None:
+        """A waiting job's place in the queue: kept for ``GET /v1/jobs/{id}`` and sent as a status event."""
+        value = json.dumps({"position": position, "eta_s": eta_s}).encode()
+        await self.kv.put(self._key(job_id, "queue"), value, ttl_s=self.settings.result_ttl_s)
+        event = JobEvent(type="status", job_id=job_id, seq=0, status=status, queue_position=position, eta_s=eta_s)
+        await self._event(job_id, event)
+
+    async def queue_place(self, job_id: str) -> tuple[int, float | None] | None:
+        raw = await self.kv.get(self._key(job_id, "queue"))
+        if raw is None:
+            return None
+        place = json.loads(raw)
+        return int(place["position"]), place["eta_s"]
+
+    async def work_steps(self, job_id: str) -> int | None:
+        raw = await self.kv.get(self._key(job_id, "work"))
+        return int(raw) if raw else None
+
+    async def record_speed(self, replica: str, image_step_s: float) -> None:
+        """A model replica's measured seconds per image per step (for queue ETAs)."""
+        value = json.dumps({"image_step_s": image_step_s, "at": time.time()}).encode()
+        await self.kv.put(f"modelspeed:{replica}", value, ttl_s=SPEED_TTL_S)
+        await self.kv.sadd(SPEEDS, replica)
+
+    async def model_speed(self) -> tuple[float, int] | None:
+        """-> (median seconds per image-step, replicas that reported within SPEED_TTL_S), or None."""
+        speeds = []
+        for replica in await self.kv.smembers(SPEEDS):
+            raw = await self.kv.get(f"modelspeed:{replica}")
+            if raw is None:
+                await self.kv.srem(SPEEDS, replica)
+            else:
+                speeds.append(float(json.loads(raw)["image_step_s"]))
+        if not speeds:
+            return None
+        speeds.sort()
+        return speeds[len(speeds) // 2], len(speeds)
+
+    async def request_cancel(self, job_id: str, reason: str = REQUESTED) -> Job | None:
         job = await self.get(job_id)
         if job is None or job.status.is_terminal:
             return job
-        await self.kv.put(self._key(job_id, "cancel"), b"1", ttl_s=self.settings.result_ttl_s)
+        # The flag says why: the transition to canceled (here, or by the runner once the model has
+        # stopped between steps) reads it as the job's cancel_reason.
+        await self.kv.put(self._key(job_id, "cancel"), reason.encode(), ttl_s=self.settings.result_ttl_s)
         if job.status == JobStatus.queued:
             return await self.transition(job_id, JobStatus.canceled)
         return job
+
+    async def cancel_reason(self, job_id: str) -> str:
+        raw = await self.kv.get(self._key(job_id, "cancel"))
+        return raw.decode() if raw and raw != b"1" else REQUESTED
+
+    async def cancel_overdue(self, now: float | None = None) -> int:
+        """Cancel every job past its deadline (``deadline_exceeded``): a queued one at once, a running
+        one between steps. -> how many were found overdue."""
+        now = time.time() if now is None else now
+        overdue = 0
+        for job_id in await self.kv.smembers(DEADLINES):
+            job = await self.get(job_id)
+            if job is None or job.status.is_terminal:
+                await self.kv.srem(DEADLINES, job_id)
+                continue
+            if job.deadline_at is not None and job.deadline_at <= now:
+                overdue += 1
+                if not await self.cancel_requested(job_id):
+                    await self.request_cancel(job_id, DEADLINE_EXCEEDED)
+        return overdue
 
     async def progress_mark(self, job_id: str) -> bytes | None:
         return await self.kv.get(self._key(job_id, "progress"))
@@ -355,6 +482,9 @@ class JobRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.lost_at = -math.inf  # monotonic time an attempt here last failed on a lost replica
+        self._swept_at = -math.inf
+        # Called with a job's id when its progress moved (the gateway sends progress webhooks).
+        self.on_progress: Callable[[str], Awaitable[None]] | None = None
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -376,6 +506,7 @@ class JobRunner:
         idle_wait = self.settings.poll_interval_s
         while True:
             self._report_long_runs()
+            await self._sweep_deadlines()
             job_id: str | None = None
             try:
                 if len(self.tasks) < self.settings.concurrency:
@@ -394,6 +525,16 @@ class JobRunner:
             self.tasks[task] = (job_id, time.monotonic())
             task.add_done_callback(lambda done: self.tasks.pop(done, None))
             task.add_done_callback(lambda _: self._wake.set())  # a slot is free again
+
+    async def _sweep_deadlines(self) -> None:
+        """Jobs past their deadline are canceled wherever they are (queued ones here at once)."""
+        if time.monotonic() - self._swept_at < DEADLINE_SWEEP_S:
+            return
+        self._swept_at = time.monotonic()
+        try:
+            await self.store.cancel_overdue()
+        except Exception:
+            logger.warning("could not sweep job deadlines", exc_info=True)
 
     def _report_long_runs(self) -> None:
         """Every LONG_RUN_S, log the jobs held here longer than that and where each is waiting:
@@ -462,9 +603,14 @@ class JobRunner:
         store = self.store
         job = await store.get(job_id)
         request_json = await store.request_json(job_id)
-        if job is None or request_json is None or job.status.is_terminal:
+        if job is None or request_json is None:
             await store.kv.srem(ACTIVE, job_id)
             return
+        if job.status.is_terminal:  # its runner stopped between the final status and leaving the set
+            await store.finish(job)
+            return
+        if job.deadline_at is not None and job.deadline_at <= time.time():
+            await store.request_cancel(job_id, DEADLINE_EXCEEDED)
         if await store.cancel_requested(job_id):
             await store.transition(job_id, JobStatus.canceled)
             return
@@ -479,7 +625,7 @@ class JobRunner:
             return
         await store.transition(job_id, JobStatus.running)
         try:
-            result, variant = await self._watched(job_id, request_json, attempt)
+            result, variant = await self._watched(job_id, request_json, attempt, job.deadline_at)
         except JobCancelled:
             await store.transition(job_id, JobStatus.canceled)
         except APIError as exc:
@@ -497,13 +643,16 @@ class JobRunner:
         else:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)
 
-    async def _watched(self, job_id: str, request_json: str, attempt_number: int) -> tuple[ImagesResponse, str | None]:
+    async def _watched(
+        self, job_id: str, request_json: str, attempt_number: int, deadline_at: float | None = None
+    ) -> tuple[ImagesResponse, str | None]:
         """Run one attempt, abandoning it when its progress stalls once started or it outlives
         ``attempt_timeout_s``. Before the first step a job may be queued behind others: no stall,
         unless a replica was lost since the attempt began (another attempt here failed on one) and
         ``requeue_after_loss_s`` passed without a first step. All three are backstops: a call whose
         replica died fails within seconds by that replica's liveness (``handles.call``), and the
-        attempt is retried at once."""
+        attempt is retried at once. Past ``deadline_at`` the job is canceled: a model working on it
+        stops between steps; a call still waiting for the model is withdrawn."""
         attempt: asyncio.Future[tuple[ImagesResponse, str | None]] = asyncio.ensure_future(
             self.execute(job_id, request_json, attempt_number)
         )
@@ -513,13 +662,23 @@ class JobRunner:
         try:
             mark = await self.store.progress_mark(job_id)
             while True:
-                done, _ = await asyncio.wait({attempt}, timeout=STALL_POLL_S)
+                poll = STALL_POLL_S if deadline_at is None else min(STALL_POLL_S, max(0.05, deadline_at - time.time()))
+                done, _ = await asyncio.wait({attempt}, timeout=poll)
                 if done:
                     return attempt.result()
                 now = time.monotonic()
+                if deadline_at is not None and time.time() >= deadline_at:
+                    await self.store.request_cancel(job_id, DEADLINE_EXCEEDED)  # the model stops between steps
+                    if not moving or time.time() > deadline_at + DEADLINE_GRACE_S:
+                        raise JobCancelled
                 latest = await self.store.progress_mark(job_id)
                 if latest != mark:
                     mark, quiet_since, moving = latest, now, True
+                    if self.on_progress is not None:
+                        try:
+                            await self.on_progress(job_id)
+                        except Exception:  # a progress webhook is best effort; the job goes on
+                            logger.warning("job %s: progress hook failed", job_id, exc_info=True)
                 elif moving and now - quiet_since > self.settings.stall_timeout_s:
                     raise JobStalled(f"no progress for {now - quiet_since:.0f} s")
                 elif not moving and started_at < self.lost_at < now - self.settings.requeue_after_loss_s:

@@ -7,7 +7,9 @@ a route. Image routes go through ``GenerationService.run``: a cache hit is answe
 result cache, a miss goes down the stages that ``deployments/app.py`` wires."""
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,12 +29,13 @@ from huabu.deployments.core.messages import ModelRequest
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.core.state import is_outage, open_store
 from huabu.deployments.core.storage import StorageUnavailable, open_storage, valid_key
-from huabu.deployments.gateway import auth, openapi_doc, usage
+from huabu.deployments.gateway import auth, openapi_doc, usage, webhooks
 from huabu.deployments.gateway.access import Access, AccessMiddleware, store_unavailable
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.experiments import Experiments, UnitMiddleware
 from huabu.deployments.gateway.generation import GenerationService
 from huabu.deployments.gateway.grpc_service import ImagesGrpc, JobBody
+from huabu.deployments.gateway.job_queue import QueueTracker
 from huabu.deployments.gateway.jobs import IdempotencyConflict, JobRunner, JobStore
 from huabu.deployments.gateway.playground import mount_playground
 from huabu.deployments.gateway.rollouts import RolloutService
@@ -46,6 +49,8 @@ from huabu.deployments.gateway.security import (
 )
 from huabu.deployments.ingest.door import IngestDoor
 from huabu.sdk.types import (
+    MAX_JOB_TIMEOUT_S,
+    MAX_PREFER_WAIT_S,
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
@@ -53,6 +58,7 @@ from huabu.sdk.types import (
     JobEvent,
     ModelList,
     OutpaintRequest,
+    WebhookDeliveryList,
     job_request_adapter,
 )
 from huabu.sdk.validation import first_problem
@@ -76,8 +82,40 @@ for middleware in reversed(MIDDLEWARE):  # Starlette runs the last-added middlew
 mount_playground(api)  # the web playground at GET / (static files, no build step)
 api.include_router(rollouts_router)  # POST /v1/feedback and /v1/admin/rollouts (canary / A/B)
 api.include_router(auth.router)  # /v1/admin/keys
+api.include_router(webhooks.router)  # /v1/admin/keys/{key_id}/webhook-secrets
 api.include_router(usage.router)  # GET /v1/usage
 openapi_doc.install(api)  # the OpenAPI document as the API behaves
+
+
+def prefer_wait(header: str | None) -> int | None:
+    """The ``wait`` preference of a ``Prefer`` header (RFC 7240), in whole seconds; 400 when malformed
+    or above MAX_PREFER_WAIT_S. Other preferences are ignored, as the RFC allows."""
+    for preference in (header or "").split(","):
+        name, _, value = preference.split(";")[0].strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        if not value.isdigit():
+            raise invalid(f"Prefer: wait must be whole seconds, e.g. 'wait=30' (got {value[:20]!r})", "Prefer")
+        if int(value) > MAX_PREFER_WAIT_S:
+            raise invalid(f"Prefer: wait must be at most {MAX_PREFER_WAIT_S} seconds (got {value})", "Prefer")
+        return int(value)
+    return None
+
+
+def cancel_after_s(header: str | None) -> float | None:
+    """The ``Cancel-After`` header: seconds after which the job is canceled (as ``timeout_s``)."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or seconds > MAX_JOB_TIMEOUT_S:  # also refuses NaN
+        raise invalid(
+            f"Cancel-After must be seconds > 0 and at most {MAX_JOB_TIMEOUT_S} (got {header[:20]!r})", "Cancel-After"
+        )
+    return seconds
 
 
 def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
@@ -158,8 +196,18 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
         self.runner = JobRunner(self.jobs, self.service.run_job, settings.jobs, owner=f"gateway-{uuid.uuid4().hex}")
         self.access = api.state.access = Access(settings, self.jobs.kv, self.jobs)
         self.service.on_results = self.access.record_usage
-        # Started with the replica, so a replacement replica resumes jobs without a request.
+        # Webhook messages are written as jobs end (and progress), and sent beside the runner.
+        self.outbox = webhooks.WebhookOutbox(self.jobs.kv, settings.webhooks, settings.jobs.result_ttl_s)
+        self.jobs.on_terminal = self.outbox.notify
+        self.runner.on_progress = self._progress_webhook
+        self.dispatcher = webhooks.WebhookDispatcher(
+            self.outbox, webhooks.WebhookSecrets(self.jobs.kv), owner=self.runner.owner
+        )
+        self.queue = QueueTracker(self.jobs, self.runner.owner, settings.jobs.queue_update_s)
+        # Started with the replica, so a replacement replica resumes jobs and deliveries without a request.
         self.runner.start()
+        self.dispatcher.start()
+        self.queue.start()
         if settings.ab.enabled:  # live A/B weights, per-variant metrics and the rollout controller
             self.experiments = Experiments(self.jobs.kv, settings, replica_id=self.runner.owner)
             self.experiments.start()
@@ -251,14 +299,57 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
     # --- jobs --------------------------------------------------------------------------------
 
     @api.post("/v1/jobs", response_model=Job, response_model_exclude_none=True, status_code=202)
-    async def submit(self, request: Request) -> Job:
+    async def submit(self, request: Request) -> Response:
+        """Queue a job (202). With ``Prefer: wait=N`` (RFC 7240), answer 200 with the finished job if it
+        ends within N seconds, else 202 as without it; ``Cancel-After: S`` is ``timeout_s``."""
+        wait_s = prefer_wait(request.headers.get("prefer"))
+        cancel_after = cancel_after_s(request.headers.get("cancel-after"))
         req = job_request_adapter.validate_python(self._json(request))
-        return await self.create_job(req, request.state.request_id, request.headers.get("idempotency-key"))
+        job = await self.create_job(
+            req, request.state.request_id, request.headers.get("idempotency-key"), cancel_after_s=cancel_after
+        )
+        headers = {}
+        if wait_s is not None:
+            headers["Preference-Applied"] = f"wait={wait_s}"
+            job = await self._wait_for(job, wait_s)
+        status = 200 if job.status.is_terminal else 202
+        return JSONResponse(job.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
 
-    async def create_job(self, req: JobBody, request_id: str, idempotency_key: str | None) -> Job:
-        """POST /v1/jobs and gRPC SubmitJob, after the caller was admitted."""
+    async def _wait_for(self, job: Job, wait_s: int) -> Job:
+        """The job once it ended, or as it stands after ``wait_s`` seconds."""
+        if job.status.is_terminal:
+            return job
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                async for event in self._events(job.id, -1):
+                    if event is not None and event.is_terminal and event.type != "progress":
+                        break
+        return await self._job(job.id)
+
+    async def create_job(
+        self,
+        req: JobBody,
+        request_id: str,
+        idempotency_key: str | None,
+        *,
+        cancel_after_s: float | None = None,
+    ) -> Job:
+        """POST /v1/jobs and gRPC SubmitJob, after the caller was admitted. ``cancel_after_s`` (the
+        Cancel-After header) tightens the body's ``timeout_s``."""
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
         requests = await self.service.job_requests(req, request_id, None)
+        steps = max(r.steps for r in requests)
+        if req.preview_every is not None and req.preview_every > steps:
+            raise invalid(
+                f"preview_every must be at most the job's {steps} steps (got {req.preview_every})", "preview_every"
+            )
+        timeouts = [t for t in (req.timeout_s, cancel_after_s) if t is not None]
+        owner = self.access.owner_of_new_job()
+        webhook = (
+            None
+            if req.webhook is None
+            else await webhooks.checked_webhook(req.webhook, owner, self.jobs.kv, self.settings.webhooks)
+        )
         async with self.access.charged(requests) as charge:  # paid at submission, before it can run
             try:
                 job, created = await self.jobs.create(
@@ -268,7 +359,10 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
                     model=req.model,
                     # The job is assigned to an A/B variant like a direct request by this user.
                     on_created=self.service.experiments.remember_job if self.service.experiments else None,
-                    owner=self.access.owner_of_new_job(),  # written first: no job is readable without its owner
+                    owner=owner,  # written first: no job is readable without its owner
+                    webhook_json=webhook,
+                    timeout_s=min(timeouts) if timeouts else None,
+                    work_steps=sum(r.steps for r in requests),
                 )
             except IdempotencyConflict:  # the same key's first request is still creating its job
                 raise APIError(
@@ -296,6 +390,17 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
     @api.get("/v1/jobs/{job_id}", response_model=Job, response_model_exclude_none=True)
     async def get_job(self, job_id: str) -> Job:
         return await self._job(job_id)
+
+    @api.get("/v1/jobs/{job_id}/deliveries", response_model=WebhookDeliveryList, response_model_exclude_none=True)
+    async def job_deliveries(self, job_id: str) -> WebhookDeliveryList:
+        """Every message to the job's webhook with each attempt (status code, error, duration)."""
+        await self._job(job_id)
+        return WebhookDeliveryList(data=await self.outbox.of_job(job_id))
+
+    async def _progress_webhook(self, job_id: str) -> None:
+        job = await self.jobs.get(job_id)
+        if job is not None and not job.status.is_terminal:
+            await self.outbox.notify(job, f"progress:{job.progress.step}")
 
     @api.delete("/v1/jobs/{job_id}", response_model=Job, response_model_exclude_none=True)
     async def cancel_job(self, job_id: str) -> Job:

@@ -21,7 +21,13 @@ from huabu.sdk.types import EditJobRequest, GenerateJobRequest, Job, OutpaintJob
 
 def _split(params: Any) -> tuple[dict[str, Any], CallOptions, str | None]:
     fields, call = split_params(params)
+    fields.pop("wait", None)  # a header, not a field: see _wait
     return fields, call, fields.pop("idempotency_key", None)
+
+
+def _wait(params: Any) -> int | None:
+    wait: int | None = params.get("wait")
+    return wait
 
 
 def generate_job(prompt: str, params: SubmitGenerateParams) -> tuple[AnyJobRequest, CallOptions, str | None]:
@@ -52,25 +58,32 @@ def outpaint_job(
 
 class Jobs(SyncResource):
     def submit(self, prompt: str, **params: Unpack[SubmitGenerateParams]) -> JobHandle:
-        """Queue a text-to-image job and return at once with its handle (``POST /v1/jobs``)."""
+        """Queue a text-to-image job and return at once with its handle (``POST /v1/jobs``); with
+        ``wait=N`` the handle holds the finished job when it ended within N seconds."""
         body, call, key = generate_job(prompt, params)
-        return self.create(body, idempotency_key=key, **call)
+        return self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     def submit_edit(self, image: ImageInput, prompt: str, **params: Unpack[SubmitEditParams]) -> JobHandle:
         """Queue an inpaint/img2img job (``mask``: transparent = repaint)."""
         body, call, key = edit_job(image, prompt, params)
-        return self.create(body, idempotency_key=key, **call)
+        return self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     def submit_outpaint(self, image: ImageInput, prompt: str, **params: Unpack[SubmitOutpaintParams]) -> JobHandle:
         """Queue an outpaint job (``left``/``right``/``top``/``bottom`` pixels)."""
         body, call, key = outpaint_job(image, prompt, params)
-        return self.create(body, idempotency_key=key, **call)
+        return self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     def create(
-        self, request: AnyJobRequest, *, idempotency_key: str | None = None, **call: Unpack[CallOptions]
+        self,
+        request: AnyJobRequest,
+        *,
+        idempotency_key: str | None = None,
+        wait: int | None = None,
+        **call: Unpack[CallOptions],
     ) -> JobHandle:
-        """Submit a ready-made wire request (``GenerateJobRequest`` / ``EditJobRequest`` / ``OutpaintJobRequest``)."""
-        response = self._client._request(submit_options(request, call, idempotency_key))
+        """Submit a ready-made wire request (``GenerateJobRequest`` / ``EditJobRequest`` / ``OutpaintJobRequest``);
+        ``wait=N`` (``Prefer: wait=N``) answers with the finished job when it ends within N seconds."""
+        response = self._client._request(submit_options(request, call, idempotency_key, wait, self._client.timeout))
         job = self._client._parse(response, Job)
         return JobHandle(self._client, job, request_id=response.headers.get("x-request-id"))
 
@@ -87,22 +100,29 @@ class Jobs(SyncResource):
 class AsyncJobs(AsyncResource):
     async def submit(self, prompt: str, **params: Unpack[SubmitGenerateParams]) -> AsyncJobHandle:
         body, call, key = generate_job(prompt, params)
-        return await self.create(body, idempotency_key=key, **call)
+        return await self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     async def submit_edit(self, image: ImageInput, prompt: str, **params: Unpack[SubmitEditParams]) -> AsyncJobHandle:
         body, call, key = edit_job(image, prompt, params)
-        return await self.create(body, idempotency_key=key, **call)
+        return await self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     async def submit_outpaint(
         self, image: ImageInput, prompt: str, **params: Unpack[SubmitOutpaintParams]
     ) -> AsyncJobHandle:
         body, call, key = outpaint_job(image, prompt, params)
-        return await self.create(body, idempotency_key=key, **call)
+        return await self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     async def create(
-        self, request: AnyJobRequest, *, idempotency_key: str | None = None, **call: Unpack[CallOptions]
+        self,
+        request: AnyJobRequest,
+        *,
+        idempotency_key: str | None = None,
+        wait: int | None = None,
+        **call: Unpack[CallOptions],
     ) -> AsyncJobHandle:
-        response = await self._client._request(submit_options(request, call, idempotency_key))
+        response = await self._client._request(
+            submit_options(request, call, idempotency_key, wait, self._client.timeout)
+        )
         job = self._client._parse(response, Job)
         return AsyncJobHandle(self._client, job, request_id=response.headers.get("x-request-id"))
 

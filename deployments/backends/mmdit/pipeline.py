@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from huabu.deployments.backends.contract import CancelCheck, ModelLimits, ProgressCallback, SampleResult
+from huabu.deployments.backends.contract import (
+    PREVIEW_MAX_SIDE,
+    CancelCheck,
+    ModelLimits,
+    PreviewCallback,
+    ProgressCallback,
+    SampleResult,
+)
 from huabu.deployments.backends.mmdit.checkpoint import ModelBundle
 from huabu.deployments.backends.mmdit.model import patchify, unpatchify
 from huabu.deployments.backends.mmdit.sampler import euler_sample, guided, shift_mu, timesteps, velocity_from_output
@@ -41,6 +48,8 @@ class Pipeline:
     networks run in ``dtype``; the sampler's state (latents, timesteps, guidance) stays float32, so
     that half-precision steps still add up."""
 
+    previews = True  # takes on_preview (backends/contract.py)
+
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.bundle = bundle.to(device=device, dtype=dtype).eval()
         self.config = bundle.config
@@ -62,6 +71,7 @@ class Pipeline:
         requests: list[SampleRequest],
         on_step: ProgressCallback | None = None,
         is_cancelled: CancelCheck | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[SampleResult]:
         for request in requests:
             request.validate(self.limits)
@@ -72,8 +82,9 @@ class Pipeline:
         for indices in groups.values():
             check = None if is_cancelled is None else (lambda i, _ix=indices: is_cancelled(_ix[i]))
             progress = None if on_step is None else (lambda step, total, _ix=indices: on_step(_ix, step, total))
+            preview = None if on_preview is None else (lambda i, step, px, _ix=indices: on_preview(_ix[i], step, px))
             for index, result in zip(
-                indices, self._sample([requests[i] for i in indices], progress, check), strict=True
+                indices, self._sample([requests[i] for i in indices], progress, check, preview), strict=True
             ):
                 results[index] = result
         return [r for r in results if r is not None]
@@ -83,6 +94,7 @@ class Pipeline:
         requests: list[SampleRequest],
         on_step: Callable[[int, int], None] | None,
         is_cancelled: CancelCheck | None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[SampleResult]:
         cfg, bundle = self.config, self.bundle
         first = requests[0]
@@ -110,6 +122,9 @@ class Pipeline:
         times = timesteps(steps, shift_mu(cfg, grid[0] * grid[1])).to(self.device)[start:]
         x = noise if known is None else (1 - times[0]) * known + times[0] * noise
 
+        wants_preview = on_preview is not None and any(r.preview_every > 0 for r in requests)
+        x0_estimate: list[Tensor] = []  # the last step's prediction of the clean latents
+
         def transformer(tokens: Tensor, t: Tensor) -> Tensor:
             return bundle.transformer(tokens.to(self.dtype), text, text_mask, t, grid).float()
 
@@ -124,12 +139,17 @@ class Pipeline:
                 )
             else:
                 v = velocity_from_output(transformer(tokens, t), tokens, t, cfg.prediction)
-            return unpatchify(v, p, cfg.latent_channels, *grid)
+            v = unpatchify(v, p, cfg.latent_channels, *grid)
+            if wants_preview:  # rectified flow: x_t = (1 - t) x0 + t noise and v = noise - x0
+                x0_estimate[:] = [x_t - t.view(-1, 1, 1, 1) * v]
+            return v
 
         def after_step(step: int, total: int, x_next: Tensor, t_next: Tensor) -> Tensor:
             if known is not None and latent_mask is not None:
                 # Inpainting: the known region follows the forward process of the input image.
                 x_next = torch.where(latent_mask, x_next, (1 - t_next) * known + t_next * noise)
+            if wants_preview and step < total:  # before on_step: its progress event carries the preview
+                self._previews(requests, step, x0_estimate[0], on_preview)
             if on_step is not None:
                 on_step(step, total)
             if is_cancelled is not None and all(is_cancelled(i) for i in range(b)):
@@ -152,6 +172,22 @@ class Pipeline:
                 SampleResult(pixels=None if cancelled else image, prompt_truncated=truncated[i], cancelled=cancelled)
             )
         return results
+
+    def _previews(
+        self, requests: list[SampleRequest], step: int, x0: Tensor, on_preview: PreviewCallback | None
+    ) -> None:
+        """Decode the x0 estimate of the requests due a preview at this step, at most PREVIEW_MAX_SIDE a side."""
+        due = [i for i, r in enumerate(requests) if r.preview_every > 0 and step % r.preview_every == 0]
+        if not due or on_preview is None:
+            return
+        height, width = requests[0].height, requests[0].width
+        scale = min(1.0, PREVIEW_MAX_SIDE / max(height, width))
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        pixels = self.bundle.codec.decode(x0[due].to(self.dtype)).float()
+        if pixels.shape[-2:] != size:
+            pixels = F.interpolate(pixels, size=size, mode="area")
+        for i, image in zip(due, to_uint8(pixels), strict=True):
+            on_preview(i, step, image)
 
     def _edit_inputs(
         self, requests: list[SampleRequest], lat_h: int, lat_w: int

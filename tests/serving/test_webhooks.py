@@ -1,0 +1,215 @@
+"""Job webhooks through the deployed app: a real HTTP receiver on 127.0.0.1 that checks every delivery
+with the SDK's verifier and with an independent implementation of the Standard Webhooks signature;
+durable, at-least-once delivery with one webhook-id across retries and a killed gateway replica."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import ray
+from helpers import wait_job
+
+from huabu.deployments.gateway.auth import key_hash
+from huabu.sdk import webhooks
+
+pytestmark = pytest.mark.serve
+
+
+def independent_verify(body: bytes, headers: dict[str, str], secret: str) -> bool:
+    """The specification's signature, written from its text: base64(HMAC-SHA256(base64decode(secret
+    after 'whsec_'), f'{id}.{timestamp}.{body}')), any of the space-separated 'v1,<sig>' entries."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = headers["webhook-id"].encode() + b"." + headers["webhook-timestamp"].encode() + b"." + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(part.split(",", 1) == ["v1", expected] for part in headers["webhook-signature"].split(" "))
+
+
+class Receiver:
+    """Answers 500 to the first ``fail_first`` deliveries, then 204 to those that verify (401 otherwise)."""
+
+    def __init__(self, secret: str, fail_first: int = 0) -> None:
+        self.secret = secret
+        self.fail_first = fail_first
+        self.attempts: list[tuple[dict[str, str], bytes, int]] = []  # (headers, body, answered status)
+        self.accepted: list[dict] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    if len(receiver.attempts) < receiver.fail_first:
+                        status = 500
+                    else:
+                        try:
+                            event = webhooks.verify(body, headers, receiver.secret)
+                            ok = independent_verify(body, headers, receiver.secret)
+                        except webhooks.WebhookVerificationError:
+                            ok = False
+                        status = 204 if ok else 401
+                        seen = {a[0]["webhook-id"] for a in receiver.attempts if a[2] == 204}
+                        if ok and headers["webhook-id"] not in seen:  # de-duplicated by webhook-id, as the spec asks
+                            receiver.accepted.append(event)
+                    receiver.attempts.append((headers, body, status))
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, predicate, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"receiver saw {[a[2] for a in self.attempts]}"
+            time.sleep(0.05)
+
+
+ADMIN_KEY = "hb_admin-for-webhook-tests"
+UNKNOWN = "whs_0000000000000000"
+
+
+@pytest.fixture(scope="module")
+def hook_app(deploy_app):
+    # Private addresses allowed (the receiver is on 127.0.0.1); retries within seconds.
+    return deploy_app(
+        auth={"enabled": True, "admin_key_sha256": key_hash(ADMIN_KEY), "default_rate": "1000/min"},
+        webhooks={"allow_private": True, "backoff_base_s": 2.0, "backoff_max_s": 4.0, "poll_interval_s": 0.2},
+    )
+
+
+@pytest.fixture(scope="module")
+def user(hook_app) -> tuple[str, str]:
+    """(key id, key) of a generate-scoped key: its jobs' webhooks are signed with its secrets."""
+    with hook_app.client() as c:
+        r = c.post("/v1/admin/keys", json={"name": "hooks"}, headers=bearer(ADMIN_KEY))
+    assert r.status_code == 201, r.text
+    return r.json()["id"], r.json()["key"]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def secret(hook_app, user) -> str:
+    key_id, key = user
+    path = f"/v1/admin/keys/{key_id}/webhook-secrets"
+    with hook_app.client() as c:
+        r = c.post(path, headers=bearer(ADMIN_KEY))
+        assert r.status_code == 201, r.text
+        listed = c.get(path, headers=bearer(ADMIN_KEY)).json()["data"]
+        assert c.post(path, headers=bearer(key)).status_code == 403  # the admin API only
+    assert [s["id"] for s in listed] == [r.json()["id"]] and "secret" not in listed[0]  # shown once
+    return r.json()["secret"]
+
+
+@pytest.fixture
+def receiver(secret) -> Iterator[Receiver]:
+    receiver = Receiver(secret, fail_first=3)
+    yield receiver
+    receiver.server.shutdown()
+
+
+def gateway_replicas(app_name: str) -> list:
+    prefix = f"SERVE_REPLICA::{app_name}#Gateway#"
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    return [ray.get_actor(n, namespace="serve") for n in names]
+
+
+def test_delivery_is_retried_with_one_webhook_id_across_a_killed_gateway(hook_app, user, receiver) -> None:
+    body = {"kind": "generate", "prompt": "a hook", "steps": 2, "size": "32x32", "webhook": {"url": receiver.url}}
+    with hook_app.client(timeout=30) as c:
+        c.headers.update(bearer(user[1]))
+        job_id = c.post("/v1/jobs", json=body).json()["id"]
+        assert wait_job(c, job_id)["status"] == "succeeded"
+        receiver.wait(lambda: len(receiver.attempts) >= 1)
+        for actor in gateway_replicas(hook_app.name):  # between attempts: the retry is in the store only
+            ray.kill(actor, no_restart=True)
+        receiver.wait(lambda: receiver.accepted, timeout=120)
+        time.sleep(3)  # nothing more arrives once a delivery was accepted
+        deliveries = wait_listed(c, job_id)
+    statuses = [a[2] for a in receiver.attempts]
+    assert statuses[:3] == [500, 500, 500] and statuses[3:] == [204], statuses
+    assert len({a[0]["webhook-id"] for a in receiver.attempts}) == 1  # one message, every attempt
+    assert len({a[0]["webhook-signature"] for a in receiver.attempts}) == len(receiver.attempts)  # signed afresh
+    [event] = receiver.accepted
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job_id
+    assert event["data"]["status"] == "succeeded" and "b64_json" not in event["data"]["result"]["data"][0]
+    [delivery] = deliveries
+    assert delivery["id"] == receiver.attempts[0][0]["webhook-id"] and delivery["event"] == "job.succeeded"
+    assert delivery["status"] == "delivered" and delivery["attempts"][-1]["status_code"] == 204
+    # An attempt cut short by the kill may be missing from the record, never one of the others.
+    assert 3 <= len(delivery["attempts"]) <= 4 and delivery["attempts"][0]["status_code"] == 500
+
+
+def wait_listed(c, job_id: str) -> list[dict]:
+    deadline = time.monotonic() + 30
+    while True:
+        r = c.get(f"/v1/jobs/{job_id}/deliveries")
+        if r.status_code == 200 and r.json()["data"] and r.json()["data"][0]["status"] != "pending":
+            return r.json()["data"]
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+
+
+def test_canceled_and_progress_events_reach_the_receiver(hook_app, user, secret) -> None:
+    receiver = Receiver(secret)
+    try:
+        hook = {"url": receiver.url, "events": ["progress", "cancelled"]}  # either spelling
+        body = {"kind": "generate", "prompt": "stop me", "steps": 150, "size": "32x32", "cache": "bypass"}
+        body["webhook"] = hook
+        with hook_app.client(timeout=30) as c:
+            c.headers.update(bearer(user[1]))
+            job_id = c.post("/v1/jobs", json=body).json()["id"]
+            receiver.wait(lambda: any(json.loads(a[1])["type"] == "job.progress" for a in receiver.attempts))
+            c.delete(f"/v1/jobs/{job_id}")
+            receiver.wait(lambda: any(e["type"] == "job.canceled" for e in receiver.accepted))
+    finally:
+        receiver.server.shutdown()
+    # Messages are independent deliveries: no order is promised between them (as in the specification).
+    assert {e["type"] for e in receiver.accepted} == {"job.progress", "job.canceled"}
+    [canceled] = [e for e in receiver.accepted if e["type"] == "job.canceled"]
+    assert canceled["data"]["cancel_reason"] == "requested" and canceled["data"]["status"] == "canceled"
+
+
+def test_a_webhook_needs_a_signing_secret_of_its_key(hook_app, user) -> None:
+    with hook_app.client() as c:
+        c.headers.update(bearer(user[1]))
+        r = c.post(
+            "/v1/jobs",
+            json={"kind": "generate", "prompt": "x", "webhook": {"url": "http://127.0.0.1:9/h", "secret_id": UNKNOWN}},
+        )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "webhook.secret_id", r.text
+
+
+def test_the_sdk_verifier_refuses_what_was_not_signed_with_the_secret() -> None:
+    secret, other = webhooks.new_secret(), webhooks.new_secret()
+    body = b'{"type":"job.succeeded"}'
+    headers = webhooks.signed_headers([secret], "msg_1", body)
+    assert webhooks.verify(body, headers, secret) == {"type": "job.succeeded"}
+    assert independent_verify(body, headers, secret)
+    rotated = webhooks.signed_headers([other, secret], "msg_1", body)  # rotation: either secret verifies
+    assert webhooks.verify(body, rotated, secret) and webhooks.verify(body, rotated, other)
+    for bad_body, bad_headers, key in (
+        (body, headers, other),
+        (body + b" ", headers, secret),
+        (body, {**headers, "webhook-id": "msg_2"}, secret),
+        (body, webhooks.signed_headers([secret], "msg_1", body, timestamp=int(time.time()) - 3600), secret),
+    ):
+        with pytest.raises(webhooks.WebhookVerificationError):
+            webhooks.verify(bad_body, bad_headers, key)
