@@ -58,9 +58,10 @@ test-fast: setup-dev
 bench: setup-dev
 	$(PY) bench/run.py
 
-# Precision, recall and the confusion by category of the prompt filter on the labelled corpus.
+# Precision, recall and the confusion of the prompt filter per category, adversarial kind and language,
+# one report per split (dev: thresholds chosen there; holdout: template families never tuned on).
 filters-eval: setup
-	$(PY) -m huabu.filters.evaluate
+	$(PY) -m huabu.filters.evaluate --per-split
 
 # Prompt-adherence table of the bundled model (docs/MODEL.md).
 quality: setup

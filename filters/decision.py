@@ -40,6 +40,7 @@ class Stage(str, Enum):
     """Which check produced the decision."""
 
     BLOCKLIST = "blocklist"  # a term or regex rule matched
+    INTENT = "intent"  # the intent layer: an idiom/emoji/coded-symbol lexicon or the intent classifier
     SEMANTIC = "semantic"  # similarity to unsafe exemplars (also the last stage of an allowed prompt)
     IMAGE = "image"  # the NSFW image classifier
     SKIPPED = "skipped"  # not screened (a negative prompt, or every check disabled)

@@ -1,13 +1,18 @@
-"""Evaluate the prompt filter on the labelled corpus: precision, recall, false-positive rate, confusion.
+"""Evaluate the prompt filter on the labelled corpora: precision, recall, false-positive rate, confusion.
 
-    python -m huabu.filters.evaluate [--corpus tests/filters/corpus.jsonl] [--split all|dev|holdout]
-                                     [--no-semantic] [--no-blocklist] [--errors] [--json]
+    python -m huabu.filters.evaluate [--corpus FILE ...] [--split all|train|dev|holdout] [--per-split]
+                                     [--no-semantic] [--no-blocklist] [--no-intent] [--errors] [--json]
 
-Corpus lines are JSON objects: ``text``, ``label`` ("safe" or a category), ``lang`` (en/zh/mixed),
-``kind`` (plain/obfuscated/paraphrase/lookalike) and ``split``. The ``dev`` split was used to choose the
-semantic thresholds; ``holdout`` was not looked at while tuning. "Positive" means unsafe: recall is the
-share of unsafe prompts blocked (in any category), the false-positive rate the share of safe prompts
-blocked. The confusion table also shows whether the reported category matches the label.
+Corpus lines are JSON objects: ``text``, ``label`` ("safe" or a category), ``lang``, ``kind`` and
+``split`` (and ``family``, the template family). The default corpora are ``tests/filters/corpus.jsonl``
+(v1: plain/obfuscated/paraphrase/lookalike, en/zh) and the intent corpus of issue #32,
+``filters/data/corpus/{dev,holdout}.jsonl`` (euphemism, emoji, effect, injury, coded, translation,
+mixed_script and their hard benign counterparts, in nine languages), split by template family. The
+``dev`` splits were used to choose thresholds; ``holdout`` was never looked at while tuning, and the
+intent corpus's ``train`` split (what the classifier learnt from) is not evaluated unless asked for.
+"Positive" means unsafe: recall is the share of unsafe prompts blocked (in any category), the
+false-positive rate the share of safe prompts blocked, precision the share of blocked prompts that are
+unsafe. Per category: recall of its prompts, and the precision of blocks reported under it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,16 @@ from huabu.filters.decision import Category, Decision
 from huabu.filters.prompt_filter import PromptFilter
 from huabu.filters.settings import PromptFilterSettings
 
-__all__ = ["CorpusRow", "EvalReport", "default_corpus_path", "evaluate", "load_corpus", "main"]
+__all__ = [
+    "CorpusRow",
+    "EvalReport",
+    "default_corpus_path",
+    "default_corpus_paths",
+    "evaluate",
+    "load_corpora",
+    "load_corpus",
+    "main",
+]
 
 SAFE = "safe"
 _LABELS = (SAFE, *(c.value for c in Category))
@@ -37,11 +51,21 @@ class CorpusRow:
     lang: str = ""
     kind: str = ""
     split: str = "dev"
+    family: str = ""
+
+
+_ROOT = Path(__file__).resolve().parent.parent  # the source checkout (the package is installed editable)
+INTENT_CORPUS_DIR = _ROOT / "filters" / "data" / "corpus"
 
 
 def default_corpus_path() -> Path:
-    """tests/filters/corpus.jsonl of the source checkout (the package is installed editable)."""
-    return Path(__file__).resolve().parent.parent / "tests" / "filters" / "corpus.jsonl"
+    """tests/filters/corpus.jsonl, the v1 corpus."""
+    return _ROOT / "tests" / "filters" / "corpus.jsonl"
+
+
+def default_corpus_paths() -> list[Path]:
+    """The v1 corpus and the intent corpus's dev and holdout families."""
+    return [default_corpus_path(), INTENT_CORPUS_DIR / "dev.jsonl", INTENT_CORPUS_DIR / "holdout.jsonl"]
 
 
 def load_corpus(path: str | Path | None = None) -> list[CorpusRow]:
@@ -54,6 +78,10 @@ def load_corpus(path: str | Path | None = None) -> list[CorpusRow]:
             raise ValueError(f"corpus line {n}: unknown label {row.label!r}")
         rows.append(row)
     return rows
+
+
+def load_corpora(paths: Iterable[str | Path] | None = None) -> list[CorpusRow]:
+    return [row for p in (paths if paths is not None else default_corpus_paths()) for row in load_corpus(p)]
 
 
 def _ratio(num: int, den: int) -> float:
@@ -122,7 +150,7 @@ def evaluate(prompt_filter: PromptFilter, rows: Sequence[CorpusRow], batch_size:
                 report.by_stage[d.stage.value] += 1
             outcome = ("tp" if d.blocked else "fn") if unsafe else ("fp" if d.blocked else "tn")
             setattr(report, outcome, getattr(report, outcome) + 1)
-            for key in (f"split={row.split}", f"lang={row.lang}", f"kind={row.kind}"):
+            for key in (f"split={row.split}", f"lang={row.lang}", f"kind={row.kind}", f"label={row.label}"):
                 report.groups.setdefault(key, Counter())[outcome] += 1
             if outcome in ("fn", "fp"):
                 report.errors.append((row, d))
@@ -149,13 +177,26 @@ def format_report(report: EvalReport, show_errors: bool = False) -> str:
         counts = [report.confusion.get((label, p), 0) for p in preds]
         if any(counts):
             lines.append(f"{label:<{width}}" + "".join(f"{c:>{width}}" for c in counts))
-    lines += ["", "by group: recall / false-positive rate"]
+    lines += ["", "per category: recall of its prompts, precision of the blocks reported under it"]
+    for cat in _LABELS[1:]:
+        c = report.groups.get(f"label={cat}", Counter())
+        reported = sum(n for (_, pred), n in report.confusion.items() if pred == cat)
+        if c["tp"] + c["fn"] or reported:
+            lines.append(
+                f"  {cat:<20} recall {_fmt(_ratio(c['tp'], c['tp'] + c['fn']))} ({c['tp']}/{c['tp'] + c['fn']})   "
+                f"precision {_fmt(_ratio(report.confusion[(cat, cat)], reported))} "
+                f"({report.confusion[(cat, cat)]}/{reported})"
+            )
+    lines += ["", "by group: recall / false-positive rate / precision"]
     for key, c in sorted(report.groups.items()):
+        if key.startswith("label="):
+            continue
         rec = _ratio(c["tp"], c["tp"] + c["fn"])
         fpr = _ratio(c["fp"], c["fp"] + c["tn"])
         positives, negatives = c["tp"] + c["fn"], c["fp"] + c["tn"]
         lines.append(
             f"  {key:<20} recall {_fmt(rec)} ({c['tp']}/{positives})   FPR {_fmt(fpr)} ({c['fp']}/{negatives})"
+            f"   precision {_fmt(_ratio(c['tp'], c['tp'] + c['fp']))}"
         )
     if show_errors and report.errors:
         lines += ["", "errors (corpus text shown: this is test data, never production prompts)"]
@@ -167,18 +208,33 @@ def format_report(report: EvalReport, show_errors: bool = False) -> str:
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m huabu.filters.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=None, help="JSONL corpus (default: tests/filters/corpus.jsonl)")
-    parser.add_argument("--split", choices=("all", "dev", "holdout"), default="all")
-    parser.add_argument("--no-semantic", action="store_true", help="block lists only")
-    parser.add_argument("--no-blocklist", action="store_true", help="semantic check only")
+    parser.add_argument(
+        "--corpus", type=Path, action="append", default=None, help="JSONL corpus, repeatable (default: see above)"
+    )
+    parser.add_argument("--split", choices=("all", "train", "dev", "holdout"), default="all")
+    parser.add_argument("--per-split", action="store_true", help="one report per split (what make filters-eval shows)")
+    parser.add_argument("--no-semantic", action="store_true", help="no exemplar similarity")
+    parser.add_argument("--no-blocklist", action="store_true", help="no block lists")
+    parser.add_argument("--no-intent", action="store_true", help="no intent layer (the v1 filter)")
     parser.add_argument("--errors", action="store_true", help="list misses and false positives")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
-    rows = [r for r in load_corpus(args.corpus) if args.split == "all" or r.split == args.split]
-    settings = PromptFilterSettings(enable_semantic=not args.no_semantic, enable_blocklist=not args.no_blocklist)
-    report = evaluate(PromptFilter(settings), rows)
-    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report, args.errors))
+    rows = [r for r in load_corpora(args.corpus) if args.split == "all" or r.split == args.split]
+    settings = PromptFilterSettings(
+        enable_semantic=not args.no_semantic, enable_blocklist=not args.no_blocklist, enable_intent=not args.no_intent
+    )
+    prompt_filter = PromptFilter(settings)
+    splits = sorted({r.split for r in rows}) if args.per_split else [args.split]
+    reports = {}
+    for split in splits:
+        selected = [r for r in rows if split == "all" or r.split == split]
+        reports[split] = evaluate(prompt_filter, selected)
+        if not args.json:
+            print(f"=== split: {split} ===\n{format_report(reports[split], args.errors)}\n")
+    if args.json:
+        out = {k: v.as_dict() for k, v in reports.items()}
+        print(json.dumps(out if args.per_split else out[args.split], indent=2))
     return 0
 
 

@@ -83,12 +83,18 @@ def _strip_invisible(text: str) -> str:
     return "".join(out)
 
 
+_DECORATIVE_MARK_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
+
 def _strip_marks(text: str) -> str:
     # "nüde", "n̲u̲d̲e̲": decompose and drop combining marks. Han characters have no decomposition.
     decomposed = unicodedata.normalize("NFD", text)
     if decomposed == text and text.isascii():
         return text
-    kept = "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me"))
+    # Only the generic combining blocks (accents, underlines, overlays) are dropped: kana voicing marks
+    # (ド = ト + U+3099), Devanagari or Thai vowel signs carry meaning, and dropping them garbles the
+    # text the embedding model sees.
+    kept = "".join(ch for ch in decomposed if not _DECORATIVE_MARK_RE.match(ch))
     return unicodedata.normalize("NFC", kept)
 
 

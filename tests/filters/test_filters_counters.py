@@ -24,7 +24,13 @@ def test_counts_per_rule_category_and_stage() -> None:
         "blocked_by_category": {"sexual": 2, "hate": 1},
         "blocked_by_rule": {"en.sexual.nudity": 2, "semantic.hate": 1},
         "blocked_by_stage": {"blocklist": 2, "semantic": 1},
+        "unavailable": 0,
+        "unavailable_by_reason": {},
     }
+    c.record_unavailable("load")
+    c.record_unavailable("timeout")
+    c.record_unavailable("load")
+    assert c.snapshot()["unavailable"] == 3 and c.snapshot()["unavailable_by_reason"] == {"load": 2, "timeout": 1}
     snap["blocked_by_rule"]["en.sexual.nudity"] = 99  # a snapshot is a copy
     assert c.snapshot()["blocked_by_rule"]["en.sexual.nudity"] == 2
     c.reset()
