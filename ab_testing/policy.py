@@ -131,7 +131,7 @@ class RolloutPolicy(FrozenModel):
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "demo": {
-        "steps": [10.0, 50.0, 100.0],
+        "steps": [20.0, 50.0, 100.0],
         "min_samples_per_step": 10,
         "min_step_seconds": 0,
         "evidence_from_percent": 50,

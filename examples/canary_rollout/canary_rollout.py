@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", help="server URL (default: HUABU_BASE_URL, else the local server)")
     parser.add_argument("--api-key", help="an admin API key (default: HUABU_API_KEY, else the local dev key)")
     parser.add_argument("--canary", help="the canary model (default: the server's canary variant)")
-    parser.add_argument("--steps", help="canary percents (default: the demo preset's 10,50,100)")
+    parser.add_argument("--steps", help="canary percents (default: the demo preset's 20,50,100)")
     parser.add_argument("--min-samples", type=int, help="per step and guardrail (default: the demo preset's 10)")
     parser.add_argument("--users", type=int, default=200, help="simulated users (default 200)")
     parser.add_argument("--workers", type=int, default=4, help="concurrent clients (default 4)")
