@@ -106,6 +106,7 @@ def bench_prompt(rounds: int) -> dict[str, float]:
     )
     out = {**lone, **batched}
     out["prompt_lone_uncached_cpu_ms"] = _cpu_median_ms(lambda: f.check(_fresh(corpus, 1)[0]), rounds)
+    out["prompt_v1_lone_uncached_cpu_ms"] = _cpu_median_ms(lambda: v1.check(_fresh(corpus, 1)[0]), rounds)
     f.check("a watercolor fox in the snow, soft light")
     out["prompt_lone_cached_p50_ms"] = _median_ms(lambda: f.check("a watercolor fox in the snow, soft light"), rounds)
     n_threads, per_thread = 8, 8
@@ -195,6 +196,7 @@ def main() -> None:
         "prompt_lone_uncached_p50_ms": "prompt_v1_lone_uncached_p50_ms",
         "prompt_batch32_per_prompt_p50_ms": "prompt_v1_batch32_per_prompt_p50_ms",
         "prompt_concurrent8_per_prompt_p50_ms": "prompt_v1_concurrent8_per_prompt_p50_ms",
+        "prompt_lone_uncached_cpu_ms": "prompt_v1_lone_uncached_cpu_ms",
     }
     for key, value in results.items():
         target = targets.get(key)

@@ -1,11 +1,12 @@
 """The image filter stage, wrapping ``huabu.filters.ImageFilter`` (an NSFW classifier). It runs
 after the model and before storage and cache writes, so a blocked image is never stored, cached
-or returned. A block raises ``ContentBlocked`` (400 ``content_policy_violation`` at the gateway).
+or returned. A block raises ``ContentBlocked`` (400 ``content_policy_violation`` at the gateway);
+a classifier that cannot load, errors or overruns raises ``FilterUnavailable`` (503 with
+Retry-After), so an unscreened image is never returned, stored or cached either.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ray import serve
@@ -17,6 +18,7 @@ from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import ImageFilter
+from huabu.filters.failclosed import GuardedFilter
 
 logger = logging.getLogger("huabu.safety")
 
@@ -26,19 +28,30 @@ class ImageFilterStage(FilterStage[ImageFilter]):
     stage = "image_filter"
 
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
-        super().__init__(next_stage, settings, ImageFilter(settings.safety.image))
+        s = settings.safety.image
+        guard = GuardedFilter(
+            self.stage,
+            lambda counters: ImageFilter(s, counters=counters),
+            timeout_s=s.check_timeout_s,
+            retry_after_s=s.retry_after_s,
+        )
+        super().__init__(next_stage, settings, guard)
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         result: ModelResult = await call(self.next_stage, "generate", request)
         if result.cancelled or not result.png:
             return result
         with telemetry.work("image_filter.check") as check:
-            # Decoding a 1024x1024 PNG takes ~25 ms: in a thread, so other requests keep moving.
-            decision = await asyncio.to_thread(self.filter.check_png, result.png)
+            # Decoding a 1024x1024 PNG takes ~25 ms: in a worker thread, so other requests keep moving.
+            decision = await self.guard.run(lambda f: f.check_png(result.png))
             telemetry.filter_decision(check, "image", decision)
         if decision.blocked:
             logger.info(
-                "image blocked: category=%s score=%s request=%s", decision.category, decision.score, request.request_id
+                "image blocked: layer=%s category=%s score=%s request=%s",
+                decision.stage.value,
+                decision.category,
+                decision.score,
+                request.request_id,
             )
             raise ContentBlocked.from_decision(decision)
         return result

@@ -1,12 +1,12 @@
 """The prompt filter stage, wrapping ``huabu.filters.PromptFilter``. It runs before the cache, so
 a blocked prompt never reaches cache or model. A block raises ``ContentBlocked``; the gateway
 answers it with a 400 ``content_policy_violation`` naming the category. Only a fingerprint of a
-blocked prompt is logged, never its text.
+blocked prompt is logged, never its text, with the layer that decided (blocklist, intent, semantic).
+A filter that cannot screen raises ``FilterUnavailable`` (503 with Retry-After): fail closed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ray import serve
@@ -18,6 +18,7 @@ from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import PromptFilter
+from huabu.filters.failclosed import GuardedFilter
 
 logger = logging.getLogger("huabu.safety")
 
@@ -27,16 +28,24 @@ class PromptFilterStage(FilterStage[PromptFilter]):
     stage = "prompt_filter"
 
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
-        super().__init__(next_stage, settings, PromptFilter(settings.safety.prompt))
+        s = settings.safety.prompt
+        guard = GuardedFilter(
+            self.stage,
+            lambda counters: PromptFilter(s, counters=counters),
+            timeout_s=s.check_timeout_s,
+            retry_after_s=s.retry_after_s,
+        )
+        super().__init__(next_stage, settings, guard)
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         with telemetry.work("prompt_filter.check") as check:
-            # The encoder merges concurrent callers into one model pass; run it off the event loop.
-            decision = await asyncio.to_thread(self.filter.check_request, request.prompt, request.negative_prompt)
+            # In a worker thread: the encoder merges concurrent callers into one model pass.
+            decision = await self.guard.run(lambda f: f.check_request(request.prompt, request.negative_prompt))
             telemetry.filter_decision(check, "prompt", decision)
         if decision.blocked:
             logger.info(
-                "prompt blocked: category=%s rule=%s prompt_sha256=%s request=%s",
+                "prompt blocked: layer=%s category=%s rule=%s prompt_sha256=%s request=%s",
+                decision.stage.value,
                 decision.category,
                 decision.rule_id,
                 decision.fingerprint,

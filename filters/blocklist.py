@@ -283,8 +283,10 @@ def _read(path_or_name: str | Path, prefix: str = "blocklist") -> BlockListFile:
             raise FileNotFoundError(f"no bundled {prefix} file named {path_or_name!r}")
         raw = res.read_text(encoding="utf-8")
         suffix = ".yaml"
-    data = json.loads(raw) if suffix == ".json" else yaml.safe_load(raw)
-    return BlockListFile.model_validate(data)
+    try:
+        return BlockListFile.model_validate(json.loads(raw) if suffix == ".json" else yaml.safe_load(raw))
+    except (yaml.YAMLError, ValueError) as exc:  # name the file: it is what an operator must fix
+        raise ValueError(f"{prefix} file {path_or_name}: {type(exc).__name__}: {exc}") from exc
 
 
 def load_blocklists(

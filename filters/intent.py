@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from huabu.filters.decision import Category
+from huabu.filters.semantic import single_threaded_blas
 
 __all__ = ["IntentClassifier", "IntentModelError", "IntentResult", "bundled_classifier_path", "softmax"]
 
@@ -101,7 +102,9 @@ class IntentClassifier:
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """(rows, labels) class probabilities of L2-normalised USE embeddings."""
-        probs: np.ndarray = softmax(embeddings @ self._weights.T + self._bias)
+        with single_threaded_blas():  # a tiny product: all-core OpenBLAS would only add wake-up latency
+            logits = embeddings @ self._weights.T + self._bias
+        probs: np.ndarray = softmax(logits)
         return probs
 
     def classify(self, embeddings: np.ndarray) -> list[IntentResult]:

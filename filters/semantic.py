@@ -47,6 +47,7 @@ __all__ = [
     "SemanticResult",
     "TextEncoder",
     "load_exemplars",
+    "single_threaded_blas",
     "split_clauses",
 ]
 
@@ -79,7 +80,10 @@ def load_exemplars(names: Iterable[str | Path]) -> ExemplarFile:
             if not res.is_file():
                 raise FileNotFoundError(f"no bundled exemplar file named {name!r}")
             raw = res.read_text(encoding="utf-8")
-        f = ExemplarFile.model_validate(yaml.safe_load(raw))
+        try:
+            f = ExemplarFile.model_validate(yaml.safe_load(raw))
+        except (yaml.YAMLError, ValueError) as exc:  # name the file: it is what an operator must fix
+            raise ValueError(f"exemplar file {name}: {type(exc).__name__}: {exc}") from exc
         loaded.append(f.name)
         for cat, phrases in f.unsafe.items():
             unsafe.setdefault(cat, []).extend(phrases)
@@ -96,7 +100,7 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-def _single_threaded_blas() -> AbstractContextManager[Any]:
+def single_threaded_blas() -> AbstractContextManager[Any]:
     """OpenBLAS on all cores makes a tiny matrix product slow (thread wake-up, spinning, worse under load):
     the similarity products here are ~40x100 and run fastest on one thread."""
     controller = _blas_controller()
@@ -349,7 +353,7 @@ class SemanticMatcher:
         if not embedded.owners:
             return []
         emb = embedded.vectors
-        with _single_threaded_blas():
+        with single_threaded_blas():
             unsafe = emb @ self._unsafe.T
             benign = emb @ self._benign.T
         best_idx = unsafe.argmax(axis=1)

@@ -1,9 +1,11 @@
 """What the prompt and image filter stages share: telemetry under the stage's name, a handle on
-the next stage, a span per request, the filter's warm-up and its decision counters."""
+the next stage, a span per request, and the filter itself behind a :class:`GuardedFilter`, which
+fails closed (a filter that cannot load, errors or overruns answers 503 with Retry-After, logged
+and counted; nothing unscreened goes on)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic
 
 from ray.serve.handle import DeploymentHandle
 
@@ -11,26 +13,19 @@ from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import Answering, connect
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
-from huabu.filters import FilterCounters
-
-
-class Screen(Protocol):
-    counters: FilterCounters
-
-    def warmup(self) -> None: ...
-
-
-ScreenT = TypeVar("ScreenT", bound=Screen)
+from huabu.filters.failclosed import GuardedFilter, ScreenT
 
 
 class FilterStage(Answering, Generic[ScreenT]):
     stage: ClassVar[str]  # telemetry service, span and admin statistics key
 
-    def __init__(self, next_stage: DeploymentHandle, settings: Settings, screen: ScreenT) -> None:
+    def __init__(self, next_stage: DeploymentHandle, settings: Settings, guard: GuardedFilter[ScreenT]) -> None:
         telemetry.configure(settings, self.stage)
         self.next_stage = connect(next_stage, settings)
-        self.filter = screen
-        self.filter.warmup()
+        self.guard = guard
+        # A model that does not load leaves the replica up and refusing (503), not crash-looping: the
+        # load is retried by requests, so a fixed file is picked up without a redeploy.
+        guard.load()
 
     async def generate(self, request: ModelRequest) -> ModelResult:
         with telemetry.hop(self.stage, request):
@@ -40,4 +35,4 @@ class FilterStage(Answering, Generic[ScreenT]):
         raise NotImplementedError
 
     def stats(self) -> dict[str, Any]:
-        return dict(self.filter.counters.snapshot())
+        return {**self.guard.counters.snapshot(), "available": self.guard.available}

@@ -33,6 +33,7 @@ from huabu.deployments.core.storage import Storage
 from huabu.deployments.gateway.errors import APIError, invalid, not_found, overloaded
 from huabu.deployments.gateway.images import decode_image, decode_mask, image_size
 from huabu.deployments.gateway.jobs import JobCancelled
+from huabu.filters.failclosed import FilterUnavailable
 from huabu.sdk.types import (
     EditJobRequest,
     GenerateJobRequest,
@@ -317,6 +318,14 @@ class GenerationService:
             raise overloaded(self.settings.model.retry_after_s, message=str(exc)) from None
         except ModelOverloaded:
             raise overloaded(self.settings.model.retry_after_s) from None
+        except FilterUnavailable as exc:  # a safety filter could not screen it: refused, never passed on
+            raise APIError(
+                str(exc),
+                "service_unavailable",
+                code="filter_unavailable",
+                status=503,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from None
         except ContentBlocked as exc:
             what = "prompt" if exc.stage != "image" else "generated image"
             raise APIError(
