@@ -85,7 +85,7 @@ class KafkaIngress:
         self.consumer = new_consumer(config, client_id)
         self.offsets: dict[int, PartitionOffsets] = {}
         self.working: set[asyncio.Task[None]] = set()
-        self.unfinished = 0  # the group's unfinished jobs at the last look, plus those created since
+        self.unfinished = 0  # the group's unfinished jobs at the last look, plus those created here since
         self.peak_unfinished = 0
         self.retry_until = 0.0  # monotonic: a busy answer holds the partitions paused until then
         self.paused = False
@@ -155,13 +155,21 @@ class KafkaIngress:
             except Exception:  # a failed commit only means a re-read, which the idempotency key absorbs
                 logger.warning("kafka offset commit failed", exc_info=True)
 
+    def _outstanding(self) -> int:
+        """The group's unfinished jobs as last seen, plus this member's messages on their way to one."""
+        return self.unfinished + len(self.working)
+
+    def _room(self) -> int:
+        """How many more messages this member may take on now."""
+        free = self.config.max_pending_jobs - self._outstanding()
+        return max(0, min(self.config.submit_concurrency, free))
+
     def _should_pause(self) -> bool:
         if time.monotonic() < self.retry_until:
             return True
-        full = len(self.working) >= 2 * self.config.submit_concurrency
         if self.paused:  # hysteresis: resume only once the jobs have drained to resume_at
-            return full or self.unfinished > self.config.resume_at
-        return full or self.unfinished >= self.config.max_pending_jobs
+            return self._outstanding() > self.config.resume_at
+        return self._room() == 0
 
     def _flow(self) -> None:
         pause = self._should_pause()
@@ -188,7 +196,8 @@ class KafkaIngress:
         while True:
             self._flow()
             # Non-blocking: rebalance callbacks run here, in the event loop's thread.
-            messages = self.consumer.consume(num_messages=config.submit_concurrency, timeout=0)
+            # At most the room left (while paused, this serves callbacks and returns nothing).
+            messages = self.consumer.consume(num_messages=max(1, self._room()), timeout=0)
             for message in messages:
                 if message.error():
                     logger.warning("kafka consumer: %s", message.error())
@@ -331,6 +340,7 @@ class KafkaIngress:
             await asyncio.sleep(self.config.result_poll_s)
 
     async def _publish_finished(self) -> None:
+        created_before = self.counts["in"]
         job_ids = sorted(await self.pending.job_ids())
         jobs = await asyncio.gather(*(self.jobs.get(job_id) for job_id in job_ids))
         unfinished = 0
@@ -339,7 +349,8 @@ class KafkaIngress:
                 unfinished += 1
             elif await self.pending.claim(job_id, self.replica):
                 await self._publish_result(job_id, job)
-        self.unfinished = unfinished
+        # Jobs this member created while the round ran are not in its count yet.
+        self.unfinished = unfinished + self.counts["in"] - created_before
         self.peak_unfinished = max(self.peak_unfinished, unfinished)
 
     async def _publish_result(self, job_id: str, job: Job | None) -> None:
