@@ -27,6 +27,7 @@ from huabu.deployments.core.messages import ModelRequest, ModelResult, OutOfMemo
 from huabu.deployments.core.settings import Settings, VariantSettings
 from huabu.deployments.core.state import open_store
 from huabu.deployments.gateway.jobs import JobStore
+from huabu.deployments.step_scheduler import StepHooks, step_scheduler
 from huabu.sdk.types import JobPreview, encode_b64_image
 
 logger = logging.getLogger("huabu.model")
@@ -104,6 +105,7 @@ class ModelStage(Answering):
         self.png_compress_level = settings.model.png_compress_level
         self.retry_after_s = settings.model.retry_after_s
         self.replica = uuid.uuid4().hex  # names this replica's speed report
+        self.steps = step_scheduler(self.pipeline, settings.model, self.compute, self._iteration)
         logger.info("loaded %s on %s (%s)", self.model_id, self.pipeline.device, settings.model.dtype)
 
     def describe(self) -> dict[str, Any]:
@@ -130,6 +132,8 @@ class ModelStage(Answering):
             return result
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
+        if self.steps is not None:
+            return await self._generate_stepwise(request)
         batch: Any = self.generate_batch  # type: ignore[misc]
         # serve.batch forms a batch when its first request arrives, not when the model is free,
         # so while a batch runs, the next one keeps collecting until the running one should end.
@@ -173,14 +177,7 @@ class ModelStage(Answering):
             try:
                 results = await loop.run_in_executor(self.compute, compute, samples)
             except torch.OutOfMemoryError:
-                # This batch did not fit on the card; the memory is freed and the replica serves on.
-                logger.warning("out of GPU memory on a batch of %d", len(requests), exc_info=True)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                raise OutOfMemory(
-                    f"the model ran out of GPU memory on this batch; retry in {self.retry_after_s} s "
-                    "or ask for a smaller size or fewer images"
-                ) from None
+                raise self._out_of_memory(len(requests)) from None
             if isinstance(self.pipeline, FixedLatencyPipeline):
                 await asyncio.sleep(self.pipeline.remaining_s(len(requests), started))
         finally:
@@ -208,9 +205,58 @@ class ModelStage(Answering):
                 batch_size=len(requests),
                 queue_wait_s=started - queued,
                 generation_s=elapsed,
+                full_evaluations=result.full_evaluations,
             )
             for request, result, png, queued in zip(requests, results, pngs, enqueued, strict=True)
         ]
+
+    def _out_of_memory(self, requests: int) -> OutOfMemory:
+        # The batch did not fit on the card; the memory is freed and the replica serves on.
+        logger.warning("out of GPU memory on a batch of %d", requests, exc_info=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return OutOfMemory(
+            f"the model ran out of GPU memory on this batch; retry in {self.retry_after_s} s "
+            "or ask for a smaller size or fewer images"
+        )
+
+    def _iteration(self, running: int) -> None:
+        metrics.step_iteration(self.variant, running)
+
+    async def _generate_stepwise(self, request: ModelRequest) -> ModelResult:
+        """``model.scheduler: step``: the request joins the running set (deployments/step_scheduler.py)."""
+        assert self.steps is not None
+        loop = asyncio.get_running_loop()
+        reports = ProgressReports()
+        job_id = request.job_id
+        hooks = StepHooks()
+        if job_id:
+            hooks.on_step = lambda step, total: reports.add([(job_id, step, total)])
+            hooks.is_cancelled = lambda: job_id in self.cancelled
+            if request.preview_every:
+                hooks.on_preview = lambda step, pixels: reports.previews.__setitem__((job_id, step), pixels)
+        reporter = loop.create_task(self._report(reports, {job_id} if job_id else set()))
+        try:
+            result, timing = await self.steps.submit(request.to_sample(), request.priority, hooks)
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory(self.steps.max_running) from None
+        finally:
+            reports.close()
+            await reporter  # it flushes everything before it returns: no event is lost
+            self.cancelled.discard(job_id or "")
+        branches = 2 if request.guidance != 1.0 else 1
+        metrics.step_result(self.variant, timing.first_step_s, timing.iterations, result.full_evaluations, branches)
+        return ModelResult(
+            png=await self._png(request, result.pixels),
+            seed=request.seed,
+            model=self.model_id,
+            prompt_truncated=result.prompt_truncated,
+            cancelled=result.cancelled,
+            batch_size=timing.largest_batch,
+            queue_wait_s=timing.queue_wait_s,
+            generation_s=timing.generation_s,
+            full_evaluations=result.full_evaluations if request.cache_threshold else None,
+        )
 
     async def _png(self, request: ModelRequest, pixels: np.ndarray | None) -> bytes:
         if pixels is None:  # cancelled

@@ -103,6 +103,7 @@ MAX_OUTPAINT_EXTENT = 2048  # pixels added on one side
 MAX_IMAGE_B64_CHARS = 32 * 1024 * 1024  # ~24 MiB of image bytes in a JSON body
 
 CacheMode = Literal["use", "bypass", "refresh"]
+Priority = Literal["interactive", "batch"]  # model.scheduler step: interactive requests go first
 ResponseFormat = Literal["b64_json", "url"]
 JobKind = Literal["generate", "edit", "outpaint"]
 EventType = Literal["progress", "status", "result", "error"]
@@ -174,6 +175,13 @@ class _Response(BaseModel):
 # --- requests ----------------------------------------------------------------------------------
 
 
+class CacheSteps(_Request):
+    """Step caching: a step reuses the transformer's cached residual while the first block's output
+    changed less than ``threshold`` (relative) since the last full evaluation; 0 = off."""
+
+    threshold: float = Field(ge=0.0, le=1.0)
+
+
 class _GenerationParams(_Request):
     """Fields every image operation accepts (OpenAI's plus huabu's native extensions)."""
 
@@ -191,6 +199,8 @@ class _GenerationParams(_Request):
     guidance_scale: float | None = Field(default=None, ge=0.0, le=MAX_GUIDANCE)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     cache: CacheMode = "use"
+    priority: Priority | None = Field(default=None, description="'interactive' (default) or 'batch' (jobs' default)")
+    cache_steps: CacheSteps | None = Field(default=None, description="step caching: fewer full evaluations")
 
     @field_validator("model")
     @classmethod
@@ -438,6 +448,9 @@ class ImageData(_Response):
     cached: bool = False
     prompt_truncated: bool = False
     variant: str | None = Field(default=None, description="A/B variant that served the request")
+    full_evaluations: int | None = Field(
+        default=None, description="with cache_steps: transformer evaluations that ran every block (cond + uncond)"
+    )
     metadata: dict[str, str] = Field(default_factory=dict)
 
 

@@ -39,6 +39,7 @@ class SampleResult:
     pixels: np.ndarray | None  # (H, W, 3) uint8; None when cancelled
     prompt_truncated: bool
     cancelled: bool = False
+    full_evaluations: int | None = None  # transformer branch evaluations that ran every block (step caching)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ class SampleRequest:
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     strength: float = 1.0  # img2img: 1 ignores the init image's content outside any mask
     preview_every: int = 0  # report a low-resolution preview every this many steps (0: none)
+    # Step caching (mmdit/stepping.py): reuse the blocks' residual while the first block's output
+    # changed less than this (relative) since the last full evaluation; 0 = every step in full.
+    cache_threshold: float = 0.0
 
     @property
     def shape_key(self) -> tuple[int, int, int, int]:
@@ -75,6 +78,10 @@ class SampleRequest:
             )
         if not 0 <= self.seed <= MAX_SEED:
             raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}, got {self.seed}", "seed")
+        if not (math.isfinite(self.cache_threshold) and 0.0 <= self.cache_threshold <= 1.0):
+            raise InvalidRequest(
+                f"cache_steps.threshold must be from 0 to 1, got {self.cache_threshold}", "cache_steps.threshold"
+            )
         if not (math.isfinite(self.strength) and 0.0 < self.strength <= 1.0):
             raise InvalidRequest(f"strength must be in (0, 1], got {self.strength}", "strength")
         if self.init_image is not None and (

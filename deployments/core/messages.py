@@ -12,7 +12,7 @@ import numpy as np
 from huabu.ab_testing.assignment import Assignment
 from huabu.deployments.backends.requests import SampleRequest
 from huabu.filters import Decision
-from huabu.sdk.types import CacheMode
+from huabu.sdk.types import CacheMode, Priority
 
 Operation = Literal["generate", "edit", "outpaint"]
 
@@ -45,6 +45,8 @@ class ModelRequest:
     # The A/B assignment that chose ``model`` (None: no experiment); carried for metrics and traces.
     assignment: Assignment | None = None
     preview_every: int = 0  # a job's previews: one every this many steps (0: none)
+    priority: Priority = "interactive"  # model.scheduler step: interactive requests go first
+    cache_threshold: float = 0.0  # step caching (cache_steps.threshold); 0 = off
 
     @property
     def variant(self) -> str | None:
@@ -63,6 +65,7 @@ class ModelRequest:
             mask=self.mask,
             strength=self.strength,
             preview_every=self.preview_every,
+            cache_threshold=self.cache_threshold,
         )
 
 
@@ -79,6 +82,7 @@ class ModelResult:
     generation_s: float = 0.0
     cached: bool = False
     storage_key: str | None = None  # set once the PNG is in storage
+    full_evaluations: int | None = None  # step caching: transformer branch evaluations that ran every block
 
 
 class ModelOverloaded(Exception):

@@ -179,3 +179,32 @@ def kafka_lag(topic: str, partition: int, lag: int) -> None:
 
 def kafka_paused(paused: bool) -> None:
     _set("huabu_kafka_paused", "1 while the Kafka ingress holds its partitions paused (backpressure)", float(paused))
+
+
+def step_result(
+    variant: str, first_step_s: float, iterations: int, full_evaluations: int | None, branches: int
+) -> None:
+    """One request served by the step scheduler (deployments/step_scheduler.py)."""
+    _observe(
+        "huabu_model_first_step_s",
+        "time from arrival to a request's first denoising step (s)",
+        first_step_s,
+        variant=variant,
+    )
+    _inc(
+        "huabu_model_iterations", "step-scheduler iterations a request took part in", float(iterations), variant=variant
+    )
+    if full_evaluations is not None:
+        skipped = iterations * branches - full_evaluations
+        _inc(
+            "huabu_model_steps_skipped",
+            "transformer branch evaluations step caching skipped",
+            float(skipped),
+            variant=variant,
+        )
+
+
+def step_iteration(variant: str, running: int) -> None:
+    _observe(
+        "huabu_model_running_batch", "requests in one step-scheduler iteration", running, BATCH_BUCKETS, variant=variant
+    )

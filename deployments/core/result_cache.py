@@ -90,6 +90,8 @@ def canonical_request(request: ModelRequest, with_seed: bool = True) -> str:
         "mask": _array_hash(request.mask),
         "model": request.model,
     }
+    if request.cache_threshold:  # step caching changes the image (a little)
+        fields["cache_threshold"] = request.cache_threshold
     if with_seed:
         fields["seed"] = request.seed
     return json.dumps(fields, sort_keys=True, ensure_ascii=False)

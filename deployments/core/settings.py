@@ -103,6 +103,10 @@ class ModelDeploymentSettings(_Section):
     # the process starts); setting it replaces the default below.
     env_vars: dict[str, str] = Field(default_factory=lambda: dict(MODEL_MALLOC_ENV))
     max_batch_size: int = Field(8, ge=1)
+    # "request": @serve.batch batches run to their end; "step": requests join and leave a running
+    # batch between denoising steps (deployments/step_scheduler.py; own MMDiT models, others fall
+    # back to request); max_batch_size caps the requests in one step.
+    scheduler: Literal["request", "step"] = "request"
     # Batches form while the previous one runs; a long wait would only add latency to lone requests.
     batch_wait_timeout_s: float = Field(0.002, ge=0)
     max_ongoing_requests: int = Field(16, ge=1)

@@ -215,6 +215,8 @@ class GenerationService:
             request_id=request_id,
             assignment=assignment,
             preview_every=getattr(req, "preview_every", None) or 0,  # jobs only
+            priority=req.priority or ("batch" if job_id else "interactive"),
+            cache_threshold=req.cache_steps.threshold if req.cache_steps else 0.0,
         )
         return base, limits, req.seed
 
@@ -372,6 +374,7 @@ class GenerationService:
             "cached": result.cached,
             "prompt_truncated": result.prompt_truncated,
             "variant": result.variant,
+            "full_evaluations": result.full_evaluations,
             "metadata": {"batch_size": str(result.batch_size), "generation_s": f"{result.generation_s:.3f}"},
         }
         if response_format == "url":

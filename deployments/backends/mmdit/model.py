@@ -7,7 +7,7 @@ final layer maps image tokens back to patches of the prediction (velocity or cle
 
 from __future__ import annotations
 
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,17 @@ def unpatchify(tokens: Tensor, patch: int, channels: int, grid_h: int, grid_w: i
     b = tokens.shape[0]
     x = tokens.reshape(b, grid_h, grid_w, channels, patch, patch)
     return x.permute(0, 3, 1, 4, 2, 5).reshape(b, channels, grid_h * patch, grid_w * patch)
+
+
+class Embedded(NamedTuple):
+    """The blocks' inputs: image and text streams (B, N, D) and (B, L, D), conditioning (B, D),
+    rotations (S, 1, Dh/2) and the attention mask (B, 1, 1, S) or None."""
+
+    img: Tensor
+    txt: Tensor
+    c: Tensor
+    rope: Tensor
+    attn_mask: Tensor | None
 
 
 class MMDiT(nn.Module):
@@ -94,6 +105,17 @@ class MMDiT(nn.Module):
         t: Tensor,  # (B,) flow time in [0, 1], 1 = pure noise
         grid: tuple[int, int],  # (H / p, W / p) latent patches per column and row
     ) -> Tensor:
+        x = self.embed(image_tokens, text, text_mask, t, grid)
+        img, txt = x.img, x.txt
+        for block in self.blocks:
+            img, txt = block(img, txt, x.c, x.rope, x.attn_mask)
+        return self.final(img, x.c)  # (B, N, P)
+
+    def embed(
+        self, image_tokens: Tensor, text: Tensor, text_mask: Tensor, t: Tensor, grid: tuple[int, int]
+    ) -> Embedded:
+        """Everything before the first block (``forward``'s arguments); step caching
+        (``mmdit/stepping.py``) runs the blocks itself."""
         b, n_txt = text.shape[:2]
         c = self.condition(t, text, text_mask)
         img = self.image_in(image_tokens)  # (B, N, D)
@@ -105,9 +127,7 @@ class MMDiT(nn.Module):
         if not bool(text_mask.all()):
             image_mask = torch.ones(b, img.shape[1], dtype=torch.bool, device=img.device)
             attn_mask = torch.cat([text_mask, image_mask], dim=1)[:, None, None, :]  # (B, 1, 1, S)
-        for block in self.blocks:
-            img, txt = block(img, txt, c, rope, attn_mask)
-        return self.final(img, c)  # (B, N, P)
+        return Embedded(img, txt, c, rope, attn_mask)
 
     def flops_per_forward(self, batch: int, n_image: int, n_text: int) -> int:
         """Multiply-add FLOPs (2 per MAC) of the matmuls and attention in one forward."""

@@ -8,7 +8,7 @@ a request's result does not depend on what else is in its batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from huabu.deployments.backends.mmdit.checkpoint import ModelBundle
 from huabu.deployments.backends.mmdit.model import patchify, unpatchify
 from huabu.deployments.backends.mmdit.sampler import euler_sample, guided, shift_mu, timesteps, velocity_from_output
 from huabu.deployments.backends.requests import SampleRequest
+
+if TYPE_CHECKING:
+    from huabu.deployments.backends.mmdit.stepping import Stepper
 
 
 class _AllCancelled(Exception):
@@ -65,6 +68,12 @@ class Pipeline:
     def describe(self) -> dict[str, Any]:
         return {"backend": "mmdit", "dtype": str(self.dtype).removeprefix("torch."), "config": self.config.to_dict()}
 
+    def stepper(self) -> Stepper:
+        """Step-at-a-time sampling on this model (the replica's step scheduler, step caching)."""
+        from huabu.deployments.backends.mmdit.stepping import Stepper  # it builds on this module
+
+        return Stepper(self)
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -83,9 +92,17 @@ class Pipeline:
             check = None if is_cancelled is None else (lambda i, _ix=indices: is_cancelled(_ix[i]))
             progress = None if on_step is None else (lambda step, total, _ix=indices: on_step(_ix, step, total))
             preview = None if on_preview is None else (lambda i, step, px, _ix=indices: on_preview(_ix[i], step, px))
-            for index, result in zip(
-                indices, self._sample([requests[i] for i in indices], progress, check, preview), strict=True
-            ):
+            group = [requests[i] for i in indices]
+            if any(r.cache_threshold for r in group):  # step caching lives in the stepper (mmdit/stepping.py)
+                per_request = (
+                    None
+                    if on_step is None
+                    else (lambda ix, step, total, _ix=indices: on_step([_ix[i] for i in ix], step, total))
+                )
+                sampled = self.stepper().run(group, per_request, check, preview)
+            else:
+                sampled = self._sample(group, progress, check, preview)
+            for index, result in zip(indices, sampled, strict=True):
                 results[index] = result
         return [r for r in results if r is not None]
 
