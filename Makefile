@@ -67,6 +67,7 @@ filters-eval: setup
 quality: setup
 	$(PY) -m huabu.deployments.backends.mmdit.eval.quality --model tiny-mmdit@v1
 	$(PY) -m huabu.deployments.backends.mmdit.eval.quality --model tiny-mmdit@v2
+	$(PY) -m huabu.deployments.backends.mmdit.eval.quality --model tiny-mmdit@v3
 
 lint: setup-dev
 	$(PY) -m ruff check .
