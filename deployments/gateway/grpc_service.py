@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -420,7 +420,8 @@ class ImagesGrpc:
                 # Returned, not raised: Serve then sends the code with the trailing metadata (and logs no
                 # traceback for a refused request); the client sees only the status.
                 error = self._failed(context, traced, exc, path)
-                context.set_trailing_metadata(list(error_metadata(error)))
+                # Serve's annotation says str values; gRPC sends the -bin key's bytes as they are (tested).
+                context.set_trailing_metadata(cast(list[tuple[str, str]], list(error_metadata(error))))
                 return empty()
 
     @asynccontextmanager
