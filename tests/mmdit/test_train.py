@@ -114,6 +114,22 @@ def test_snapshot_mid_run(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "t@v0" / "record.json").read_text())["steps"] == 2
 
 
+def test_fine_tune_starts_from_the_checkpoint_and_stores_sampling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train(_args(tmp_path), log=lambda _: None)  # t@v1
+    monkeypatch.setenv("HUABU_MODEL_DIR", str(tmp_path))
+    fine = ["--model-id", "t@v2", "--init-from", "t@v1", "--sampling-steps", "12", "--sampling-guidance", "4.5"]
+    start = train(_args(tmp_path, *fine, "--until", "0"), log=lambda _: None)
+    assert _same(start.ema, load_checkpoint("t@v1"))  # fp16 round trip of base's EMA: the start point
+    tuned = train(_args(tmp_path, *fine, "--grammar-share", "1.0"), log=lambda _: None)
+    assert tuned.step == 3 and not _same(tuned.bundle, start.bundle)
+    record = json.loads((tmp_path / "t@v2" / "record.json").read_text())
+    assert record["init_from"] == "t@v1" and "grammar" in record["data_version"]
+    limits = load_checkpoint("t@v2").config.limits()
+    assert (limits.steps, limits.guidance) == (12, 4.5)  # what the server uses when a request names neither
+
+
 def test_schedule_and_rope_split() -> None:
     args = TrainArgs(steps=100, warmup=10, lr=1e-3, min_lr_ratio=0.1)
     assert lr_at(0, args) == pytest.approx(1e-4) and lr_at(9, args) == pytest.approx(1e-3)
