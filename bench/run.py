@@ -17,6 +17,7 @@ BENCHES = [
     "bench_capacity.py",
     "bench_backends.py",
     "bench_hops.py",
+    "bench_data.py",
 ]
 
 

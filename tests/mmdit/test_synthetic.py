@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -198,15 +197,13 @@ def test_shape_coverage_matches_renderer() -> None:
     assert np.abs(image - expected).max() <= 0.51
 
 
-def test_sample_batch_is_fast() -> None:
+def test_sample_batch_draws_a_fresh_batch_each_time() -> None:
+    # What a batch costs against a training step is measured by bench/bench_data.py, not here.
     rng = np.random.default_rng(0)
-    sample_batch(rng, 32)
-    times = []
-    for _ in range(20):
-        start = time.perf_counter()
-        sample_batch(rng, 32)
-        times.append(time.perf_counter() - start)
-    assert float(np.median(times)) < 0.03  # a few ms here; generous for a loaded CI machine
+    first, second = sample_batch(rng, 32), sample_batch(rng, 32)
+    assert first.images.shape == second.images.shape and first.images.shape[0] == 32
+    assert first.images.dtype == np.uint8 and len(first.captions) == 32
+    assert list(first.captions) != list(second.captions) and not np.array_equal(first.images, second.images)
 
 
 def test_inpaint_cases() -> None:
