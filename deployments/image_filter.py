@@ -18,7 +18,6 @@ from huabu.deployments.core.handles import call
 from huabu.deployments.core.messages import ContentBlocked, ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
 from huabu.filters import ImageFilter
-from huabu.filters.failclosed import GuardedFilter
 
 logger = logging.getLogger("huabu.safety")
 
@@ -29,13 +28,7 @@ class ImageFilterStage(FilterStage[ImageFilter]):
 
     def __init__(self, next_stage: DeploymentHandle, settings: Settings) -> None:
         s = settings.safety.image
-        guard = GuardedFilter(
-            self.stage,
-            lambda counters: ImageFilter(s, counters=counters),
-            timeout_s=s.check_timeout_s,
-            retry_after_s=s.retry_after_s,
-        )
-        super().__init__(next_stage, settings, guard)
+        super().__init__(next_stage, settings, lambda counters: ImageFilter(s, counters=counters), s)
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
         result: ModelResult = await call(self.next_stage, "generate", request)

@@ -5,6 +5,7 @@ and counted; nothing unscreened goes on)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic
 
 from ray.serve.handle import DeploymentHandle
@@ -13,19 +14,29 @@ from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import Answering, connect
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
+from huabu.filters.counters import FilterCounters
 from huabu.filters.failclosed import GuardedFilter, ScreenT
+from huabu.filters.settings import ImageFilterSettings, PromptFilterSettings
 
 
 class FilterStage(Answering, Generic[ScreenT]):
     stage: ClassVar[str]  # telemetry service, span and admin statistics key
 
-    def __init__(self, next_stage: DeploymentHandle, settings: Settings, guard: GuardedFilter[ScreenT]) -> None:
+    def __init__(
+        self,
+        next_stage: DeploymentHandle,
+        settings: Settings,
+        build: Callable[[FilterCounters], ScreenT],
+        limits: PromptFilterSettings | ImageFilterSettings,
+    ) -> None:
         telemetry.configure(settings, self.stage)
         self.next_stage = connect(next_stage, settings)
-        self.guard = guard
+        self.guard = GuardedFilter(
+            self.stage, build, timeout_s=limits.check_timeout_s, retry_after_s=limits.retry_after_s
+        )
         # A model that does not load leaves the replica up and refusing (503), not crash-looping: the
         # load is retried by requests, so a fixed file is picked up without a redeploy.
-        guard.load()
+        self.guard.load()
 
     async def generate(self, request: ModelRequest) -> ModelResult:
         with telemetry.hop(self.stage, request):
