@@ -174,7 +174,7 @@ def capacity(pipeline: Pipeline, compute: Executor, max_batch: int, n: int) -> f
 
 def bench_scheduling(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, Any]:
     with compute_thread(args.threads) as compute:
-        unit = step_time(pipeline)
+        unit = compute.submit(step_time, pipeline).result()  # with the compute thread's torch threads
         cap = statistics.median(capacity(pipeline, compute, args.max_batch, args.requests) for _ in range(2))
         print(f"step time {unit * 1000:.1f} ms (batch 1, {SIZES[-1][0]} px); capacity {cap:.2f} images/s")
         report: dict[str, Any] = {"step_time_s": unit, "capacity_images_per_s": cap, "loads": {}}
