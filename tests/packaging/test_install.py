@@ -96,7 +96,10 @@ def test_sdk_only_install_imports_and_runs_the_cli(dists: dict[str, Path], dist:
     run([str(bin_dir / "pip"), "install", "-q", str(dists[dist])], timeout=600, env=clean_env())
     env = clean_env()
     assert "sdk ok" in run([str(bin_dir / "python"), "-c", SDK_CHECK], timeout=60, env=env, cwd=tmp_path)
-    assert "client commands" in run([str(bin_dir / "huabu"), "--help"], timeout=60, env=env, cwd=tmp_path)
+    help_text = run([str(bin_dir / "huabu"), "--help"], timeout=60, env=env, cwd=tmp_path)
+    # Every command has its line, the server ones too, with what they need installed.
+    assert all(f"    {command} " in help_text for command in ("generate", "jobs", "usage", "up", "keys")), help_text
+    assert "need `pip install 'huabu[server]'`" in help_text, help_text
     assert "--guidance-scale" in run([str(bin_dir / "huabu"), "generate", "--help"], timeout=60, env=env, cwd=tmp_path)
     # A server command without the extra says what to install instead of a traceback.
     proc = subprocess.run(
