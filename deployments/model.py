@@ -244,6 +244,11 @@ class ModelStage(Answering):
             reports.close()
             await reporter  # it flushes everything before it returns: no event is lost
             self.cancelled.discard(job_id or "")
+        if job_id:  # queue ETAs (gateway/job_queue.py): seconds per image-step on this replica
+            with contextlib.suppress(Exception):
+                await self.jobs.record_speed(
+                    self.replica, self.steps.seconds_per_iteration / max(1, timing.largest_batch)
+                )
         branches = 2 if request.guidance != 1.0 else 1
         metrics.step_result(self.variant, timing.first_step_s, timing.iterations, result.full_evaluations, branches)
         return ModelResult(
