@@ -130,7 +130,9 @@ def rollout(tenants: Any, tenant_admin: str) -> None:
     time.sleep(0.5)  # every gateway replica re-reads the split
 
 
-def test_variants_are_forced_only_with_the_admin_or_ab_override_scope(tenants: Any, tenant_admin: str, rollout: None) -> None:
+def test_variants_are_forced_only_with_the_admin_or_ab_override_scope(
+    tenants: Any, tenant_admin: str, rollout: None
+) -> None:
     key = new_tenant(tenants, tenant_admin)
     with tenants.client() as c:
         for variant in ("canary", "stable"):
