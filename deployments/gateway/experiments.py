@@ -208,8 +208,7 @@ def override_refused(header: str) -> APIError | None:
     if principal is not None and principal.has(AB_OVERRIDE):  # admin keys have every scope
         return None
     return APIError(
-        f"{header} forces an A/B variant and needs an API key with the 'admin' or '{AB_OVERRIDE}' scope; "
-        "leave it out",
+        f"{header} forces an A/B variant and needs the 'admin' or '{AB_OVERRIDE}' scope; leave it out",
         "permission_error",
         param=header,
         code="insufficient_scope",
