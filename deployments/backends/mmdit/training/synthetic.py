@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple, TypeVar
 
@@ -577,21 +577,30 @@ def eval_items(
     gaps are measured on identical content.
     """
     rng = np.random.default_rng(seed)
+    items: list[EvalItem] = []
+    for spec in eval_scenes(rng, held_out, per_triple, n_triples):
+        for lang in languages:
+            phrasing = _phrasing_from_uniforms(rng.random(_DRAWS_PER_CAPTION), lang)
+            items.append(EvalItem(phrase(spec, phrasing), spec_as_captioned(spec, phrasing), lang, held_out))
+    return items
+
+
+def eval_scenes(
+    rng: np.random.Generator, held_out: bool, per_triple: int, n_triples: int | None = None
+) -> Iterator[SceneSpec]:
+    """One-object scenes of every held-out triple (or ``n_triples`` held-in ones, default as many,
+    drawn by ``rng``), ``per_triple`` each. Lazily: callers draw their phrasings from the same ``rng``
+    between scenes, so a table's prompts depend only on its seed."""
     if held_out:
         triples = sorted(HELD_OUT)
     else:
         count = n_triples if n_triples is not None else len(HELD_OUT)
         triples = [HELD_IN[i] for i in sorted(rng.choice(len(HELD_IN), size=count, replace=False))]
-    items: list[EvalItem] = []
     for (color, shape, position), _ in itertools.product(triples, range(per_triple)):
         backgrounds = [b for b in BACKGROUNDS if color not in HIDDEN_ON[b]]
-        spec = SceneSpec(
+        yield SceneSpec(
             (ObjectSpec(color, shape, position, _pick(SIZES, rng.random())),), _pick(backgrounds, rng.random())
         )
-        for lang in languages:
-            phrasing = _phrasing_from_uniforms(rng.random(_DRAWS_PER_CAPTION), lang)
-            items.append(EvalItem(phrase(spec, phrasing), spec_as_captioned(spec, phrasing), lang, held_out))
-    return items
 
 
 # --------------------------------------------------------------------------------------------
@@ -741,16 +750,8 @@ def grammar_eval_items(
     rng = np.random.default_rng(seed + 10 * SPLITS.index(split))
     triples_out = split != "held-out templates"
     templates_out = split != "held-out triples"
-    if triples_out:
-        triples = sorted(HELD_OUT)
-    else:
-        triples = [HELD_IN[i] for i in sorted(rng.choice(len(HELD_IN), size=len(HELD_OUT), replace=False))]
     items: list[EvalItem] = []
-    for (color, shape, position), _ in itertools.product(triples, range(per_triple)):
-        backgrounds = [b for b in BACKGROUNDS if color not in HIDDEN_ON[b]]
-        spec = SceneSpec(
-            (ObjectSpec(color, shape, position, _pick(SIZES, rng.random())),), _pick(backgrounds, rng.random())
-        )
+    for spec in eval_scenes(rng, triples_out, per_triple):
         for lang in languages:
             drawn = grammar.draw(spec, rng.random(grammar.DRAWS_PER_CAPTION), lang, held_out=templates_out)
             said = SceneSpec(
