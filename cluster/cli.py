@@ -16,7 +16,6 @@ import base64
 import hashlib
 import importlib
 import io
-import ipaddress
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from huabu.cluster.keys_cli import local_dev_key, with_dev_admin_key
 from huabu.cluster.output import fail, say, warn
+from huabu.sdk._devkey import is_loopback_host as is_loopback  # one rule for open servers and the dev key
 
 if TYPE_CHECKING:
     from huabu.cluster.local import ClusterState, LocalCluster
@@ -59,16 +59,6 @@ def load_settings(
     if model is not None:  # the stable variant serves it; its other settings (LoRA, defaults) stay
         overrides["variants"] = {"stable": {"model": model}}
     return Settings.load(path, **overrides)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a server bound to ``host`` is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # any other name may resolve to an address others reach
-        return False
 
 
 def check_open_server(settings: Settings, force: bool) -> None:
