@@ -210,10 +210,6 @@ def wire_message(request: BaseModel, cls: type[M]) -> M:
     return cls(**fields)
 
 
-def generate_message(request: ImageGenerationRequest) -> pb.GenerateRequest:
-    return wire_message(request, pb.GenerateRequest)
-
-
 def _enum_value(enum: Any, number: int, prefix: str) -> str:
     return str(enum.Name(number)).removeprefix(prefix).lower()
 
@@ -299,7 +295,7 @@ def model_list(message: pb.ModelList) -> ModelList:
 
 def _generate_request(prompt: str, params: GenerateParams) -> tuple[pb.GenerateRequest, CallOptions]:
     fields, call = split_params(params)
-    return generate_message(wire_request(ImageGenerationRequest, prompt=prompt, **fields)), call
+    return wire_message(wire_request(ImageGenerationRequest, prompt=prompt, **fields), pb.GenerateRequest), call
 
 
 def _watch_request(job_id: str, after_seq: int | None) -> pb.WatchJobRequest:
