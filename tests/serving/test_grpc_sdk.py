@@ -99,13 +99,13 @@ def test_job_streams_events_and_waits(grpc_client: GrpcClient, http_client: Clie
 
 
 def test_cancel(grpc_client: GrpcClient) -> None:
-    handle = grpc_client.jobs.submit("a long one", size="32x32", steps=150, cache="bypass")
+    handle = grpc_client.jobs.submit("a long one", size="64x64", steps=200, cache="bypass")  # outlasts its cancel
     seen = []
     for event in handle.events(timeout=120):
         seen.append(event)
         if event.type == "progress" and len(seen) == 3:
             assert handle.cancel().id == handle.id
-    assert seen[-1].status is JobStatus.canceled and max(e.step or 0 for e in seen) < 150
+    assert seen[-1].status is JobStatus.canceled and max(e.step or 0 for e in seen) < 200
     with pytest.raises(JobCanceledError):
         handle.result()
 
