@@ -189,14 +189,24 @@ class Recorder:
                 self.terminal[job_id] = status
 
 
-def make_client(base_url: str, recorder: Recorder, max_retries: int = 2, total: float = 120.0) -> Any:
+def make_client(
+    base_url: str,
+    recorder: Recorder,
+    max_retries: int = 2,
+    total: float = 120.0,
+    on_request: Callable[[httpx.Request], None] | None = None,
+) -> Any:
+    """An SDK client whose every HTTP request and response ``recorder`` sees (and ``on_request``)."""
     from huabu.sdk import Client, Timeouts
 
     timeouts = Timeouts(connect=5, read=60, write=30, pool=10, total=total)
     http = httpx.Client(
         timeout=httpx.Timeout(connect=5, read=60, write=30, pool=10),
         follow_redirects=True,
-        event_hooks={"request": [recorder.on_request], "response": [recorder.on_response]},
+        event_hooks={
+            "request": [recorder.on_request, *([on_request] if on_request else [])],
+            "response": [recorder.on_response],
+        },
     )
     return Client(base_url, timeout=timeouts, max_retries=max_retries, http_client=http)
 
@@ -352,17 +362,10 @@ class SoakReport:
         """5xx other than a 503 with Retry-After."""
         return [e for e in self.recorder.server_errors if not (e[1] == 503 and e[2])]
 
-    def killed_in_flight(self, error: tuple[float, int, str, str, str]) -> bool:
-        """A 500 that Serve's proxy answers itself (plain text, not the gateway's JSON error) for a
-        request that was in flight on the gateway replica just killed: no huabu code is left to
-        answer it. The SDK retries it (500 is retryable)."""
-        t, status, _, _, body = error
-        gateway_kills = [(f.start, f.end or f.recovered) for f in self.faults if f.kind == "gateway" and f.start]
-        return status == 500 and not body.startswith("{") and any(a <= t <= b for a, b in gateway_kills)
-
-    def unexplained_5xx(self) -> list[tuple[float, int, str, str, str]]:
-        """5xx other than 503 + Retry-After and other than the proxy's 500 for a killed replica."""
-        return [e for e in self.bad_5xx() if not self.killed_in_flight(e)]
+    def replica_lost(self) -> int:
+        """503s that Serve's proxy answered through huabu's middleware (cluster/serve_proxy.py) for a
+        request in flight on a killed gateway replica; without it, Ray 2.60 answers these a bare 500."""
+        return sum(1 for e in self.recorder.server_errors if e[1] == 503 and "gateway_replica_lost" in e[4])
 
     def table(self) -> str:
         rec = self.recorder
@@ -386,8 +389,8 @@ class SoakReport:
             f"| calls failed after retries: other | {len(other)} |",
             f"| 5xx seen | {', '.join(f'{s} {r}: {n}' for (s, r), n in sorted(fives.items())) or 'none'} |",
             f"| **5xx other than 503 + Retry-After** | **{len(self.bad_5xx())}** |",
-            f"| of which: Serve proxy's 500 for a request in flight on the killed gateway replica | "
-            f"{sum(1 for e in self.bad_5xx() if self.killed_in_flight(e))} |",
+            f"| 503 `gateway_replica_lost` (a request in flight on the killed gateway replica) | "
+            f"{self.replica_lost()} |",
         ]
         if other:
             kinds = Counter(f"{c.op} {c.error}{f' {c.status}' if c.status else ''}" for c in other)
@@ -496,10 +499,14 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from huabu.cluster.local import serve_proxy_env
     from huabu.deployments.app import build_app
     from huabu.deployments.core.settings import Settings
 
     workdir = Path(tempfile.mkdtemp(prefix="huabu-soak-"))
+    # Serve's proxy as `huabu up` runs it: 503 + Retry-After for a killed gateway replica's requests.
+    for key, value in serve_proxy_env(workdir, stop_after_s=5).items():
+        os.environ.setdefault(key, value)
     redis = RedisServer(free_port(), workdir)
     redis.start()
     port = free_port()
@@ -520,7 +527,7 @@ def main() -> int:
             raise TimeoutError("the app did not become ready")
         report = run_soak(base_url, name, redis, cfg, lambda line: print(line, flush=True))
         print(report.table())
-        return int(bool(report.lost or report.unexplained_5xx()))
+        return int(bool(report.lost or report.bad_5xx()))
     finally:
         if ray.is_initialized():
             serve.shutdown()

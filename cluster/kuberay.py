@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from huabu.cluster.serve_config import GRPC_PORT, serve_config
+from huabu.cluster.serve_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from huabu.deployments.app import model_options
 from huabu.deployments.core.settings import Settings
 
@@ -68,6 +69,8 @@ def _env() -> list[dict[str, Any]]:
 
     return [
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        # Serve's proxy: 503 + Retry-After for a request whose gateway replica died (cluster/serve_proxy.py).
+        {"name": PROXY_CALLBACK_ENV, "value": PROXY_CALLBACK},
         *(from_secret(name, optional=False) for name in REQUIRED_SECRETS),
         *(from_secret(name, optional=True) for name in OPTIONAL_SECRETS),
     ]

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from huabu.cluster.serve_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
 HOME_ENV = "HUABU_HOME"
 STATE_FILE = "local-cluster.json"
 TOKEN_FILE = "ray-auth-token"
@@ -82,10 +84,14 @@ def serve_proxy_env(temp_dir: Path, stop_after_s: int = 30, environ: dict[str, s
     paths and ports 8404 and 9101), so clusters on one machine never share them; on shutdown it
     waits at most ``stop_after_s`` for open connections (Serve's default: 120 s)."""
     env = os.environ if environ is None else environ
+    # Always: Serve's proxy answers 503 + Retry-After, not a bare 500, for a request whose gateway
+    # replica died (cluster/serve_proxy.py); a callback of the user's own is kept.
+    proxy = {PROXY_CALLBACK_ENV: env.get(PROXY_CALLBACK_ENV) or PROXY_CALLBACK}
     if env.get("HUABU_HA_PROXY", "0") != "1":
-        return {}
+        return proxy
     files = temp_dir / "haproxy"
     return {
+        **proxy,
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),
