@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
 import pydantic
@@ -30,6 +30,10 @@ from huabu.sdk._errors import (
     error_from_response,
 )
 from huabu.sdk._retry import retry_delay, should_retry_status
+from huabu.sdk.types import ImagesResponse
+
+if TYPE_CHECKING:
+    from huabu.sdk._results import ImageResults
 
 __all__ = ["APIResponseValidationError", "BaseClient", "ClientConfig", "RequestOptions", "Timeouts"]
 
@@ -386,6 +390,27 @@ class BaseClient(Generic[HttpT]):
             span.end()
 
     # --- response parsing ---------------------------------------------------------------------
+
+    def _results(
+        self, response: ImagesResponse, *, request_id: str | None = None, job_id: str | None = None
+    ) -> ImageResults:
+        raise NotImplementedError  # each client's: with its own (blocking or awaiting) image loader
+
+    def _images_of(self, response: httpx.Response) -> ImageResults:
+        """The images of a 200 from an images route (with the job behind them, under ``Prefer: wait``)."""
+        return self._results(
+            self._parse(response, ImagesResponse),
+            request_id=response.headers.get(constants.REQUEST_ID_HEADER),
+            job_id=response.headers.get(constants.JOB_ID_HEADER),
+        )
+
+    def _follow_timeout(self, options: RequestOptions, started: float) -> float:
+        """How long to follow the job of an images call answered 202: what is left of the call's own
+        ``timeout`` when it gave one, else as long as ``JobHandle.wait`` waits by default."""
+        if options.timeout is None:
+            return constants.DEFAULT_WAIT_TIMEOUT
+        total = Timeouts.coerce(options.timeout, self._config.timeouts).total
+        return max(total - (self._clock() - started), 0.001)
 
     @staticmethod
     def _parse(response: httpx.Response, model: type[ModelT]) -> ModelT:

@@ -15,6 +15,7 @@ import httpx
 import pydantic
 
 from huabu.sdk._base import BaseClient, RequestOptions, _Send, _Sleep
+from huabu.sdk._jobs import AsyncJobHandle, JobHandle
 from huabu.sdk._results import ImageResults
 from huabu.sdk.resources import (
     AsyncFeedback,
@@ -32,7 +33,7 @@ from huabu.sdk.resources import (
     Rollouts,
     Usage,
 )
-from huabu.sdk.types import ImagesResponse
+from huabu.sdk.types import ImagesResponse, Job
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 _Self = TypeVar("_Self", bound="Client")
@@ -102,8 +103,12 @@ class Client(BaseClient[httpx.Client]):
         return ImageResults(response, loader=self._download, request_id=request_id, job_id=job_id)
 
     def _images(self, options: RequestOptions) -> ImageResults:
+        started = self._clock()
         response = self._request(options)
-        return self._results(self._parse(response, ImagesResponse), request_id=response.headers.get("x-request-id"))
+        if response.status_code == 202:  # Prefer: wait ran out and the job goes on: follow it to its images
+            handle = JobHandle(self, self._parse(response, Job), request_id=response.headers.get("x-request-id"))
+            return handle.result(timeout=self._follow_timeout(options, started))
+        return self._images_of(response)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -185,8 +190,12 @@ class AsyncClient(BaseClient[httpx.AsyncClient]):
         return ImageResults(response, aloader=self._download, request_id=request_id, job_id=job_id)
 
     async def _images(self, options: RequestOptions) -> ImageResults:
+        started = self._clock()
         response = await self._request(options)
-        return self._results(self._parse(response, ImagesResponse), request_id=response.headers.get("x-request-id"))
+        if response.status_code == 202:
+            handle = AsyncJobHandle(self, self._parse(response, Job), request_id=response.headers.get("x-request-id"))
+            return await handle.result(timeout=self._follow_timeout(options, started))
+        return self._images_of(response)
 
     # --- lifecycle ------------------------------------------------------------------------------
 

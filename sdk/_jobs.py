@@ -54,6 +54,23 @@ def _job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
 
 
+def wait_seconds(wait: int | None, call: CallOptions, timeouts: Timeouts | None) -> int | None:
+    """The seconds to ask the server to wait (``Prefer: wait``, gRPC's ``wait_s``): ``wait``, never
+    longer than this call may read (the server answers by then)."""
+    if wait is None:
+        return None
+    if not 0 <= wait <= MAX_PREFER_WAIT_S:
+        raise InvalidParameterError(f"wait must be 0 to {MAX_PREFER_WAIT_S} seconds, got {wait}", param="wait")
+    read = Timeouts.coerce(call.get("timeout"), timeouts or Timeouts()).read
+    return max(0, min(wait, int(read) - 5))
+
+
+def prefer_wait(wait: int | None, call: CallOptions, timeouts: Timeouts | None) -> dict[str, str]:
+    """The ``Prefer: wait=N`` header (none for ``wait=None``)."""
+    seconds = wait_seconds(wait, call, timeouts)
+    return {} if seconds is None else {"Prefer": f"wait={seconds}"}
+
+
 def submit_options(
     body: AnyJobRequest,
     call: CallOptions,
@@ -63,13 +80,7 @@ def submit_options(
 ) -> RequestOptions:
     # One key per logical submit, generated before the first attempt: every retry of this call sends the
     # same key, so a submit whose response was lost cannot create a second job.
-    headers = {}
-    if wait is not None:
-        if not 0 <= wait <= MAX_PREFER_WAIT_S:
-            raise InvalidParameterError(f"wait must be 0 to {MAX_PREFER_WAIT_S} seconds, got {wait}", param="wait")
-        # The server answers by then: never ask for longer than this call may read.
-        read = Timeouts.coerce(call.get("timeout"), timeouts or Timeouts()).read
-        headers["Prefer"] = f"wait={max(0, min(wait, int(read) - 5))}"
+    headers = prefer_wait(wait, call, timeouts)
     return request_options(
         "POST",
         "/v1/jobs",

@@ -25,5 +25,6 @@ RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 DEFAULT_WAIT_TIMEOUT = 600.0  # how long JobHandle.wait waits for a job
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+JOB_ID_HEADER = "X-Huabu-Job-Id"  # the job behind an images call answered with Prefer: wait
 REQUEST_ID_HEADER = "x-request-id"
 RETRY_COUNT_HEADER = "x-huabu-retry-count"

@@ -68,6 +68,7 @@ from huabu.deployments.gateway.usage import UsageMeter, seconds_to_utc_midnight,
 logger = logging.getLogger("huabu.access")
 # POST to these runs the model: they cost a rate-limit token and hold a concurrency slot.
 COSTLY = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/images/outpaint", "/v1/jobs"})
+IDEMPOTENT = frozenset({"/v1/jobs", "/v1/images/generations"})  # Idempotency-Key scoped to the caller's key
 JOB_PATH = re.compile(r"^/v1/jobs/([^/]+)")
 STREAM_PATH = re.compile(r"^/v1/jobs/[^/]+/(events|ws)$")  # SSE and WebSocket: held open for a job's life
 REQUEST_SLOT_TTL_S = 900.0  # a crashed replica's request slot frees itself after this
@@ -387,7 +388,8 @@ class AccessMiddleware:
                 raise refusal
             if scope["type"] == "http" and scope["method"] == "POST" and path in COSTLY:
                 idem = headers.get("idempotency-key")
-                if path == "/v1/jobs" and idem and access.settings.auth.enabled:
+                # Images calls too: with Prefer: wait the key names the job they create.
+                if path in IDEMPOTENT and idem and access.settings.auth.enabled:
                     scoped, fingerprint = await access.check_idempotency(
                         principal, idem, scope.get(BODY_SCOPE_KEY, b"")
                     )

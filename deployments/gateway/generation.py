@@ -18,6 +18,7 @@ from huabu.deployments.backends.contract import ModelLimits
 from huabu.deployments.backends.requests import InvalidRequest, SampleRequest, outpainting
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.handles import call
+from huabu.deployments.core.logging_json import request_id_var
 from huabu.deployments.core.messages import (
     ContentBlocked,
     ModelOverloaded,
@@ -216,7 +217,7 @@ class GenerationService:
             assignment=assignment,
             preview_every=getattr(req, "preview_every", None) or 0,  # jobs only
             priority=req.priority or ("batch" if job_id else "interactive"),
-            cache_threshold=req.cache_steps.threshold if req.cache_steps else 0.0,
+            cache_threshold=req.cache_steps.threshold if req.cache_steps else limits.cache_threshold,
         )
         return base, limits, req.seed
 
@@ -397,7 +398,8 @@ class GenerationService:
 
     async def run_job(self, job_id: str, request_json: str, attempt: int = 1) -> tuple[ImagesResponse, str | None]:
         req = job_request_adapter.validate_json(request_json)
-        requests = await self.job_requests(req, job_id, job_id)
+        # A runner's attempt is its own request (telemetry.job); one run inline keeps its caller's id.
+        requests = await self.job_requests(req, request_id_var.get() or job_id, job_id)
         if attempt > 1:
             requests = [replace(r, retry=True) for r in requests]
         return await self.run(requests, req.response_format)

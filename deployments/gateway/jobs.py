@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable
 from huabu.deployments.core import metrics, telemetry
 from huabu.deployments.core.settings import JobSettings
 from huabu.deployments.core.state import KeyValueStore
-from huabu.deployments.gateway.errors import APIError
+from huabu.deployments.gateway.errors import APIError, invalid
 from huabu.sdk.types import (
+    MAX_PREFER_WAIT_S,
     ErrorBody,
     EventType,
     ImagesResponse,
@@ -111,6 +112,27 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         logger.warning("a job task ended with an error", exc_info=task.exception())
 
 
+def wait_seconds(value: str, param: str) -> int:
+    """A wait-or-queue time in whole seconds (REST's ``Prefer: wait=N``, gRPC's ``wait_s``); 400 naming
+    ``param`` when malformed or above MAX_PREFER_WAIT_S."""
+    value = value.strip().strip('"')
+    if not value.isdigit():
+        raise invalid(f"{param}: wait must be whole seconds, e.g. 'wait=30' (got {value[:20]!r})", param)
+    if int(value) > MAX_PREFER_WAIT_S:
+        raise invalid(f"{param}: wait must be at most {MAX_PREFER_WAIT_S} seconds (got {value})", param)
+    return int(value)
+
+
+def prefer_wait(header: str | None, param: str = "Prefer") -> int | None:
+    """The ``wait`` preference of a ``Prefer`` header (RFC 7240), or None. Other preferences are
+    ignored, as the RFC allows."""
+    for preference in (header or "").split(","):
+        name, _, value = preference.split(";")[0].strip().partition("=")
+        if name.strip().lower() == "wait":
+            return wait_seconds(value, param)
+    return None
+
+
 def new_job_id() -> str:
     # Time-ordered, so runners take the oldest active job first.
     return f"job_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
@@ -141,6 +163,7 @@ class JobStore:
         webhook_json: str | None = None,
         timeout_s: float | None = None,
         work_steps: int | None = None,
+        lease_owner: str | None = None,
     ) -> tuple[Job, bool]:
         """-> (job, created). A repeated Idempotency-Key returns the first job, not a new one.
         ``on_created(job_id)`` runs before any runner can see the job (e.g. to store its A/B unit).
@@ -149,7 +172,8 @@ class JobStore:
         complete jobs and a retry only a job that is complete and active. A store error on the
         way undoes what was written (the caller answers 503; a retry with the key starts afresh).
         ``webhook_json`` is the job's checked webhook, ``timeout_s`` its deadline from now and
-        ``work_steps`` its denoising steps times images (for queue ETAs)."""
+        ``work_steps`` its denoising steps times images (for queue ETAs). With ``lease_owner`` the job
+        is active already leased to that runner (it runs the first attempt itself, ``JobRunner.run_inline``)."""
         job_id = new_job_id()
         idem = f"idem:{idempotency_key}" if idempotency_key else None
         if idem is not None:
@@ -187,6 +211,8 @@ class JobStore:
                 await on_created(job_id)
             if deadline is not None:
                 await self.kv.sadd(DEADLINES, job_id)
+            if lease_owner is not None:  # before it is active: no other runner can claim it first
+                await self.kv.put(self._key(job_id, "lease"), lease_owner.encode(), ttl_s=self.settings.lease_s)
             await self.kv.sadd(ACTIVE, job_id)  # runners only see complete jobs
             # The commit: only now does the key name this job. Fails if a retry took the claim
             # over (this creation looked abandoned), and then this job is undone.
@@ -238,6 +264,7 @@ class JobStore:
                 self._key(job_id, "events"),
                 self._key(job_id, "webhook"),
                 self._key(job_id, "work"),
+                self._key(job_id, "lease"),
                 job_owner_key(job_id),
             )
             if idem is not None and await self.kv.get(idem) == PENDING + job_id.encode():
@@ -480,6 +507,7 @@ class JobRunner:
         self._reported_at = time.monotonic()
         self._executing: dict[str, asyncio.Future[tuple[ImagesResponse, str | None]]] = {}  # job id -> its call
         self._loop_task: asyncio.Task[None] | None = None
+        self._inline: set[asyncio.Task[None]] = set()  # attempts run for a waiting request (run_inline)
         self._wake = asyncio.Event()
         self.lost_at = -math.inf  # monotonic time an attempt here last failed on a lost replica
         self._swept_at = -math.inf
@@ -490,12 +518,22 @@ class JobRunner:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
+    def run_inline(self, job_id: str) -> asyncio.Task[None]:
+        """Run an attempt of a job created leased to this runner (``JobStore.create(lease_owner=)``)
+        now, in the caller's context: its stages' spans belong to the caller's trace, as a
+        synchronous request's do. It goes on when the caller stops waiting (the job is durable); if
+        this replica dies, the lease lapses and any runner takes the job over."""
+        task = asyncio.get_running_loop().create_task(self._run(job_id, traced=False))
+        self._inline.add(task)  # a strong reference until it ends
+        task.add_done_callback(self._inline.discard)
+        return task
+
     def wake(self) -> None:
         """A job was just submitted here: look now, not at the next idle poll."""
         self._wake.set()
 
     async def stop(self) -> None:
-        for task in [self._loop_task, *self.tasks]:
+        for task in [self._loop_task, *self.tasks, *self._inline]:
             if task is not None:
                 task.cancel()
 
@@ -573,11 +611,11 @@ class JobRunner:
             except Exception:  # store briefly unavailable: try again at the next renewal
                 logger.warning("job %s: could not renew the lease", job_id, exc_info=True)
 
-    async def _run(self, job_id: str) -> None:
+    async def _run(self, job_id: str, *, traced: bool = True) -> None:
         loop = asyncio.get_running_loop()
         finished = asyncio.Event()
         keeper = loop.create_task(self._keep_lease(job_id, finished))
-        run = loop.create_task(self._traced_attempt(job_id))
+        run = loop.create_task(self._traced_attempt(job_id) if traced else self._attempt(job_id))
         try:
             await asyncio.wait({keeper, run}, return_when=asyncio.FIRST_COMPLETED)
             if run.done() and not run.cancelled() and run.exception() is not None:

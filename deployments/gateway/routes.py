@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
@@ -36,7 +36,7 @@ from huabu.deployments.gateway.experiments import Experiments, UnitMiddleware
 from huabu.deployments.gateway.generation import GenerationService
 from huabu.deployments.gateway.grpc_service import ImagesGrpc, JobBody
 from huabu.deployments.gateway.job_queue import QueueTracker
-from huabu.deployments.gateway.jobs import IdempotencyConflict, JobRunner, JobStore
+from huabu.deployments.gateway.jobs import IdempotencyConflict, JobRunner, JobStore, prefer_wait
 from huabu.deployments.gateway.playground import mount_playground
 from huabu.deployments.gateway.rollouts import RolloutService
 from huabu.deployments.gateway.rollouts import router as rollouts_router
@@ -48,17 +48,22 @@ from huabu.deployments.gateway.security import (
     path_id_problem,
 )
 from huabu.deployments.ingest.door import IngestDoor
+from huabu.sdk.constants import JOB_ID_HEADER
 from huabu.sdk.types import (
     MAX_JOB_TIMEOUT_S,
-    MAX_PREFER_WAIT_S,
+    EditJobRequest,
+    GenerateJobRequest,
     ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
     Job,
     JobEvent,
+    JobStatus,
     ModelList,
+    OutpaintJobRequest,
     OutpaintRequest,
     WebhookDeliveryList,
+    encode_b64_image,
     job_request_adapter,
 )
 from huabu.sdk.validation import first_problem
@@ -85,22 +90,6 @@ api.include_router(auth.router)  # /v1/admin/keys
 api.include_router(webhooks.router)  # /v1/admin/keys/{key_id}/webhook-secrets
 api.include_router(usage.router)  # GET /v1/usage
 openapi_doc.install(api)  # the OpenAPI document as the API behaves
-
-
-def prefer_wait(header: str | None) -> int | None:
-    """The ``wait`` preference of a ``Prefer`` header (RFC 7240), in whole seconds; 400 when malformed
-    or above MAX_PREFER_WAIT_S. Other preferences are ignored, as the RFC allows."""
-    for preference in (header or "").split(","):
-        name, _, value = preference.split(";")[0].strip().partition("=")
-        if name.strip().lower() != "wait":
-            continue
-        value = value.strip().strip('"')
-        if not value.isdigit():
-            raise invalid(f"Prefer: wait must be whole seconds, e.g. 'wait=30' (got {value[:20]!r})", "Prefer")
-        if int(value) > MAX_PREFER_WAIT_S:
-            raise invalid(f"Prefer: wait must be at most {MAX_PREFER_WAIT_S} seconds (got {value})", "Prefer")
-        return int(value)
-    return None
 
 
 def cancel_after_s(header: str | None) -> float | None:
@@ -230,13 +219,17 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
     # --- images ------------------------------------------------------------------------------
 
     @api.post("/v1/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
-    async def generations(self, request: Request) -> ImagesResponse:
+    async def generations(self, request: Request) -> Response | ImagesResponse:
         req = ImageGenerationRequest.model_validate(self._json(request))
-        requests = await self.service.generation_requests(req, request.state.request_id)
-        return await self.run_charged(requests, req.response_format)
+        return await self._images(
+            request,
+            lambda: self.service.generation_requests(req, request.state.request_id),
+            lambda: GenerateJobRequest.model_validate({**req.model_dump(exclude_unset=True), "kind": "generate"}),
+            req.response_format,
+        )
 
     @api.post("/v1/images/edits", response_model=ImagesResponse, response_model_exclude_none=True)
-    async def edits(self, request: Request) -> ImagesResponse:
+    async def edits(self, request: Request) -> Response | ImagesResponse:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise APIError(
                 "send edits as multipart/form-data with an image file (and optional mask)",
@@ -255,14 +248,91 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
         req = ImageEditRequest.model_validate(fields)
         image = await images[0].read()
         mask = await mask_file.read() if isinstance(mask_file, UploadFile) else None
-        requests = await self.service.edit_requests(req, image, mask, request.state.request_id)
-        return await self.run_charged(requests, req.response_format)
+
+        def job() -> EditJobRequest:  # the multipart files as the JSON job's base64 fields
+            b64 = {"image": encode_b64_image(image), "mask": None if mask is None else encode_b64_image(mask)}
+            return EditJobRequest.model_validate({**req.model_dump(exclude_unset=True), "kind": "edit", **b64})
+
+        return await self._images(
+            request,
+            lambda: self.service.edit_requests(req, image, mask, request.state.request_id),
+            job,
+            req.response_format,
+        )
 
     @api.post("/v1/images/outpaint", response_model=ImagesResponse, response_model_exclude_none=True)
-    async def outpaint(self, request: Request) -> ImagesResponse:
+    async def outpaint(self, request: Request) -> Response | ImagesResponse:
         req = OutpaintRequest.model_validate(self._json(request))
-        requests = await self.service.outpaint_requests(req, request.state.request_id)
-        return await self.run_charged(requests, req.response_format)
+        return await self._images(
+            request,
+            lambda: self.service.outpaint_requests(req, request.state.request_id),
+            lambda: OutpaintJobRequest.model_validate({**req.model_dump(exclude_unset=True), "kind": "outpaint"}),
+            req.response_format,
+        )
+
+    async def _images(
+        self,
+        request: Request,
+        requests: Callable[[], Awaitable[list[ModelRequest]]],
+        job: Callable[[], JobBody],
+        response_format: str,
+    ) -> Response | ImagesResponse:
+        """An images route's answer. Plain: synchronous. With ``Prefer: wait=N`` or a webhook header
+        (``X-Huabu-Webhook``): a durable job run here in this request's trace (``images_or_job``),
+        200 with the images when done within N s (a webhook alone: until it ends), else 202 with
+        the job (``Location``) while it goes on."""
+        wait_s = prefer_wait(request.headers.get("prefer"))
+        webhook = webhooks.webhook_from_headers(request.headers)
+        if wait_s is None and webhook is None:
+            return await self.run_charged(await requests(), response_format)
+        body = job() if webhook is None else job().model_copy(update={"webhook": webhook})
+        job_id, result = await self.images_or_job(
+            body,
+            request.state.request_id,
+            request.headers.get("idempotency-key"),
+            wait_s,
+            webhook_params=webhooks.HEADER_PARAMS,
+        )
+        headers = {JOB_ID_HEADER: job_id}
+        if wait_s is not None:
+            headers["Preference-Applied"] = f"wait={wait_s}"
+        if isinstance(result, ImagesResponse):
+            return JSONResponse(result.model_dump(mode="json", exclude_none=True), headers=headers)
+        headers["Location"] = f"/v1/jobs/{job_id}"
+        return JSONResponse(result.model_dump(mode="json", exclude_none=True), status_code=202, headers=headers)
+
+    async def images_or_job(
+        self,
+        req: JobBody,
+        request_id: str,
+        idempotency_key: str | None,
+        wait_s: int | None,
+        *,
+        webhook_params: Mapping[str, str] = webhooks.BODY_PARAMS,
+    ) -> tuple[str, ImagesResponse | Job]:
+        """Wait-or-queue: a durable job, created leased to this gateway's runner and attempted here at
+        once in the caller's context (one trace, as a synchronous call). -> (job id, its images)
+        when it succeeded within ``wait_s`` (None: until it ends), its failure raised as the
+        synchronous call would, else (job id, the job) while it goes on under its lease (a runner
+        elsewhere takes it over if this replica dies). A repeated Idempotency-Key waits for the
+        first call's job."""
+        job, created = await self._create_job(
+            req, request_id, idempotency_key, lease=True, webhook_params=webhook_params
+        )
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        if created:
+            attempt = self.runner.run_inline(job.id)
+            await asyncio.wait({attempt}, timeout=wait_s)  # never cancels the attempt
+            job = await self._job(job.id)
+        if not job.status.is_terminal:  # a repeated call, or an attempt given back for a retry
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            job = await self._wait_for(job, remaining)
+        if job.status == JobStatus.succeeded and job.result is not None:
+            return job.id, job.result
+        if job.status == JobStatus.failed and job.error is not None:
+            error = job.error
+            raise APIError(error.message, error.type, error.param, error.code)
+        return job.id, job
 
     async def run_charged(self, requests: list[ModelRequest], response_format: str) -> ImagesResponse:
         """A synchronous generation from any door: its cost taken and images reserved (``access.charged``,
@@ -315,8 +385,8 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
         status = 200 if job.status.is_terminal else 202
         return JSONResponse(job.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
 
-    async def _wait_for(self, job: Job, wait_s: int) -> Job:
-        """The job once it ended, or as it stands after ``wait_s`` seconds."""
+    async def _wait_for(self, job: Job, wait_s: float | None) -> Job:
+        """The job once it ended, or as it stands after ``wait_s`` seconds (None: until it ends)."""
         if job.status.is_terminal:
             return job
         with contextlib.suppress(TimeoutError):
@@ -336,6 +406,21 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
     ) -> Job:
         """POST /v1/jobs and gRPC SubmitJob, after the caller was admitted. ``cancel_after_s`` (the
         Cancel-After header) tightens the body's ``timeout_s``."""
+        job, _ = await self._create_job(req, request_id, idempotency_key, cancel_after_s=cancel_after_s)
+        return job
+
+    async def _create_job(
+        self,
+        req: JobBody,
+        request_id: str,
+        idempotency_key: str | None,
+        *,
+        cancel_after_s: float | None = None,
+        lease: bool = False,
+        webhook_params: Mapping[str, str] = webhooks.BODY_PARAMS,
+    ) -> tuple[Job, bool]:
+        """-> (the job, whether this call created it). ``lease``: created leased to this gateway's
+        runner, which is to run it at once (``JobRunner.run_inline``)."""
         # Validate now, so a job that can never run is a 400 here, not a failed job later.
         requests = await self.service.job_requests(req, request_id, None)
         steps = max(r.steps for r in requests)
@@ -348,7 +433,9 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
         webhook = (
             None
             if req.webhook is None
-            else await webhooks.checked_webhook(req.webhook, owner, self.jobs.kv, self.settings.webhooks)
+            else await webhooks.checked_webhook(
+                req.webhook, owner, self.jobs.kv, self.settings.webhooks, webhook_params
+            )
         )
         async with self.access.charged(requests) as charge:  # paid at submission, before it can run
             try:
@@ -363,6 +450,7 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
                     webhook_json=webhook,
                     timeout_s=min(timeouts) if timeouts else None,
                     work_steps=sum(r.steps for r in requests),
+                    lease_owner=self.runner.owner if lease else None,
                 )
             except IdempotencyConflict:  # the same key's first request is still creating its job
                 raise APIError(
@@ -375,8 +463,9 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
             if not created:  # a retry of a submitted job: its images were reserved the first time
                 await charge.give_back()
         await self.access.job_created(job.id)  # a concurrency slot of the caller's key
-        self.runner.wake()
-        return job
+        if not lease:
+            self.runner.wake()
+        return job, created
 
     async def _job(self, job_id: str) -> Job:
         problem = path_id_problem(f"/v1/jobs/{job_id}")  # a malformed id never reaches the store

@@ -31,11 +31,13 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
 from huabu.deployments.core.settings import WebhookSettings
 from huabu.deployments.core.state import KeyValueStore
@@ -51,6 +53,7 @@ from huabu.sdk.types import (
     WebhookSecretList,
     WebhookSpec,
 )
+from huabu.sdk.validation import first_problem
 
 logger = logging.getLogger("huabu.webhooks")
 PENDING = "webhooks:pending"
@@ -89,18 +92,26 @@ def _internal(address: str) -> bool:
 
 
 async def destination_problem(url: str, allow_private: bool, *, unresolved_ok: bool) -> str | None:
-    """Why ``url`` must not be called (None: it may). Loopback, link-local and private addresses are
-    refused unless ``allow_private``; a name is resolved and each of its addresses checked (again
-    at every attempt, so a name that later points inside is refused then). A name that does not
-    resolve is allowed at submission when ``unresolved_ok`` (DNS may be down; the attempt retries)."""
+    """Why ``url`` must not be called (None: it may); see ``checked_destination``."""
+    problem, _ = await checked_destination(url, allow_private, unresolved_ok=unresolved_ok)
+    return problem
+
+
+async def checked_destination(url: str, allow_private: bool, *, unresolved_ok: bool) -> tuple[str | None, str | None]:
+    """-> (why ``url`` must not be called or None, the address it was checked at when its host is a
+    name). Loopback, link-local and private addresses are refused unless ``allow_private``; a name
+    is resolved and each of its addresses checked (again at every attempt, so a name that later
+    points inside is refused then), and the attempt connects to the checked address itself: a
+    resolver that answers differently a moment later (DNS rebinding) is never asked again. A name
+    that does not resolve is allowed at submission when ``unresolved_ok`` (DNS may be down)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if allow_private:
-        return None
+        return None, None
     if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is a loopback address"
+        return f"{host} is a loopback address", None
     try:
-        return f"{host} is a loopback, link-local or private address" if _internal(host) else None
+        return (f"{host} is a loopback, link-local or private address" if _internal(host) else None), None
     except ValueError:
         pass  # a name, not an address
     try:
@@ -109,12 +120,27 @@ async def destination_problem(url: str, allow_private: bool, *, unresolved_ok: b
             RESOLVE_TIMEOUT_S,
         )
     except (OSError, asyncio.TimeoutError):
-        return None if unresolved_ok else f"{host} does not resolve"
+        return (None if unresolved_ok else f"{host} does not resolve"), None
     for info in infos:
         address = str(info[4][0])
         if _internal(address):
-            return f"{host} resolves to {address}, a loopback, link-local or private address"
-    return None
+            return f"{host} resolves to {address}, a loopback, link-local or private address", None
+    return None, str(infos[0][4][0]) if infos else None
+
+
+def pinned(url: str, address: str | None) -> tuple[str, dict[str, str], dict[str, str]]:
+    """-> (the URL with its host replaced by the checked ``address``, the Host header, the request's
+    extensions): TLS still checks the certificate against the name (``sni_hostname``)."""
+    if address is None:
+        return url, {}, {}
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), {"host": host_header}, extensions
 
 
 # --- signing secrets -------------------------------------------------------------------------------
@@ -158,25 +184,74 @@ class WebhookSecrets:
         return [r.secret for r in await self.of_key(key_id)]
 
 
-async def checked_webhook(spec: WebhookSpec, key_id: str | None, kv: KeyValueStore, settings: WebhookSettings) -> str:
-    """The webhook of a job being submitted, checked, as stored with the job (JSON); 400 naming the field."""
+# Where a webhook's fields come from, to name them in a 400: the ``webhook`` object of a job body, or
+# the headers of the OpenAI-compatible image routes (whose bodies have no room for it).
+WEBHOOK_HEADER = "X-Huabu-Webhook"  # the URL
+WEBHOOK_EVENTS_HEADER = "X-Huabu-Webhook-Events"  # comma-separated event names
+WEBHOOK_SECRET_HEADER = "X-Huabu-Webhook-Secret-Id"
+BODY_PARAMS = {"": "webhook", "url": "webhook.url", "events": "webhook.events", "secret_id": "webhook.secret_id"}
+HEADER_PARAMS = {
+    "": WEBHOOK_HEADER,
+    "url": WEBHOOK_HEADER,
+    "events": WEBHOOK_EVENTS_HEADER,
+    "secret_id": WEBHOOK_SECRET_HEADER,
+}
+
+
+def webhook_from_headers(headers: Mapping[str, str]) -> WebhookSpec | None:
+    """The webhook asked for by headers (``X-Huabu-Webhook: <url>``, optional ``...-Events`` and
+    ``...-Secret-Id``), validated by the body's own model; 400 naming the header."""
+    url = headers.get(WEBHOOK_HEADER)
+    if url is None:
+        for extra in (WEBHOOK_EVENTS_HEADER, WEBHOOK_SECRET_HEADER):
+            if headers.get(extra) is not None:
+                raise invalid(f"{extra} needs {WEBHOOK_HEADER}: the URL to send the job's events to", WEBHOOK_HEADER)
+        return None
+    fields: dict[str, object] = {"url": url.strip()}
+    events = headers.get(WEBHOOK_EVENTS_HEADER)
+    if events is not None:
+        fields["events"] = [e.strip() for e in events.split(",") if e.strip()]
+    secret_id = headers.get(WEBHOOK_SECRET_HEADER)
+    if secret_id is not None:
+        fields["secret_id"] = secret_id.strip()
+    try:
+        return WebhookSpec.model_validate(fields)
+    except ValidationError as exc:
+        problem = first_problem(exc)
+        param = problem.param or ""
+        header = HEADER_PARAMS.get(param.split(".")[0], WEBHOOK_HEADER)
+        # "url must be ..." -> "X-Huabu-Webhook must be ..."
+        said = problem.message[len(param) :] if param and problem.message.startswith(param) else f": {problem.message}"
+        raise invalid(f"{header}{said}", header) from None
+
+
+async def checked_webhook(
+    spec: WebhookSpec,
+    key_id: str | None,
+    kv: KeyValueStore,
+    settings: WebhookSettings,
+    params: Mapping[str, str] = BODY_PARAMS,
+) -> str:
+    """The webhook of a job being submitted, checked, as stored with the job (JSON); 400 naming the
+    field as ``params`` names it (the body's, or ``HEADER_PARAMS``)."""
     problem = await destination_problem(spec.url, settings.allow_private, unresolved_ok=True)
     if problem is not None:
         raise invalid(
-            f"webhook.url is refused: {problem}; use a public http(s) receiver "
+            f"{params['url']} is refused: {problem}; use a public http(s) receiver "
             "(webhooks.allow_private lets an operator allow internal ones)",
-            "webhook.url",
+            params["url"],
         )
     owner = key_id or ANONYMOUS_KEY_ID
     store = WebhookSecrets(kv)
     if spec.secret_id is not None:
         if not await store.signing(owner, spec.secret_id):
             raise invalid(
-                f"webhook.secret_id {spec.secret_id!r} is not a signing secret of this API key", "webhook.secret_id"
+                f"{params['secret_id']} {spec.secret_id!r} is not a signing secret of this API key",
+                params["secret_id"],
             )
     elif not await store.of_key(owner):
         create = "POST /v1/admin/keys/{key_id}/webhook-secrets" if key_id else "API keys (webhooks are signed per key)"
-        raise invalid(f"this API key has no webhook signing secret: create one with {create}", "webhook")
+        raise invalid(f"this API key has no webhook signing secret: create one with {create}", params[""])
     return json.dumps({**spec.model_dump(mode="json"), "key_id": owner})
 
 
@@ -372,9 +447,10 @@ class WebhookDispatcher:
                 at=started, status_code=status, error=error, duration_ms=(time.time() - started) * 1000
             )
 
-        problem = await destination_problem(record.url, self.settings.allow_private, unresolved_ok=False)
+        problem, address = await checked_destination(record.url, self.settings.allow_private, unresolved_ok=False)
         if problem is not None:
             return failed(f"refused: {problem}")
+        url, host, extensions = pinned(record.url, address)
         keys = await self.secrets.signing(record.key_id, record.secret_id)
         if not keys:
             return failed("no signing secret: the key's webhook secrets were deleted")
@@ -383,9 +459,11 @@ class WebhookDispatcher:
             **signing.signed_headers(keys, record.id, body),
             "content-type": "application/json",
             "user-agent": USER_AGENT,
+            **host,
         }
         try:
-            async with self._http.stream("POST", record.url, content=body, headers=headers) as response:
+            request = self._http.build_request("POST", url, content=body, headers=headers, extensions=extensions)
+            async with contextlib.aclosing(await self._http.send(request, stream=True)) as response:
                 read = 0
                 async for chunk in response.aiter_bytes():  # at most max_response_bytes of the answer
                     read += len(chunk)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from huabu.sdk._base import RequestOptions
+from huabu.sdk._base import RequestOptions, Timeouts
 from huabu.sdk._files import ImageInput, image_bytes, multipart_file
+from huabu.sdk._jobs import prefer_wait
 from huabu.sdk._params import (
     EditParams,
     GenerateParams,
@@ -17,7 +19,13 @@ from huabu.sdk._params import (
 )
 from huabu.sdk._results import ImageResults
 from huabu.sdk.resources._resource import AsyncResource, SyncResource
-from huabu.sdk.types import ImageEditRequest, ImageGenerationRequest, OutpaintRequest, encode_b64_image
+from huabu.sdk.types import (
+    MAX_PREFER_WAIT_S,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    OutpaintRequest,
+    encode_b64_image,
+)
 
 
 def _wire(model: Any) -> dict[str, Any]:
@@ -28,10 +36,22 @@ def _wire(model: Any) -> dict[str, Any]:
 # argument (InvalidParameterError, a ValueError) before anything is sent.
 
 
-def generate_options(prompt: str, params: GenerateParams) -> RequestOptions:
+def generate_options(prompt: str, params: GenerateParams, timeouts: Timeouts) -> RequestOptions:
+    """Sent with ``Prefer: wait`` (as long as the call may read, at most 60 s): the server answers with
+    the images when they are ready by then, else with the job (202), which the client then follows,
+    so a long generation never meets an HTTP timeout. The Idempotency-Key makes a retried call find
+    the first call's job instead of starting a second one."""
     fields, call = split_params(params)
     body = wire_request(ImageGenerationRequest, prompt=prompt, **fields)
-    return request_options("POST", "/v1/images/generations", "images.generate", call, json=_wire(body))
+    return request_options(
+        "POST",
+        "/v1/images/generations",
+        "images.generate",
+        call,
+        json=_wire(body),
+        headers=prefer_wait(MAX_PREFER_WAIT_S, call, timeouts),
+        idempotency_key=str(uuid.uuid4()),
+    )
 
 
 def edit_options(image: ImageInput, prompt: str, params: EditParams) -> RequestOptions:
@@ -53,8 +73,9 @@ def outpaint_options(image: ImageInput, prompt: str, params: OutpaintParams) -> 
 
 class Images(SyncResource):
     def generate(self, prompt: str, **params: Unpack[GenerateParams]) -> ImageResults:
-        """Text to image (``POST /v1/images/generations``); blocks until the images are ready."""
-        return self._client._images(generate_options(prompt, params))
+        """Text to image (``POST /v1/images/generations``); blocks until the images are ready (a
+        generation longer than ``Prefer: wait`` is followed as a job, within the call's ``timeout``)."""
+        return self._client._images(generate_options(prompt, params, self._client.timeout))
 
     def edit(self, image: ImageInput, prompt: str, **params: Unpack[EditParams]) -> ImageResults:
         """Inpaint ``image`` where ``mask`` is transparent (see ``huabu.sdk.masks``), or img2img without mask."""
@@ -68,7 +89,7 @@ class Images(SyncResource):
 class AsyncImages(AsyncResource):
     async def generate(self, prompt: str, **params: Unpack[GenerateParams]) -> ImageResults:
         """Text to image (``POST /v1/images/generations``)."""
-        return await self._client._images(generate_options(prompt, params))
+        return await self._client._images(generate_options(prompt, params, self._client.timeout))
 
     async def edit(self, image: ImageInput, prompt: str, **params: Unpack[EditParams]) -> ImageResults:
         """Inpaint ``image`` where ``mask`` is transparent, or img2img without mask."""

@@ -83,6 +83,7 @@ def assert_model_span(model: ReceivedSpan, steps: int) -> None:
 
 def test_text_to_image_is_one_connected_trace(traced_client, otlp: OTLPReceiver) -> None:
     images = traced_client.images.generate(unique("a red circle"), seed=1, steps=3, size="32x32")
+    assert images.job_id  # sent with Prefer: wait: a durable job, attempted inline in this request's trace
     trace_id = client_trace_id(otlp, images.request_id)
     spans = otlp.wait_for_trace(trace_id, set(MISS_PARENTS) | {"huabu images.generate", "cache.lookup"})
     by_name = tree(spans)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from helpers import decode_png, sse_events, wait_job
 
-from huabu.sdk import Client
+from huabu.sdk import Client, Timeouts
 from huabu.sdk.types import JobPreview
 
 pytestmark = pytest.mark.serve
@@ -94,6 +95,31 @@ def test_the_sdk_passes_wait_timeout_and_previews(jobs_app) -> None:
         assert handle.job is not None and handle.job.status.value == "succeeded"  # answered in one call
         previews = [e.preview for e in client.jobs.get(handle.id).events() if e.preview is not None]
         assert [p.width for p in previews] == [32]
+
+
+def test_images_generate_with_prefer_wait_answers_images_or_a_job_the_sdk_follows(jobs_app) -> None:
+    """Prefer: wait on the OpenAI route: a durable job attempted inline; 200 with the images when done in
+    time, else 202 with the job (Location), which the SDK follows to its images."""
+    body = {"prompt": "quick circle", "size": "32x32", "steps": 2, "cache": "bypass"}
+    with jobs_app.client(timeout=60) as c:
+        done = c.post("/v1/images/generations", json=body, headers={"Prefer": "wait=30"})
+        assert done.status_code == 200 and done.headers["preference-applied"] == "wait=30", done.text
+        assert done.json()["data"][0]["b64_json"] and "status" not in done.json()  # an ImagesResponse
+        job = c.get(f"/v1/jobs/{done.headers['x-huabu-job-id']}").json()
+        assert job["status"] == "succeeded" and job["result"]["data"][0]["seed"] == done.json()["data"][0]["seed"]
+
+    statuses: list[int] = []
+    record = {"response": [lambda r: statuses.append(r.status_code) if r.request.method == "POST" else None]}
+    # A 7 s read timeout makes the SDK ask for wait=2: the 150-step generation is answered 202.
+    with (
+        httpx.Client(event_hooks=record) as http,
+        Client(jobs_app.base_url, max_retries=0, timeout=Timeouts(read=7), http_client=http) as client,
+    ):
+        images = client.images.generate("slow square", size="32x32", steps=150, seed=5, cache="bypass")
+        job = client.jobs.get(images.job_id or "").job
+    assert statuses == [202], statuses
+    assert images[0].seed == 5 and decode_png(images[0].bytes).shape == (32, 32, 3)
+    assert job is not None and job.status.value == "succeeded" and job.progress.step == 150
 
 
 BAD_JOBS = [

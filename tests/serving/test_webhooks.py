@@ -198,6 +198,42 @@ def test_a_webhook_needs_a_signing_secret_of_its_key(hook_app, user) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "webhook.secret_id", r.text
 
 
+def test_the_openai_client_asks_for_a_webhook_with_a_header(hook_app, user, secret) -> None:
+    """The OpenAI-compatible route takes a webhook in headers (its body has no room for one): the
+    unmodified client gets its images in the answer and the receiver the signed job.succeeded."""
+    import openai
+
+    receiver = Receiver(secret)
+    client = openai.OpenAI(base_url=f"{hook_app.base_url}/v1", api_key=user[1], max_retries=0, timeout=60)
+    try:
+        raw = client.images.with_raw_response.generate(
+            prompt="a hooked circle",
+            size="32x32",  # type: ignore[arg-type]
+            response_format="b64_json",
+            extra_headers={"X-Huabu-Webhook": receiver.url, "X-Huabu-Webhook-Events": "succeeded, failed"},
+            extra_body={"steps": 2},
+        )
+        receiver.wait(lambda: receiver.accepted)
+        bad = {
+            "X-Huabu-Webhook": {"X-Huabu-Webhook": "ftp://127.0.0.1/h"},
+            "X-Huabu-Webhook-Events": {"X-Huabu-Webhook": receiver.url, "X-Huabu-Webhook-Events": "done"},
+            "X-Huabu-Webhook-Secret-Id": {"X-Huabu-Webhook": receiver.url, "X-Huabu-Webhook-Secret-Id": UNKNOWN},
+        }
+        refused = {}
+        for param, headers in bad.items():
+            with pytest.raises(openai.BadRequestError) as info:
+                client.images.generate(prompt="x", size="32x32", extra_headers=headers)  # type: ignore[arg-type]
+            refused[param] = info.value.body
+    finally:
+        receiver.server.shutdown()
+    assert raw.http_response.status_code == 200 and raw.parse().data[0].b64_json
+    job_id = raw.headers["x-huabu-job-id"]
+    [event] = receiver.accepted
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job_id
+    for param, body in refused.items():
+        assert body["param"] == param and param in body["message"], body  # type: ignore[index]
+
+
 def test_the_sdk_verifier_refuses_what_was_not_signed_with_the_secret() -> None:
     secret, other = webhooks.new_secret(), webhooks.new_secret()
     body = b'{"type":"job.succeeded"}'
@@ -214,3 +250,51 @@ def test_the_sdk_verifier_refuses_what_was_not_signed_with_the_secret() -> None:
     ):
         with pytest.raises(webhooks.WebhookVerificationError):
             webhooks.verify(bad_body, bad_headers, key)
+
+
+async def test_a_delivery_connects_to_the_address_it_checked(redis_url, monkeypatch) -> None:
+    """DNS rebinding: the receiver's name resolves to a public address when it is checked and to
+    127.0.0.1 a moment later. The attempt connects to the address it checked (the resolver is not
+    asked again), so the receiver listening inside, on 127.0.0.1, never sees the delivery."""
+    import socket
+
+    from huabu.deployments.core.settings import StateSettings, WebhookSettings
+    from huabu.deployments.core.state import open_store
+    from huabu.deployments.gateway.webhooks import StoredDelivery, WebhookDispatcher, WebhookOutbox, WebhookSecrets
+
+    kv = open_store(StateSettings(backend="redis", redis_url=redis_url, namespace=f"pin{time.time_ns()}"))
+    secret = await WebhookSecrets(kv).create("key_pin")
+    inside = Receiver(secret.secret)
+    port = inside.server.server_address[1]
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def rebinding(host, *args, **kwargs):  # the socket module's resolver: what asyncio and httpx both use
+        if host not in ("hooks.rebind.test", b"hooks.rebind.test"):  # anyio passes the name IDNA-encoded
+            return real(host, *args, **kwargs)
+        asked.append(host if isinstance(host, str) else host.decode())
+        address = "8.8.4.4" if len(asked) == 1 else "127.0.0.1"  # public when checked, then inside
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    settings = WebhookSettings(connect_timeout_s=1.0, read_timeout_s=1.0)
+    dispatcher = WebhookDispatcher(WebhookOutbox(kv, settings, 3600), WebhookSecrets(kv), owner="pin-test")
+    record = StoredDelivery(
+        id="msg_pin",
+        job_id="job_pin",
+        event="job.succeeded",
+        url=f"http://hooks.rebind.test:{port}/hooks",
+        status="pending",
+        created_at=time.time(),
+        key_id="key_pin",
+        secret_id=secret.id,
+        payload='{"type": "job.succeeded"}',
+    )
+    try:
+        attempt = await dispatcher._attempt(record)
+    finally:
+        await dispatcher.stop()
+        inside.server.shutdown()
+    assert asked == ["hooks.rebind.test"]  # checked once, never resolved again for the connection
+    assert attempt.status_code is None and attempt.error, attempt  # 8.8.4.4 is not reachable from here
+    assert inside.attempts == []  # nothing reached the receiver inside
