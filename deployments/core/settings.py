@@ -22,6 +22,7 @@ ENV_PREFIX = "HUABU__"
 DEV_SIGNING_SECRET = "huabu-dev-signing-secret"
 MIN_SECRET_CHARS = 16  # HMAC-SHA256 keys shorter than this are guessable offline from one signed URL
 DIFFUSERS_PREFIX = "diffusers:"  # a variant model served by the diffusers backend
+TRANSFORMER_PATTERN = r"^(diffusers|own|own:.+)$"
 
 
 class _Section(BaseModel):
@@ -121,7 +122,8 @@ class ModelDeploymentSettings(_Section):
     cpu_offload: bool = False
     # diffusers Qwen-Image models: "diffusers" runs the pipeline's own transformer; "own" runs
     # huabu's MMDiT on the same weights (converted at load), "own:<folder>" one `huabu convert` wrote.
-    transformer: str = Field("diffusers", pattern=r"^(diffusers|own|own:.+)$")
+    # The default of every diffusers variant; a variant's own ``transformer`` overrides it.
+    transformer: str = Field("diffusers", pattern=TRANSFORMER_PATTERN)
     max_side: int = Field(2048, ge=16)
     max_steps: int = Field(100, ge=1)
     max_prompt_bytes: int = Field(2048, ge=8)
@@ -152,6 +154,9 @@ class VariantSettings(_Section):
     # as Qwen-Image-Lightning: steps 8, guidance 1).
     steps: int | None = Field(None, ge=1)
     guidance: float | None = Field(None, ge=0)
+    # diffusers Qwen-Image models: this variant's transformer (see model.transformer, the default
+    # when unset); "own" beside "diffusers" on the same weights A/B-tests huabu's MMDiT.
+    transformer: str | None = Field(None, pattern=TRANSFORMER_PATTERN)
     weight: float = Field(100.0, ge=0, le=100)  # percent of traffic
     # Fault injection in the Router, for canary drills and tests: a failing or slow variant.
     inject_error_rate: float = Field(0.0, ge=0, le=1)
@@ -161,16 +166,28 @@ class VariantSettings(_Section):
     def _lora_needs_diffusers(self) -> VariantSettings:
         if self.lora and not self.model.startswith(DIFFUSERS_PREFIX):
             raise ValueError(f"lora adapters need a {DIFFUSERS_PREFIX}<folder or hub id> model, not {self.model!r}")
+        if self.transformer is not None and not self.model.startswith(DIFFUSERS_PREFIX):
+            raise ValueError(
+                f"transformer {self.transformer!r} picks a diffusers pipeline's transformer: it needs a "
+                f"{DIFFUSERS_PREFIX}<folder or hub id> model, not {self.model!r}"
+            )
         return self
 
     @property
     def model_id(self) -> str:
         """The served version, which the cache key and the router name: the model reference, plus
         a digest of its LoRA set, so that another adapter or scale never answers from the cache."""
-        if not self.lora:
-            return self.model
-        adapters = json.dumps([[adapter.path, adapter.scale] for adapter in self.lora])
-        return f"{self.model}+lora-{hashlib.sha256(adapters.encode()).hexdigest()[:12]}"
+        served = self.model
+        if self.lora:
+            adapters = json.dumps([[adapter.path, adapter.scale] for adapter in self.lora])
+            served += f"+lora-{hashlib.sha256(adapters.encode()).hexdigest()[:12]}"
+        # The own transformer computes the same function within float tolerance, not the same bits:
+        # its images get their own id (and cache keys) beside diffusers' on the same weights.
+        if self.transformer == "own":
+            served += "+own"
+        elif self.transformer and self.transformer.startswith("own:"):
+            served += f"+own-{hashlib.sha256(self.transformer.encode()).hexdigest()[:12]}"
+        return served
 
 
 class ExperimentSettings(_Section):
@@ -393,6 +410,15 @@ class Settings(_Section):
     def _has_stable(self) -> Settings:
         if "stable" not in self.variants:
             raise ValueError("variants must include 'stable'")
+        return self
+
+    @model_validator(mode="after")
+    def _variant_transformers(self) -> Settings:
+        # Each diffusers variant states its transformer (model.transformer unless it set its own), so
+        # that its served id tells the two apart wherever the variant alone is passed on.
+        for name, variant in self.variants.items():
+            if variant.transformer is None and variant.model.startswith(DIFFUSERS_PREFIX):
+                self.variants[name] = variant.model_copy(update={"transformer": self.model.transformer})
         return self
 
     def require_secrets(self) -> None:

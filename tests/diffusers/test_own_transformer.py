@@ -26,15 +26,18 @@ from huabu.deployments.backends.diffusers.loading import ModelLoadError
 from huabu.deployments.backends.diffusers.own_transformer import OwnQwenImageTransformer
 from huabu.deployments.backends.loader import load_backend
 from huabu.deployments.backends.mmdit import convert
-from huabu.deployments.core.settings import LoraSettings, Settings, VariantSettings
+from huabu.deployments.core.settings import LoraSettings, Settings
 
 PROMPTS = ["a red circle", "a cat sitting on a striped mat under a tall green tree at night"]
 
 
 def backend_for(model_dir: Path, transformer: str, **variant: Any) -> DiffusersBackend:
-    loaded = load_backend(
-        VariantSettings(model=f"diffusers:{model_dir}", **variant), Settings(model={"transformer": transformer})
-    )
+    """The variant picks its transformer over the opposite global default (the deployed-app test
+    below covers the global ``model.transformer``)."""
+    other = "own" if transformer == "diffusers" else "diffusers"
+    variant = {"model": f"diffusers:{model_dir}", "transformer": transformer, **variant}
+    settings = Settings(model={"transformer": other}, variants={"stable": variant})
+    loaded = load_backend(settings.variants["stable"], settings)
     assert isinstance(loaded, DiffusersBackend)
     return loaded
 
@@ -146,6 +149,27 @@ def test_a_pipeline_that_is_not_qwen_image_is_refused_naming_the_setting(tmp_pat
         backend_for(pixart, "own")
     with pytest.raises(ValueError, match=r"model\.transformer"):
         Settings(model={"transformer": "mine"})
+
+
+def test_each_variant_picks_its_transformer_and_serves_under_its_own_id() -> None:
+    model = "diffusers:/models/qwen-image"
+    variants = {
+        "stable": {"model": model},  # model.transformer's
+        "canary": {"model": model, "transformer": "diffusers"},
+        "folder": {"model": model, "transformer": "own:/models/qwen-image-own"},
+        "tiny": {"model": "tiny-mmdit@v1"},  # not a diffusers model: no transformer to pick
+    }
+    settings = Settings(model={"transformer": "own"}, variants=variants)
+    v = settings.variants
+    assert [v[n].transformer for n in variants] == ["own", "diffusers", "own:/models/qwen-image-own", None]
+    # Same weights, another function within float tolerance: the ids (and cache keys) differ.
+    assert v["stable"].model_id == f"{model}+own" and v["canary"].model_id == model
+    assert v["folder"].model_id.startswith(f"{model}+own-")
+    assert Settings.model_validate(settings.model_dump()).variants == v  # stable through a round trip
+    with pytest.raises(ValueError, match=r"variants\.tiny\.transformer|transformer 'own' .* needs a diffusers:"):
+        Settings(variants={"stable": {"model": model}, "tiny": {"model": "tiny-mmdit@v1", "transformer": "own"}})
+    with pytest.raises(ValueError, match=r"variants\.stable\.transformer"):
+        Settings(variants={"stable": {"model": model, "transformer": "mine"}})
 
 
 def test_a_converted_folder_of_another_transformer_or_with_lora_is_refused(

@@ -119,7 +119,7 @@ class DiffusersBackend:
             device,
             lora=variant.lora,
             cpu_offload=settings.cpu_offload,
-            transformer=settings.transformer,
+            transformer=variant.transformer or settings.transformer,
         )
         return cls(pipelines, variant.model_id, settings)
 

@@ -16,6 +16,7 @@ from huabu.deployments.backends.mmdit.config import MMDiTConfig
 from huabu.deployments.backends.mmdit.layers import (
     FinalLayer,
     JointBlock,
+    Linear,
     RotaryEmbedding,
     RowStableLinear,
     TimestepEmbedder,
@@ -53,9 +54,9 @@ class MMDiT(nn.Module):
         super().__init__()
         self.config = config
         d = config.width
-        self.image_in = nn.Linear(config.patch_dim, d)
+        self.image_in = Linear(config.patch_dim, d)
         self.text_norm = nn.RMSNorm(config.text_width, eps=1e-6)
-        self.text_in = nn.Linear(config.text_width, d)
+        self.text_in = Linear(config.text_width, d)
         self.time_embed = TimestepEmbedder(d, layout=config.time_embedding)
         self.pooled_embed = RowStableLinear(config.text_width, d) if config.pooled_text else None
         self.rope = RotaryEmbedding(config.rope_axes, config.rope_theta, config.rope_layout)
