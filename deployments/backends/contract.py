@@ -55,6 +55,7 @@ class ModelLimits:
     max_prompt_bytes: int  # UTF-8 bytes of the prompt the model reads
     capabilities: tuple[Capability, ...] = ALL_CAPABILITIES
     min_side: int = 0  # smallest side; 0 = one pixel multiple
+    cache_threshold: float = 0.0  # step caching of requests without cache_steps (the variant's); 0 = off
 
     @property
     def smallest_side(self) -> int:

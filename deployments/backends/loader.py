@@ -56,7 +56,8 @@ def check_model(variant: VariantSettings, settings: Settings) -> None:
 
 
 def with_variant_defaults(limits: ModelLimits, variant: VariantSettings) -> ModelLimits:
-    """The variant's own default steps and guidance over the model's (e.g. a few-step LoRA)."""
+    """The variant's own default steps, guidance and step caching over the model's (e.g. a few-step LoRA)."""
     steps = variant.steps if variant.steps is not None else limits.steps
     guidance = variant.guidance if variant.guidance is not None else limits.guidance
-    return replace(limits, steps=min(steps, limits.max_steps), guidance=guidance)
+    cache = variant.cache_steps.threshold if variant.cache_steps is not None else limits.cache_threshold
+    return replace(limits, steps=min(steps, limits.max_steps), guidance=guidance, cache_threshold=cache)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from huabu.filters.settings import ImageFilterSettings, PromptFilterSettings
-from huabu.sdk.types import RATE_LIMIT_PATTERN
+from huabu.sdk.types import RATE_LIMIT_PATTERN, CacheSteps
 
 ENV_PREFIX = "HUABU__"
 # Public, so it signs nothing outside development (Settings.require_secrets).
@@ -154,6 +154,9 @@ class VariantSettings(_Section):
     # as Qwen-Image-Lightning: steps 8, guidance 1).
     steps: int | None = Field(None, ge=1)
     guidance: float | None = Field(None, ge=0)
+    # Step caching for requests that leave cache_steps out (own MMDiT models; mmdit/stepping.py): a
+    # request's own cache_steps wins, and {threshold: 0} turns it off for that request.
+    cache_steps: CacheSteps | None = None
     # diffusers Qwen-Image models: this variant's transformer (see model.transformer, the default
     # when unset); "own" beside "diffusers" on the same weights A/B-tests huabu's MMDiT.
     transformer: str | None = Field(None, pattern=TRANSFORMER_PATTERN)
@@ -171,6 +174,12 @@ class VariantSettings(_Section):
                 f"transformer {self.transformer!r} picks a diffusers pipeline's transformer: it needs a "
                 f"{DIFFUSERS_PREFIX}<folder or hub id> model, not {self.model!r}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _cache_steps_needs_own_model(self) -> VariantSettings:
+        if self.cache_steps is not None and self.model.startswith(DIFFUSERS_PREFIX):
+            raise ValueError(f"cache_steps needs an own name@version model (step caching), not {self.model!r}")
         return self
 
     @property
