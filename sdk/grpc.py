@@ -33,7 +33,7 @@ from huabu.sdk._base import Timeouts
 from huabu.sdk._client import AsyncClient, Client
 from huabu.sdk._errors import APIConnectionError, APITimeoutError, HuabuError, error_from_body
 from huabu.sdk._files import ImageInput
-from huabu.sdk._jobs import AnyJobRequest, AsyncJobHandle, JobHandle, Transport, _EventFollower
+from huabu.sdk._jobs import AnyJobRequest, AsyncJobHandle, JobHandle, Transport, _EventFollower, wait_seconds
 from huabu.sdk._params import (
     CallOptions,
     EditParams,
@@ -50,7 +50,7 @@ from huabu.sdk._results import ImageResults
 from huabu.sdk._retry import parse_retry_after, retry_delay, should_retry_status
 from huabu.sdk.grpc_api import images_pb2 as pb
 from huabu.sdk.grpc_api import images_pb2_grpc
-from huabu.sdk.resources.jobs import edit_job, generate_job, outpaint_job
+from huabu.sdk.resources.jobs import _wait, edit_job, generate_job, outpaint_job
 from huabu.sdk.types import (
     ERROR_STATUS,
     ErrorBody,
@@ -59,6 +59,7 @@ from huabu.sdk.types import (
     ImagesResponse,
     Job,
     JobEvent,
+    JobPreview,
     JobProgress,
     JobStatus,
     ModelInfo,
@@ -193,6 +194,7 @@ class _Retry:
 
 _RESPONSE_FORMAT = {"b64_json": pb.RESPONSE_FORMAT_BYTES, "url": pb.RESPONSE_FORMAT_URL}
 _CACHE = {"use": pb.CACHE_MODE_USE, "bypass": pb.CACHE_MODE_BYPASS, "refresh": pb.CACHE_MODE_REFRESH}
+_PRIORITY = {"interactive": pb.PRIORITY_INTERACTIVE, "batch": pb.PRIORITY_BATCH}
 
 
 def wire_message(request: BaseModel, cls: type[M]) -> M:
@@ -201,6 +203,8 @@ def wire_message(request: BaseModel, cls: type[M]) -> M:
     fields = request.model_dump(mode="json", exclude_none=True, exclude={"kind"})
     fields["response_format"] = _RESPONSE_FORMAT[fields["response_format"]]
     fields["cache"] = _CACHE[fields["cache"]]
+    if "priority" in fields:
+        fields["priority"] = _PRIORITY[fields["priority"]]
     for name in ("image", "mask"):
         if name in fields:
             fields[name] = decode_b64_image(fields[name])
@@ -229,6 +233,7 @@ def images_response(message: pb.ImagesResponse) -> ImagesResponse:
                 prompt_truncated=image.prompt_truncated,
                 variant=image.variant or None,
                 metadata=dict(image.metadata),
+                full_evaluations=image.full_evaluations if image.HasField("full_evaluations") else None,
             )
         )
     return ImagesResponse(created=message.created, data=data)
@@ -251,6 +256,10 @@ def job(message: pb.Job) -> Job:
         error=_error(message.error) if message.HasField("error") else None,
         model=message.model or None,
         variant=message.variant or None,
+        queue_position=message.queue_position if message.HasField("queue_position") else None,
+        eta_s=message.eta_s if message.HasField("eta_s") else None,
+        deadline_at=message.deadline_at if message.HasField("deadline_at") else None,
+        cancel_reason=message.cancel_reason or None,
     )
 
 
@@ -267,7 +276,16 @@ def job_event(message: pb.JobEvent) -> JobEvent:
         total=message.total if counted else None,
         result=images_response(message.result) if message.HasField("result") else None,
         error=_error(message.error) if message.HasField("error") else None,
+        queue_position=message.queue_position if message.HasField("queue_position") else None,
+        eta_s=message.eta_s if message.HasField("eta_s") else None,
+        preview=_preview(message.preview) if message.HasField("preview") else None,
+        reason=message.reason or None,
     )
+
+
+def _preview(message: pb.Preview) -> JobPreview:
+    return JobPreview(width=message.width, height=message.height, media_type=message.media_type or "image/png",
+                      b64_json=encode_b64_image(message.data))  # fmt: skip
 
 
 def model_list(message: pb.ModelList) -> ModelList:
@@ -323,9 +341,12 @@ _JOB_MESSAGES: dict[str, type[Message]] = {
 }
 
 
-def _submit_request(request: AnyJobRequest) -> pb.SubmitJobRequest:
-    # SubmitJobRequest's oneof is named as REST's ``kind``.
-    return pb.SubmitJobRequest(**{request.kind: wire_message(request, _JOB_MESSAGES[request.kind])})
+def _submit_request(request: AnyJobRequest, wait_s: int | None = None) -> pb.SubmitJobRequest:
+    # SubmitJobRequest's oneof is named as REST's ``kind``; wait_s is REST's Prefer: wait.
+    message = pb.SubmitJobRequest(**{request.kind: wire_message(request, _JOB_MESSAGES[request.kind])})
+    if wait_s is not None:
+        message.wait_s = wait_s
+    return message
 
 
 # --- the clients -----------------------------------------------------------------------------------
@@ -622,24 +643,31 @@ class GrpcJobs:
     def submit(self, prompt: str, **params: Unpack[SubmitGenerateParams]) -> GrpcJobHandle:
         """Queue a text-to-image job and return at once with its handle (``SubmitJob``)."""
         body, call, key = generate_job(prompt, params)
-        return self.create(body, idempotency_key=key, **call)
+        return self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     def submit_edit(self, image: ImageInput, prompt: str, **params: Unpack[SubmitEditParams]) -> GrpcJobHandle:
         """Queue an inpaint/img2img job (``mask``: transparent = repaint)."""
         body, call, key = edit_job(image, prompt, params)
-        return self.create(body, idempotency_key=key, **call)
+        return self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     def submit_outpaint(self, image: ImageInput, prompt: str, **params: Unpack[SubmitOutpaintParams]) -> GrpcJobHandle:
         """Queue an outpaint job (``left``/``right``/``top``/``bottom`` pixels)."""
         body, call, key = outpaint_job(image, prompt, params)
-        return self.create(body, idempotency_key=key, **call)
+        return self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     def create(
-        self, request: AnyJobRequest, *, idempotency_key: str | None = None, **call: Unpack[CallOptions]
+        self,
+        request: AnyJobRequest,
+        *,
+        idempotency_key: str | None = None,
+        wait: int | None = None,
+        **call: Unpack[CallOptions],
     ) -> GrpcJobHandle:
+        """``wait=N``: answered with the finished job when it ends within N seconds (REST's Prefer: wait)."""
         # One key per logical submit, reused by every retry: a lost answer never makes a second job.
         key = idempotency_key or str(uuid.uuid4())
-        message, request_id = self._client._unary("SubmitJob", _submit_request(request), call, idempotency_key=key)
+        submit = _submit_request(request, wait_seconds(wait, call, self._client.timeout))
+        message, request_id = self._client._unary("SubmitJob", submit, call, idempotency_key=key)
         return GrpcJobHandle(self._client, job(message), request_id=request_id)
 
     def get(self, job_id: str, **call: Unpack[CallOptions]) -> GrpcJobHandle:
@@ -687,27 +715,31 @@ class AsyncGrpcJobs:
 
     async def submit(self, prompt: str, **params: Unpack[SubmitGenerateParams]) -> AsyncGrpcJobHandle:
         body, call, key = generate_job(prompt, params)
-        return await self.create(body, idempotency_key=key, **call)
+        return await self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     async def submit_edit(
         self, image: ImageInput, prompt: str, **params: Unpack[SubmitEditParams]
     ) -> AsyncGrpcJobHandle:
         body, call, key = edit_job(image, prompt, params)
-        return await self.create(body, idempotency_key=key, **call)
+        return await self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     async def submit_outpaint(
         self, image: ImageInput, prompt: str, **params: Unpack[SubmitOutpaintParams]
     ) -> AsyncGrpcJobHandle:
         body, call, key = outpaint_job(image, prompt, params)
-        return await self.create(body, idempotency_key=key, **call)
+        return await self.create(body, idempotency_key=key, wait=_wait(params), **call)
 
     async def create(
-        self, request: AnyJobRequest, *, idempotency_key: str | None = None, **call: Unpack[CallOptions]
+        self,
+        request: AnyJobRequest,
+        *,
+        idempotency_key: str | None = None,
+        wait: int | None = None,
+        **call: Unpack[CallOptions],
     ) -> AsyncGrpcJobHandle:
         key = idempotency_key or str(uuid.uuid4())
-        message, request_id = await self._client._unary(
-            "SubmitJob", _submit_request(request), call, idempotency_key=key
-        )
+        submit = _submit_request(request, wait_seconds(wait, call, self._client.timeout))
+        message, request_id = await self._client._unary("SubmitJob", submit, call, idempotency_key=key)
         return AsyncGrpcJobHandle(self._client, job(message), request_id=request_id)
 
     async def get(self, job_id: str, **call: Unpack[CallOptions]) -> AsyncGrpcJobHandle:

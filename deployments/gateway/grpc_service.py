@@ -23,7 +23,7 @@ from google.protobuf import duration_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from ray.serve.context import _get_serve_request_context
 from ray.serve.grpc_util import RayServegRPCContext
 
@@ -35,7 +35,7 @@ from huabu.deployments.gateway import auth
 from huabu.deployments.gateway.access import Access, store_unavailable
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.generation import GenerationService
-from huabu.deployments.gateway.jobs import JobStore
+from huabu.deployments.gateway.jobs import JobStore, prefer_wait, wait_seconds
 from huabu.sdk.grpc_api import images_pb2 as pb
 from huabu.sdk.types import (
     EditJobRequest,
@@ -48,6 +48,7 @@ from huabu.sdk.types import (
     JobEvent,
     OutpaintJobRequest,
     OutpaintRequest,
+    _JobOptions,
     decode_b64_image,
     encode_b64_image,
     job_request_adapter,
@@ -134,7 +135,9 @@ def rest_fields(message: Message) -> dict[str, Any]:
     fields and UNSPECIFIED enums are left out, so the server's defaults apply as for an omitted key."""
     fields: dict[str, Any] = {}
     for field, value in message.ListFields():
-        if field.enum_type is not None:
+        if field.is_repeated and field.message_type is None:
+            fields[field.name] = list(value)  # a webhook's events
+        elif field.enum_type is not None:
             if value:
                 fields[field.name] = _rest_enum(field, value)
         elif field.message_type is not None:
@@ -146,9 +149,11 @@ def rest_fields(message: Message) -> dict[str, Any]:
     return fields
 
 
-def validated(model: type[BaseModel], fields: Mapping[str, Any]) -> Any:
+def validated(model: type[BaseModel] | TypeAdapter[Any], fields: Mapping[str, Any]) -> Any:
     """``model.model_validate`` with a failure worded as the REST API words it."""
     try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(fields)
         return model.model_validate(fields)
     except ValidationError as exc:
         problem = first_problem(exc)
@@ -182,11 +187,17 @@ def job_request(request: pb.SubmitJobRequest) -> JobBody:
     kind = request.WhichOneof("request")
     if kind is None:
         raise invalid("set the job's request: one of generate, edit, outpaint", "request")
-    try:
-        return job_request_adapter.validate_python({"kind": kind, **rest_fields(getattr(request, kind))})
-    except ValidationError as exc:
-        problem = first_problem(exc)
-        raise invalid(problem.message, problem.param) from None
+    return job_body(kind, rest_fields(getattr(request, kind)))
+
+
+def job_body(kind: str, fields: Mapping[str, Any]) -> JobBody:
+    """REST's ``POST /v1/jobs`` body of ``kind`` from a message's fields, validated there."""
+    body: JobBody = validated(job_request_adapter, {"kind": kind, **fields})
+    return body
+
+
+# A message with any of these runs as a durable job (REST's job body options).
+JOB_OPTIONS = frozenset(_JobOptions.model_fields)
 
 
 # --- REST responses -> messages ---------------------------------------------------------------
@@ -231,7 +242,12 @@ def event_message(event: JobEvent) -> pb.JobEvent:
         "type": _enum_number(pb.JobEventType, "JOB_EVENT_TYPE", event.type),
         "status": _enum_number(pb.JobStatus, "JOB_STATUS", event.status.value),
     }
-    message = _message(pb.JobEvent, {**event.model_dump(exclude={"result", "error"}), **enums})
+    message = _message(pb.JobEvent, {**event.model_dump(exclude={"result", "error", "preview"}), **enums})
+    if event.preview is not None:
+        preview = event.preview
+        message.preview.CopyFrom(
+            pb.Preview(width=preview.width, height=preview.height, media_type=preview.media_type, data=preview.bytes)
+        )
     if event.result is not None:
         message.result.CopyFrom(images_message(event.result))
     if event.error is not None:
@@ -282,37 +298,83 @@ class ImagesGrpc:
     async def create_job(self, req: JobBody, request_id: str, idempotency_key: str | None) -> Job:
         raise NotImplementedError  # the Gateway's: what POST /v1/jobs does
 
+    async def _wait_for(self, job: Job, wait_s: float | None) -> Job:
+        raise NotImplementedError  # the Gateway's: the job once it ended, or after wait_s
+
+    async def images_or_job(
+        self, req: JobBody, request_id: str, idempotency_key: str | None, wait_s: int | None
+    ) -> tuple[str, ImagesResponse | Job]:
+        raise NotImplementedError  # the Gateway's: wait-or-queue, the job attempted inline
+
     async def run_charged(self, requests: list[ModelRequest], response_format: str) -> ImagesResponse:
         raise NotImplementedError  # the Gateway's: a synchronous generation, its cost taken first
 
     # --- RPCs (named as the proto names them) ---------------------------------------------------
 
+    async def _images_rpc(
+        self,
+        context: RayServegRPCContext,
+        call: Call,
+        kind: str,
+        fields: dict[str, Any],
+        direct: Callable[[], Awaitable[ImagesResponse]],
+    ) -> pb.ImagesResponse:
+        """An images RPC's answer: ``direct()``, or with job options or ``prefer: wait=N`` metadata a
+        durable job attempted inline (REST's ``Prefer`` / ``X-Huabu-Webhook``): its images with
+        ``job_id``, or only ``job_id`` when it had not ended within N seconds (REST's 202)."""
+        wait_s = prefer_wait(_metadata(context, "prefer"), "prefer")
+        if wait_s is None and not JOB_OPTIONS & fields.keys():
+            return images_message(await direct())
+        body = job_body(kind, fields)
+        job_id, result = await self.images_or_job(body, call.request_id, call.idempotency_key, wait_s)
+        if isinstance(result, ImagesResponse):
+            message = images_message(result)
+        else:
+            message = pb.ImagesResponse(created=int(result.created_at))
+        message.job_id = job_id
+        return message
+
     async def Generate(self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
-            req = validated(ImageGenerationRequest, rest_fields(request))
-            requests = await self.service.generation_requests(req, call.request_id)
-            return images_message(await self.run_charged(requests, req.response_format))
+            fields = rest_fields(request)
+
+            async def direct() -> ImagesResponse:
+                req = validated(ImageGenerationRequest, fields)
+                requests = await self.service.generation_requests(req, call.request_id)
+                return await self.run_charged(requests, req.response_format)
+
+            return await self._images_rpc(grpc_context, call, "generate", fields, direct)
 
         return await self._unary(grpc_context, "Generate", GENERATE_PATH, respond, pb.ImagesResponse, costly=True)
 
     async def Edit(self, request: pb.EditRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
             within_size_limit(request, self.settings.gateway.max_request_bytes)
-            # The multipart route's split: the files as bytes, the other fields through the model.
-            fields = {k: v for k, v in rest_fields(request).items() if k not in ("image", "mask")}
-            req = validated(ImageEditRequest, fields)
-            mask = request.mask if request.HasField("mask") else None
-            requests = await self.service.edit_requests(req, request.image, mask, call.request_id)
-            return images_message(await self.run_charged(requests, req.response_format))
+            every = rest_fields(request)  # the images as base64, as the edit job's body has them
+
+            async def direct() -> ImagesResponse:
+                # The multipart route's split: the files as bytes, the other fields through the model.
+                fields = {k: v for k, v in every.items() if k not in ("image", "mask")}
+                req = validated(ImageEditRequest, fields)
+                mask = request.mask if request.HasField("mask") else None
+                requests = await self.service.edit_requests(req, request.image, mask, call.request_id)
+                return await self.run_charged(requests, req.response_format)
+
+            return await self._images_rpc(grpc_context, call, "edit", every, direct)
 
         return await self._unary(grpc_context, "Edit", EDITS_PATH, respond, pb.ImagesResponse, costly=True)
 
     async def Outpaint(self, request: pb.OutpaintRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
             within_size_limit(request, self.settings.gateway.max_request_bytes)
-            req = validated(OutpaintRequest, rest_fields(request))
-            requests = await self.service.outpaint_requests(req, call.request_id)
-            return images_message(await self.run_charged(requests, req.response_format))
+            fields = rest_fields(request)
+
+            async def direct() -> ImagesResponse:
+                req = validated(OutpaintRequest, fields)
+                requests = await self.service.outpaint_requests(req, call.request_id)
+                return await self.run_charged(requests, req.response_format)
+
+            return await self._images_rpc(grpc_context, call, "outpaint", fields, direct)
 
         return await self._unary(grpc_context, "Outpaint", OUTPAINT_PATH, respond, pb.ImagesResponse, costly=True)
 
@@ -331,7 +393,13 @@ class ImagesGrpc:
     async def SubmitJob(self, request: pb.SubmitJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
         async def respond(call: Call) -> pb.Job:
             within_size_limit(request, self.settings.gateway.max_request_bytes)
-            return job_message(await self.create_job(job_request(request), call.request_id, call.idempotency_key))
+            # REST's Prefer: wait=N, as the message's wait_s or as `prefer` metadata.
+            if request.HasField("wait_s"):
+                wait_s: int | None = wait_seconds(str(request.wait_s), "wait_s")
+            else:
+                wait_s = prefer_wait(_metadata(grpc_context, "prefer"), "prefer")
+            job = await self.create_job(job_request(request), call.request_id, call.idempotency_key)
+            return job_message(job if wait_s is None else await self._wait_for(job, wait_s))
 
         # The idempotency key is bound to this message as REST binds it to the JSON body.
         body = request.SerializeToString(deterministic=True)

@@ -21,6 +21,12 @@ class CacheMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CACHE_MODE_BYPASS: _ClassVar[CacheMode]
     CACHE_MODE_REFRESH: _ClassVar[CacheMode]
 
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_INTERACTIVE: _ClassVar[Priority]
+    PRIORITY_BATCH: _ClassVar[Priority]
+
 class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATUS_UNSPECIFIED: _ClassVar[JobStatus]
@@ -44,6 +50,9 @@ CACHE_MODE_UNSPECIFIED: CacheMode
 CACHE_MODE_USE: CacheMode
 CACHE_MODE_BYPASS: CacheMode
 CACHE_MODE_REFRESH: CacheMode
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_INTERACTIVE: Priority
+PRIORITY_BATCH: Priority
 JOB_STATUS_UNSPECIFIED: JobStatus
 JOB_STATUS_QUEUED: JobStatus
 JOB_STATUS_RUNNING: JobStatus
@@ -56,8 +65,24 @@ JOB_EVENT_TYPE_STATUS: JobEventType
 JOB_EVENT_TYPE_RESULT: JobEventType
 JOB_EVENT_TYPE_ERROR: JobEventType
 
+class CacheSteps(_message.Message):
+    __slots__ = ("threshold",)
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    def __init__(self, threshold: _Optional[float] = ...) -> None: ...
+
+class Webhook(_message.Message):
+    __slots__ = ("url", "events", "secret_id")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ID_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    events: _containers.RepeatedScalarFieldContainer[str]
+    secret_id: str
+    def __init__(self, url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., secret_id: _Optional[str] = ...) -> None: ...
+
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "size", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user")
+    __slots__ = ("prompt", "negative_prompt", "size", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user", "priority", "cache_steps", "webhook", "timeout_s", "preview_every")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +94,11 @@ class GenerateRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     size: str
@@ -80,10 +110,15 @@ class GenerateRequest(_message.Message):
     response_format: ResponseFormat
     cache: CacheMode
     user: str
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., size: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ...) -> None: ...
+    priority: Priority
+    cache_steps: CacheSteps
+    webhook: Webhook
+    timeout_s: float
+    preview_every: int
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., size: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., cache_steps: _Optional[_Union[CacheSteps, _Mapping]] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ..., timeout_s: _Optional[float] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class EditRequest(_message.Message):
-    __slots__ = ("image", "mask", "prompt", "negative_prompt", "size", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user", "strength")
+    __slots__ = ("image", "mask", "prompt", "negative_prompt", "size", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user", "strength", "priority", "cache_steps", "webhook", "timeout_s", "preview_every")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MASK_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +133,11 @@ class EditRequest(_message.Message):
     CACHE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     mask: bytes
     prompt: str
@@ -112,10 +152,15 @@ class EditRequest(_message.Message):
     cache: CacheMode
     user: str
     strength: float
-    def __init__(self, image: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., size: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ..., strength: _Optional[float] = ...) -> None: ...
+    priority: Priority
+    cache_steps: CacheSteps
+    webhook: Webhook
+    timeout_s: float
+    preview_every: int
+    def __init__(self, image: _Optional[bytes] = ..., mask: _Optional[bytes] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., size: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ..., strength: _Optional[float] = ..., priority: _Optional[_Union[Priority, str]] = ..., cache_steps: _Optional[_Union[CacheSteps, _Mapping]] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ..., timeout_s: _Optional[float] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class OutpaintRequest(_message.Message):
-    __slots__ = ("image", "prompt", "left", "right", "top", "bottom", "negative_prompt", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user")
+    __slots__ = ("image", "prompt", "left", "right", "top", "bottom", "negative_prompt", "n", "steps", "guidance_scale", "seed", "model", "response_format", "cache", "user", "priority", "cache_steps", "webhook", "timeout_s", "preview_every")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     LEFT_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +176,11 @@ class OutpaintRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     prompt: str
     left: int
@@ -146,10 +196,15 @@ class OutpaintRequest(_message.Message):
     response_format: ResponseFormat
     cache: CacheMode
     user: str
-    def __init__(self, image: _Optional[bytes] = ..., prompt: _Optional[str] = ..., left: _Optional[int] = ..., right: _Optional[int] = ..., top: _Optional[int] = ..., bottom: _Optional[int] = ..., negative_prompt: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ...) -> None: ...
+    priority: Priority
+    cache_steps: CacheSteps
+    webhook: Webhook
+    timeout_s: float
+    preview_every: int
+    def __init__(self, image: _Optional[bytes] = ..., prompt: _Optional[str] = ..., left: _Optional[int] = ..., right: _Optional[int] = ..., top: _Optional[int] = ..., bottom: _Optional[int] = ..., negative_prompt: _Optional[str] = ..., n: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., response_format: _Optional[_Union[ResponseFormat, str]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., user: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., cache_steps: _Optional[_Union[CacheSteps, _Mapping]] = ..., webhook: _Optional[_Union[Webhook, _Mapping]] = ..., timeout_s: _Optional[float] = ..., preview_every: _Optional[int] = ...) -> None: ...
 
 class Image(_message.Message):
-    __slots__ = ("png", "url", "id", "seed", "model", "cached", "prompt_truncated", "variant", "metadata")
+    __slots__ = ("png", "url", "id", "seed", "model", "cached", "prompt_truncated", "variant", "metadata", "full_evaluations")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +221,7 @@ class Image(_message.Message):
     PROMPT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    FULL_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
     png: bytes
     url: str
     id: str
@@ -175,15 +231,18 @@ class Image(_message.Message):
     prompt_truncated: bool
     variant: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, png: _Optional[bytes] = ..., url: _Optional[str] = ..., id: _Optional[str] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., cached: _Optional[bool] = ..., prompt_truncated: _Optional[bool] = ..., variant: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    full_evaluations: int
+    def __init__(self, png: _Optional[bytes] = ..., url: _Optional[str] = ..., id: _Optional[str] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., cached: _Optional[bool] = ..., prompt_truncated: _Optional[bool] = ..., variant: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., full_evaluations: _Optional[int] = ...) -> None: ...
 
 class ImagesResponse(_message.Message):
-    __slots__ = ("created", "data")
+    __slots__ = ("created", "data", "job_id")
     CREATED_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     created: int
     data: _containers.RepeatedCompositeFieldContainer[Image]
-    def __init__(self, created: _Optional[int] = ..., data: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+    job_id: str
+    def __init__(self, created: _Optional[int] = ..., data: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -234,14 +293,16 @@ class ModelList(_message.Message):
     def __init__(self, data: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("generate", "edit", "outpaint")
+    __slots__ = ("generate", "edit", "outpaint", "wait_s")
     GENERATE_FIELD_NUMBER: _ClassVar[int]
     EDIT_FIELD_NUMBER: _ClassVar[int]
     OUTPAINT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
     generate: GenerateRequest
     edit: EditRequest
     outpaint: OutpaintRequest
-    def __init__(self, generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., edit: _Optional[_Union[EditRequest, _Mapping]] = ..., outpaint: _Optional[_Union[OutpaintRequest, _Mapping]] = ...) -> None: ...
+    wait_s: int
+    def __init__(self, generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., edit: _Optional[_Union[EditRequest, _Mapping]] = ..., outpaint: _Optional[_Union[OutpaintRequest, _Mapping]] = ..., wait_s: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -284,7 +345,7 @@ class JobProgress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "status", "kind", "created_at", "updated_at", "progress", "result", "error", "model", "variant")
+    __slots__ = ("id", "status", "kind", "created_at", "updated_at", "progress", "result", "error", "model", "variant", "queue_position", "eta_s", "deadline_at", "cancel_reason")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +356,10 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: JobStatus
     kind: str
@@ -305,10 +370,26 @@ class Job(_message.Message):
     error: Error
     model: str
     variant: str
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., kind: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., result: _Optional[_Union[ImagesResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
+    queue_position: int
+    eta_s: float
+    deadline_at: float
+    cancel_reason: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., kind: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., result: _Optional[_Union[ImagesResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., queue_position: _Optional[int] = ..., eta_s: _Optional[float] = ..., deadline_at: _Optional[float] = ..., cancel_reason: _Optional[str] = ...) -> None: ...
+
+class Preview(_message.Message):
+    __slots__ = ("width", "height", "media_type", "data")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    media_type: str
+    data: bytes
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., media_type: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("type", "job_id", "seq", "status", "step", "total", "result", "error")
+    __slots__ = ("type", "job_id", "seq", "status", "step", "total", "result", "error", "queue_position", "eta_s", "preview", "reason")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +398,10 @@ class JobEvent(_message.Message):
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     type: JobEventType
     job_id: str
     seq: int
@@ -325,4 +410,8 @@ class JobEvent(_message.Message):
     total: int
     result: ImagesResponse
     error: Error
-    def __init__(self, type: _Optional[_Union[JobEventType, str]] = ..., job_id: _Optional[str] = ..., seq: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., result: _Optional[_Union[ImagesResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    queue_position: int
+    eta_s: float
+    preview: Preview
+    reason: str
+    def __init__(self, type: _Optional[_Union[JobEventType, str]] = ..., job_id: _Optional[str] = ..., seq: _Optional[int] = ..., status: _Optional[_Union[JobStatus, str]] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., result: _Optional[_Union[ImagesResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., queue_position: _Optional[int] = ..., eta_s: _Optional[float] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -389,3 +389,53 @@ def test_a_generate_scope_key_is_refused_admin_and_a_scope_refusal_is_permission
     forbidden = auth.forbidden(auth.GENERATE)
     assert status_code(forbidden) == grpc.StatusCode.PERMISSION_DENIED
     assert ("error-code", "insufficient_scope") in error_metadata(forbidden)
+
+
+def test_job_options_and_their_events_travel_as_proto_fields(grpc_app, stub, admin_key) -> None:
+    """#26/#29's job fields with plain stubs: preview_every, timeout_s, priority, cache_steps and wait_s
+    (REST's Prefer: wait) go through the REST job model; previews come as bytes in the events; with
+    `prefer: wait=0` metadata Generate answers only the job id (REST's 202) and the job runs on."""
+    md = meta(grpc_app, admin_key)
+    request = pb.GenerateRequest(
+        prompt="a blue square",
+        size="32x32",
+        steps=4,
+        seed=2,
+        cache=pb.CACHE_MODE_BYPASS,
+        preview_every=2,
+        timeout_s=120,
+        priority=pb.PRIORITY_BATCH,
+        cache_steps=pb.CacheSteps(threshold=0.05),
+    )
+    job = stub.SubmitJob(pb.SubmitJobRequest(generate=request, wait_s=30), metadata=md, timeout=60)
+    assert job.status == pb.JOB_STATUS_SUCCEEDED and job.result.data[0].png.startswith(b"\x89PNG")  # one call
+    assert job.deadline_at - job.created_at == pytest.approx(120, abs=0.01)
+    assert job.result.data[0].HasField("full_evaluations")  # cache_steps reached the model
+    events = list(stub.WatchJob(pb.WatchJobRequest(job_id=job.id), metadata=md, timeout=60))
+    previews = [e.preview for e in events if e.HasField("preview")]
+    assert [(p.width, p.height, p.media_type) for p in previews] == [(32, 32, "image/png")]
+    assert decode_png(previews[0].data).shape == (32, 32, 3)
+
+    slow = pb.GenerateRequest(prompt="slow", size="32x32", steps=30, cache=pb.CACHE_MODE_BYPASS)
+    queued = stub.Generate(slow, metadata=[*md, ("prefer", "wait=0")], timeout=60)
+    assert queued.job_id.startswith("job_") and not queued.data
+    last = list(stub.WatchJob(pb.WatchJobRequest(job_id=queued.job_id), metadata=md, timeout=120))[-1]
+    assert last.status == pb.JOB_STATUS_SUCCEEDED and last.result.data[0].png.startswith(b"\x89PNG")
+
+    bad = [
+        (pb.SubmitJobRequest(generate=pb.GenerateRequest(**SMALL), wait_s=61), "wait_s"),
+        (pb.SubmitJobRequest(generate=pb.GenerateRequest(**SMALL, preview_every=0)), "preview_every"),
+        (pb.SubmitJobRequest(generate=pb.GenerateRequest(**SMALL, timeout_s=-1)), "timeout_s"),
+        (pb.SubmitJobRequest(generate=pb.GenerateRequest(**SMALL, priority=7)), "priority"),
+        (pb.SubmitJobRequest(generate=pb.GenerateRequest(**SMALL, webhook=pb.Webhook(url="ftp://x/h"))), "webhook.url"),
+        (
+            pb.SubmitJobRequest(
+                generate=pb.GenerateRequest(**SMALL, webhook=pb.Webhook(url="https://example.com/h", events=["done"]))
+            ),
+            "webhook.events.0",
+        ),
+    ]
+    for message, param in bad:
+        error = rpc_error(lambda m=message: stub.SubmitJob(m, metadata=md, timeout=30))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (param, error)
+        assert dict(error.trailing_metadata() or ()).get("error-param") == param, (param, error.details())
