@@ -4,7 +4,8 @@
 ``~/.huabu``, owner-only) and records the server's URL in ``$HUABU_HOME/local-cluster.json``. A
 client whose base URL is that server's, on a loopback address, uses the key when it was given none
 (an explicit key and ``HUABU_API_KEY`` always win). The key never goes to any other URL: a
-non-loopback server, or a loopback one ``huabu up`` did not start, gets no key from here.
+non-loopback server, or a loopback one ``huabu up`` did not start, gets no key from here. The gRPC
+client (``huabu.sdk.grpc``) follows the same rule for the gRPC address ``huabu up`` recorded.
 
 Standard library only; the server side (``huabu.cluster``) reads the same names from here.
 """
@@ -50,14 +51,31 @@ def _where(url: str) -> tuple[str, int | None, str] | None:
     return parts.scheme, parts.port or default_port, parts.path.rstrip("/")
 
 
-def local_server_url(environ: Mapping[str, str] | None = None) -> str | None:
-    """The URL ``huabu up`` recorded for its server, if any."""
+def _recorded(field: str, environ: Mapping[str, str] | None) -> str | None:
     try:
         state = json.loads((huabu_home(environ) / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
-    url = state.get("url") if isinstance(state, dict) else None
-    return url if isinstance(url, str) else None
+    value = state.get(field) if isinstance(state, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def local_server_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The URL ``huabu up`` recorded for its server, if any."""
+    return _recorded("url", environ)
+
+
+def local_grpc_address(environ: Mapping[str, str] | None = None) -> str | None:
+    """The ``host:port`` of the gRPC port ``huabu up`` recorded for its server, if any."""
+    return _recorded("grpc_address", environ)
+
+
+def _dev_key(environ: Mapping[str, str] | None) -> str | None:
+    try:
+        key = dev_key_path(environ).read_text().strip()
+    except OSError:
+        return None
+    return key or None
 
 
 def discover_dev_key(base_url: str, environ: Mapping[str, str] | None = None) -> str | None:
@@ -70,11 +88,18 @@ def discover_dev_key(base_url: str, environ: Mapping[str, str] | None = None) ->
     scheme, port, path = mine
     if (scheme, port) != theirs[:2] or not (path + "/").startswith(theirs[2] + "/"):
         return None
-    try:
-        key = dev_key_path(environ).read_text().strip()
-    except OSError:
+    return _dev_key(environ)
+
+
+def discover_grpc_dev_key(address: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The development admin key if ``address`` (``host:port``) is the loopback gRPC port ``huabu up``
+    recorded; the same rule as ``discover_dev_key`` (loopback on both sides, the same port)."""
+    recorded = local_grpc_address(environ)
+    mine = _where(f"grpc://{address}")
+    theirs = _where(f"grpc://{recorded}") if recorded else None
+    if mine is None or theirs is None or mine[:2] != theirs[:2]:
         return None
-    return key or None
+    return _dev_key(environ)
 
 
 def missing_key_hint(base_url: str) -> str:

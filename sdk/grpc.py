@@ -28,7 +28,7 @@ from opentelemetry import propagate
 from opentelemetry.trace import Span
 from pydantic import BaseModel
 
-from huabu.sdk import _tracing, constants
+from huabu.sdk import _devkey, _tracing, constants
 from huabu.sdk._base import Timeouts
 from huabu.sdk._client import AsyncClient, Client
 from huabu.sdk._errors import APIConnectionError, APITimeoutError, HuabuError, error_from_body
@@ -369,8 +369,14 @@ class _GrpcBase:
         credentials: grpc.ChannelCredentials | None = None,
         default_metadata: Mapping[str, str] | None = None,
     ) -> None:
-        self.address = address or os.environ.get(GRPC_ADDRESS_ENV) or DEFAULT_GRPC_ADDRESS
-        self.api_key = api_key if api_key is not None else (os.environ.get(constants.API_KEY_ENV) or None)
+        # As the HTTP client: the address given, HUABU_GRPC_ADDRESS, the one `huabu up` recorded, the
+        # default; the key given, HUABU_API_KEY, the development key of that loopback server.
+        self.address = (
+            address or os.environ.get(GRPC_ADDRESS_ENV) or _devkey.local_grpc_address() or DEFAULT_GRPC_ADDRESS
+        )
+        if api_key is None:
+            api_key = os.environ.get(constants.API_KEY_ENV) or _devkey.discover_grpc_dev_key(self.address)
+        self.api_key = api_key
         self.timeout = Timeouts.coerce(timeout, Timeouts())  # finite: a lost replica never hangs a call
         self.max_retries = constants.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
         if self.max_retries < 0:

@@ -51,6 +51,27 @@ def test_the_dev_key_goes_to_the_local_server_only(home: Path, monkeypatch: pyte
     assert hs.Client().base_url == "http://127.0.0.1:8000" and hs.Client().api_key is None
 
 
+def test_the_grpc_client_finds_the_dev_key_by_the_same_rule(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    grpc_sdk = pytest.importorskip("huabu.sdk.grpc")  # the grpc extra
+    record = {"url": "http://127.0.0.1:8123/app", "grpc_address": "127.0.0.1:9123"}
+    (home / "local-cluster.json").write_text(json.dumps(record))
+    monkeypatch.delenv(grpc_sdk.GRPC_ADDRESS_ENV, raising=False)
+    assert grpc_sdk.GrpcClient().address == "127.0.0.1:9123"  # nothing given: the recorded gRPC port
+    assert grpc_sdk.GrpcClient().api_key == KEY
+    assert grpc_sdk.AsyncGrpcClient("localhost:9123").api_key == KEY  # the same loopback port
+    for elsewhere in ("127.0.0.1:9124", "10.0.0.5:9123", "huabu.example.com:9123", "127.0.0.1:8123"):
+        assert grpc_sdk.GrpcClient(elsewhere).api_key is None, elsewhere
+    assert grpc_sdk.GrpcClient(api_key="mine").api_key == "mine"  # an explicit key wins
+    monkeypatch.setenv("HUABU_API_KEY", "from-env")
+    assert grpc_sdk.GrpcClient().api_key == "from-env"  # and so does HUABU_API_KEY
+    monkeypatch.delenv("HUABU_API_KEY")
+    (home / "local-cluster.json").write_text(json.dumps({**record, "grpc_address": "10.0.0.5:9123"}))
+    assert grpc_sdk.GrpcClient("10.0.0.5:9123").api_key is None  # a non-loopback record never gets it
+    (home / "local-cluster.json").unlink()
+    assert grpc_sdk.GrpcClient().address == grpc_sdk.DEFAULT_GRPC_ADDRESS
+    assert grpc_sdk.GrpcClient().api_key is None
+
+
 def _unauthorized(request: httpx.Request) -> httpx.Response:
     body = {"error": {"message": "no API key", "type": "authentication_error", "code": "invalid_api_key"}}
     return httpx.Response(401, json=body)
