@@ -14,13 +14,15 @@ translation, mixed_script); label ``safe`` rows of a kind are its hard benign co
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["FAMILIES", "SLOTS", "expand", "write_corpus"]
+__all__ = ["FAMILIES", "SLOTS", "expand", "with_number", "write_corpus"]
 
 Family = tuple[str, str, str, str, str, tuple[str, ...]]
 
@@ -522,6 +524,101 @@ FAMILIES: tuple[Family, ...] = (
         "an emo boy with bandages soaked through on both wrists",
     )),
 
+    # --- numbers, ids, codes, dates, prices, versions in benign prompts (the classifier had learnt
+    # "digits => coded extremist numerals" from the coded family; coded numerals are the lexicon's job) ---
+    ("nb_en", "numeric", "safe", "en", "train", (
+        "hotel room 214 with a sea view, cozy interior",
+        "a paint swatch card of hex colour #ff8800 next to #1e90ff",
+        "product photo of running shoe SKU RS-40712 on a white background",
+        "a vintage 1967 poster of a jazz festival",
+        "price tag $19.99 on a ceramic coffee mug, shop window",
+        "a wall calendar showing March 17, 2024",
+        "launch banner for software release v2.3.1, flat design",
+        "serial number SN-5F3A-9921 engraved on a film camera",
+        "bus number 42 at a rainy bus stop",
+        "apartment 7B door with brass numbers",
+        "a basketball jersey with number 23 hanging in a locker",
+        "a countdown clock showing 00:05:32",
+        "a birthday cake with candles shaped 3 and 0",
+        "order confirmation #A83F21 on a phone screen",
+        "kilometre marker 312 on a desert highway",
+        "an invoice numbered 2023-0417 on a clipboard",
+        "a train ticket for coach 5, seat 61",
+        "a barcode 5901234123457 on a cereal box",
+        "the year 2049 written in neon over a cyberpunk city",
+        "a retro monitor showing a hex dump 0x3fa2 0x7b11",
+        "a thermostat set to 21.5 degrees",
+        "a recipe card: 250 g flour, 2 eggs, bake at 180°C for 35 minutes",
+        "a passenger jet at gate B12, airport at dusk",
+        "chapter 12, page 348 of an old leather book",
+        "a marathon runner with bib number 4127 crossing the finish line",
+        "a tattoo of the date 09.06.1994 on a forearm, fine line style",
+        "a football fan rally with flags and scarves, the team founded in 1899",
+        "a patch with the number 7 sewn on a denim jacket",
+        "a lottery ticket with numbers 3 17 22 41 45",
+        "a license plate KA-472-BX on a blue hatchback",
+    )),
+    ("nb_multi", "numeric", "safe", "mixed", "train", (
+        "酒店314号房间，海景", "色号#ff8800的口红", "价格99.9元的帆布鞋", "2024年3月17日的日历", "编号A7-3391的咖啡机",
+        "42路公交车站", "版本v3.2的软件界面", "第23号球衣挂在更衣室",
+        "habitación 512 de un hotel junto al mar", "zapatillas modelo ZX-750 por 59,99 €", "un calendario del 17 de marzo de 2024",
+        "la chambre 108 d'un vieil hôtel parisien", "une affiche de concert de 1972", "un ticket de métro ligne 4, prix 2,10 €",
+        "Zimmer 27 in einer Berghütte", "Bus Linie 150 im Schnee", "ein Preisschild 4,99 € auf einem Brot",
+        "ホテルの502号室", "価格1280円のラーメン", "2024年3月17日のカレンダー", "型番KX-204のカメラ",
+        "номер 305 в гостинице у моря", "автобус номер 12 под дождём", "ценник 349 рублей на кофе",
+        "quarto 12 de um hotel na praia", "preço R$ 24,90 numa vitrine", "camisa número 10 de futebol",
+        "camera 207 di un albergo a Roma", "biglietto del treno carrozza 6 posto 44",
+        "호텔 1203호 객실", "가격 12,000원 커피",
+    )),
+    ("efb_anatomy", "effect", "safe", "mixed", "train", (
+        "人体骨骼解剖图", "肌肉解剖挂图，医学教育", "lámina de anatomía de los músculos", "planche anatomique du squelette",
+        "Anatomietafel der Muskeln", "筋肉の解剖図", "анатомический атлас мышц", "atlas de anatomia muscular",
+        "tavola anatomica dei muscoli", "근육 해부도", "a muscle anatomy poster in a gym", "a medical textbook diagram of the skull",
+        "a plastic skeleton in a biology classroom", "颅骨模型，医学院", "a cow's anatomy chart at a butcher's",
+    )),
+    ("ef_more_multi2", "effect", "violence", "mixed", "train", (
+        "un cráneo aplastado contra el asfalto tras la caída", "des corps démembrés jetés dans un fossé",
+        "eine zerquetschte Leiche unter dem Auto", "ein abgehackter Arm in einer Blutlache", "тело, разорванное взрывом на куски",
+        "отрубленная кисть в луже крови", "um crânio esmagado, sangue e miolos na calçada", "corpos desmembrados num saco",
+        "un corpo fatto a pezzi", "머리가 으깨진 시체", "頭が潰れた死体", "爆炸后被炸得粉碎的尸体",
+        "a corpse with its skull caved in", "a body torn to shreds by the blast", "a severed foot lying in the street",
+    )),
+    # plain scenes of the kind most prompts are (short, one object): with numbers appended they are what
+    # the tests and many users send ("a yellow sun 3fa2c1")
+    ("sb_en", "numeric", "safe", "en", "train", (
+        "a red circle on the left", "a blue square", "a green triangle above a yellow star", "a white cat on a sofa",
+        "a cup of tea", "an orange moon over the sea", "a small house with a red roof", "two birds on a wire",
+        "a bowl of fruit", "a purple flower in a vase", "a lighthouse at night", "a bicycle leaning on a wall",
+        "a snowy mountain", "a sailing boat", "a pink cloud", "a tree in a field", "a black dog running",
+        "a bright sun in a blue sky", "a rainbow over a lake", "a wooden chair", "a sunflower", "a city skyline at dusk",
+        "a cartoon robot", "a watercolor of a fox", "a pixel art castle", "a slice of pizza", "a red apple",
+        "stars in the night sky", "a grey rabbit", "an astronaut floating in space", "a teapot", "a toy train",
+    )),
+    ("sb_multi", "numeric", "safe", "mixed", "train", (
+        "一个红色的圆", "蓝天上的太阳", "桌上的一杯茶", "一只白猫", "海上的月亮", "un círculo rojo", "un sol amarillo",
+        "una taza de café", "un chat blanc", "une maison rouge", "ein gelber Stern", "ein Baum im Feld", "赤い丸",
+        "青い空と太陽", "一匹の猫", "красный круг", "жёлтое солнце", "um círculo azul", "um sol amarelo", "un sole giallo",
+        "una casa rossa", "노란 해", "빨간 사과",
+    )),
+    ("nb_dev_en", "numeric", "safe", "en", "dev", (
+        "a dental clinic door labelled suite 405",
+        "an espresso machine, model EM-3390, product shot",
+        "a paint can labelled colour code 0B3D91",
+        "a sale sign: 30% off, now £12.50",
+        "a poster for the 2031 world expo",
+        "a vending machine slot C4 with a chocolate bar",
+        "a server rack with ip 10.0.4.17 on a label",
+        "a locker with combination 27-03-11",
+        "a typewriter page dated 14 July 1953",
+        "a classic car from 1965 with plate 7GHK201",
+        "a grocery receipt, total 36.72",
+        "a shipping box with tracking code 1Z9A4E7F0392",
+    )),
+    ("nb_dev_multi", "numeric", "safe", "mixed", "dev", (
+        "车牌号京A·5F372的白色轿车", "第7章第112页的旧书", "sala 3 del museo, cuadro de 1888", "un gâteau pour les 40 ans de maman",
+        "Gleis 9, ICE 578 nach Hamburg", "3番線に到着する電車", "квартира 47, дверь с табличкой", "senha 0042 no painel do banco",
+        "tavolo numero 12 in trattoria", "버스 721번 정류장",
+    )),
 )
 # fmt: on
 
@@ -539,15 +636,89 @@ def expand(family: Family) -> Iterator[dict[str, str]]:
             yield {"text": text, "label": label, "lang": lang, "kind": kind, "family": family_id, "split": split}
 
 
+# Shapes of the numbers people put in prompts: ids, hex (colours, hashes), SKUs, years, dates, prices,
+# versions, times, sizes; hex and ids may contain 88 or 14 ("88d41d"): the classifier must not read digits
+# as the coded numerals, which are the lexicon's job (with context). Never a bare 1488, which the lexicon blocks.
+_NUMBER_SHAPES: tuple[str, ...] = (
+    "{h6}",
+    "#{h6}",
+    "{h4}{h4}",
+    "{d3}",
+    "{d4}",
+    "{d1}{d2}",
+    "room {d3}",
+    "no. {d2}",
+    "SKU {A}{A}-{d5}",
+    "{A}{d2}-{d4}",
+    "v{d1}.{d1}.{d2}",
+    "{y}",
+    "{y}-0{d1}-1{d1}",
+    "1{d1}/0{d1}/{y}",
+    "${d2}.99",
+    "{d2},50 €",
+    "¥{d4}",
+    "{d2}:{d2}",
+    "{d4}x{d3}",
+    "#{d4}",
+    "id {h4}-{h4}",
+    "{d2}%",
+    "0x{h4}",
+    "{d1}{A}",
+    "{h2}88{h2}",
+    "88{h4}",
+    "{h3}14{h1}",
+)
+_CODED = re.compile(r"(?<![0-9a-f])14 ?88(?![0-9a-f])")
+
+
+def _number(rng: random.Random) -> str:
+    while True:
+        out = re.sub(
+            r"\{(h|d|A|y)(\d?)\}",
+            lambda m: (
+                str(rng.randrange(1900, 2040))
+                if m[1] == "y"
+                else "".join(
+                    rng.choice({"h": "0123456789abcdef", "d": "0123456789", "A": "ABCDEFGHJKLMNPRSTUVWXYZ"}[m[1]])
+                    for _ in range(int(m[2] or 1))
+                )
+            ),
+            rng.choice(_NUMBER_SHAPES),
+        )
+        if not _CODED.search(out):
+            return out
+
+
+def with_number(row: dict[str, str]) -> dict[str, str]:
+    """The row with a number somewhere (end, start or after its first clause), the same label: digits say
+    nothing about a prompt's category. Deterministic per text."""
+    rng = random.Random(hashlib.sha256(row["text"].encode()).digest())
+    token, text = _number(rng), row["text"]
+    where = rng.randrange(3)
+    if where == 0 or (where == 2 and "," not in text):
+        text = f"{text} {token}"
+    elif where == 1:
+        text = f"{token} {text}"
+    else:
+        head, tail = text.split(",", 1)
+        text = f"{head} {token},{tail}"
+    return {**row, "text": text}
+
+
 def write_corpus(directory: Path) -> dict[str, int]:
-    """Write ``train.jsonl`` and ``dev.jsonl`` into ``directory``; returns the rows per split."""
+    """Write ``train.jsonl`` and ``dev.jsonl`` into ``directory``; returns the rows per split. Every
+    training row also appears twice with numbers in it (:func:`with_number`); dev rows do not (a copy
+    would count each calibration error twice), its ``numeric`` families hold the numbers."""
     rows: dict[str, list[dict[str, str]]] = {"train": [], "dev": []}
     seen: set[str] = set()
     for family in FAMILIES:
-        for row in expand(family):
-            if row["text"] not in seen:
-                seen.add(row["text"])
-                rows[row["split"]].append(row)
+        for base in expand(family):
+            for row in (
+                (base, with_number(base), with_number(with_number(base))) if base["split"] == "train" else (base,)
+            ):
+                if row["text"] not in seen:
+                    seen.add(row["text"])
+                    rows[row["split"]].append(row)
     for split, items in rows.items():
         lines = [json.dumps(r, ensure_ascii=False) for r in items]
         (directory / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
