@@ -1,7 +1,8 @@
 """The model deployment: loads a variant's model through its backend (the own MMDiT for
 ``name@version``, diffusers for ``diffusers:...``; ``backends/loader.py``), batches requests with
 ``@serve.batch`` (the backend groups them by shape), reports per-step progress to the job store and
-stops cancelled jobs between steps. A GPU out of memory answers that batch 503; the replica goes on."""
+stops cancelled jobs between steps. A request whose caller is gone stops between steps too (``Caller``).
+A GPU out of memory answers that batch 503; the replica goes on."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import functools
 import logging
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,6 +60,40 @@ def png_parameters(request: ModelRequest, model_id: str) -> dict[str, object]:
         "operation": request.operation,
         "model": model_id,
     }
+
+
+@dataclass
+class Caller:
+    """Whether the caller of one request still waits for it. Serve cancels the replica's request task
+    when the client disconnects, its gRPC deadline passes or a calling stage's handle call is
+    cancelled (``ray/serve/_private/replica.py`` cancels a cancelled request's child calls, and
+    ``core/handles.call`` cancels its stream), so ``gone`` is set from that cancellation; the work
+    then stops at the next step instead of running to its end. Read from the compute thread."""
+
+    gone: bool = False
+    steps: int = 0  # denoising steps its request has run
+    steps_when_gone: int = 0
+
+    def leave(self) -> None:
+        self.gone, self.steps_when_gone = True, self.steps
+
+
+class Abandoned:
+    """The replica's count of requests whose caller left before their end, and of the steps they ran
+    after that (at most the one in flight when the cancellation came): ``ModelStage.counters``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.recent: deque[Caller] = deque(maxlen=256)  # still counting their in-flight step
+
+    def add(self, caller: Caller) -> None:
+        caller.leave()
+        self.count += 1
+        self.recent.append(caller)
+
+    @property
+    def steps_after(self) -> int:
+        return sum(c.steps - c.steps_when_gone for c in self.recent)
 
 
 class ProgressReports:
@@ -105,6 +142,9 @@ class ModelStage(Answering):
         self.png_compress_level = settings.model.png_compress_level
         self.retry_after_s = settings.model.retry_after_s
         self.replica = uuid.uuid4().hex  # names this replica's speed report
+        self.steps_run = 0  # request-steps, every request counted in every step it ran
+        self.computing = 0  # requests in the request-level batch the pipeline is running
+        self.abandoned = Abandoned()
         self.steps = step_scheduler(self.pipeline, settings.model, self.compute, self._iteration)
         logger.info("loaded %s on %s (%s)", self.model_id, self.pipeline.device, settings.model.dtype)
 
@@ -116,6 +156,17 @@ class ModelStage(Answering):
             "name": self.model_name,
             "limits": self.pipeline.limits.to_dict(),
             **self.pipeline.describe(),
+        }
+
+    def counters(self) -> dict[str, int]:
+        """This replica's work counts (for operators and tests; a handle call, not a route): steps
+        run, requests computing now, requests whose caller left and the steps they ran after it."""
+        running = self.steps.running if self.steps is not None else self.computing
+        return {
+            "steps": self.steps_run,
+            "running": running,
+            "abandoned": self.abandoned.count,
+            "steps_after_abandoned": self.abandoned.steps_after,
         }
 
     async def generate(self, request: ModelRequest) -> ModelResult:
@@ -132,20 +183,32 @@ class ModelStage(Answering):
             return result
 
     async def _generate(self, request: ModelRequest) -> ModelResult:
-        if self.steps is not None:
-            return await self._generate_stepwise(request)
+        caller = Caller()
+        try:
+            if self.steps is not None:
+                return await self._generate_stepwise(request, caller)
+            return await self._generate_batched(request, caller)
+        except asyncio.CancelledError:  # the caller is gone: its work stops at the next step
+            self.abandoned.add(caller)
+            logger.info("caller gone after %d of %d steps: the request stops", caller.steps, request.steps)
+            raise
+
+    async def _generate_batched(self, request: ModelRequest, caller: Caller) -> ModelResult:
+        # serve.batch drops a request cancelled before its batch starts; one cancelled while its
+        # batch runs leaves the batch at the next step (is_cancelled), and a batch with no caller
+        # left stops.
         batch: Any = self.generate_batch  # type: ignore[misc]
         # serve.batch forms a batch when its first request arrives, not when the model is free,
         # so while a batch runs, the next one keeps collecting until the running one should end.
         # An idle model starts a lone request at once.
         now = time.perf_counter()
         batch.set_batch_wait_timeout_s(min(MAX_COLLECT_S, max(self.min_wait_s, self.busy_until - now)))
-        result: ModelResult = await batch(request, now)
+        result: ModelResult = await batch(request, now, caller)
         return result
 
     @serve.batch  # type: ignore[arg-type]  # size and wait are set per replica in __init__
     async def generate_batch(  # type: ignore[misc]
-        self, requests: list[ModelRequest], enqueued: list[float]
+        self, requests: list[ModelRequest], enqueued: list[float], callers: list[Caller]
     ) -> list[ModelResult]:
         started = time.perf_counter()
         self.queue.batch_started(len(requests))
@@ -156,12 +219,15 @@ class ModelStage(Answering):
         job_ids = {i: r.job_id for i, r in enumerate(requests) if r.job_id}
 
         def on_step(indices: list[int], step: int, total: int) -> None:  # runs in the pipeline thread
+            for i in indices:
+                callers[i].steps += 1
+            self.steps_run += len(indices)
             updates = [(job_ids[i], step, total) for i in indices if i in job_ids]
             if updates:
                 loop.call_soon_threadsafe(reports.add, updates)
 
         def is_cancelled(i: int) -> bool:
-            return job_ids.get(i) in self.cancelled
+            return callers[i].gone or job_ids.get(i) in self.cancelled
 
         def on_preview(i: int, step: int, pixels: np.ndarray) -> None:  # pipeline thread, before on_step
             if i in job_ids:
@@ -174,11 +240,14 @@ class ModelStage(Answering):
         reporter = loop.create_task(self._report(reports, set(job_ids.values())))
         try:
             samples = [r.to_sample() for r in requests]
+            self.computing = len(requests)
             try:
                 results = await loop.run_in_executor(self.compute, compute, samples)
             except torch.OutOfMemoryError:
                 raise self._out_of_memory(len(requests)) from None
-            if isinstance(self.pipeline, FixedLatencyPipeline):
+            finally:
+                self.computing = 0
+            if isinstance(self.pipeline, FixedLatencyPipeline) and not all(c.gone for c in callers):
                 await asyncio.sleep(self.pipeline.remaining_s(len(requests), started))
         finally:
             await asyncio.sleep(0)  # let the last call_soon_threadsafe callbacks land
@@ -223,18 +292,22 @@ class ModelStage(Answering):
     def _iteration(self, running: int) -> None:
         metrics.step_iteration(self.variant, running)
 
-    async def _generate_stepwise(self, request: ModelRequest) -> ModelResult:
+    async def _generate_stepwise(self, request: ModelRequest, caller: Caller) -> ModelResult:
         """``model.scheduler: step``: the request joins the running set (deployments/step_scheduler.py)."""
         assert self.steps is not None
         loop = asyncio.get_running_loop()
         reports = ProgressReports()
         job_id = request.job_id
-        hooks = StepHooks()
-        if job_id:
-            hooks.on_step = lambda step, total: reports.add([(job_id, step, total)])
-            hooks.is_cancelled = lambda: job_id in self.cancelled
-            if request.preview_every:
-                hooks.on_preview = lambda step, pixels: reports.previews.__setitem__((job_id, step), pixels)
+
+        def on_step(step: int, total: int) -> None:
+            caller.steps += 1
+            self.steps_run += 1
+            if job_id:
+                reports.add([(job_id, step, total)])
+
+        hooks = StepHooks(on_step=on_step, is_cancelled=lambda: caller.gone or (job_id or "") in self.cancelled)
+        if job_id and request.preview_every:
+            hooks.on_preview = lambda step, pixels: reports.previews.__setitem__((job_id, step), pixels)
         reporter = loop.create_task(self._report(reports, {job_id} if job_id else set()))
         try:
             result, timing = await self.steps.submit(request.to_sample(), request.priority, hooks)
