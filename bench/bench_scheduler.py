@@ -15,6 +15,8 @@ per threshold, averaged over prompts.
 
   python bench/bench_scheduler.py                      # the bundled-size tiny model
   python bench/bench_scheduler.py --model large        # an own-MMDiT config with a step >= 50 ms
+  python bench/bench_scheduler.py --only scheduling --model large --threads 1 --requests 10 --rounds 1 \
+      --step-mix 5 10 25                               # the same mix at half the steps: ~15 min on a busy CPU
   python bench/bench_scheduler.py --only cache --model bundled
 """
 
@@ -61,14 +63,14 @@ class Served:
     done: float = 0.0
 
 
-def trace(n: int, rate: float, seed: int) -> list[tuple[float, R.SampleRequest]]:
+def trace(n: int, rate: float, seed: int, step_mix: tuple[int, ...] = STEP_MIX) -> list[tuple[float, R.SampleRequest]]:
     """n (arrival offset s, request): Poisson arrivals at ``rate`` per second, mixed steps and sizes."""
     rng = random.Random(seed)
     at, out = 0.0, []
     for i in range(n):
         at += rng.expovariate(rate)
         size = SIZES[rng.randrange(len(SIZES))]
-        request = R.generation(f"bench {i}", seed=i, size=size, steps=rng.choice(STEP_MIX), guidance=1.0)
+        request = R.generation(f"bench {i}", seed=i, size=size, steps=rng.choice(step_mix), guidance=1.0)
         out.append((at, request))
     return out
 
@@ -165,9 +167,9 @@ def step_time(pipeline: Pipeline) -> float:
     return statistics.median(times)
 
 
-def capacity(pipeline: Pipeline, compute: Executor, max_batch: int, n: int) -> float:
+def capacity(pipeline: Pipeline, compute: Executor, max_batch: int, n: int, step_mix: tuple[int, ...]) -> float:
     """Images per second of a backlog served request-level (every request waiting at t = 0)."""
-    backlog = [(0.0, r) for _, r in trace(n, 1.0, seed=99)]
+    backlog = [(0.0, r) for _, r in trace(n, 1.0, seed=99, step_mix=step_mix)]
     served = asyncio.run(run_request_level(pipeline, compute, backlog, max_batch))
     return summary(served)["throughput"]
 
@@ -175,13 +177,14 @@ def capacity(pipeline: Pipeline, compute: Executor, max_batch: int, n: int) -> f
 def bench_scheduling(args: argparse.Namespace, pipeline: Pipeline) -> dict[str, Any]:
     with compute_thread(args.threads) as compute:
         unit = compute.submit(step_time, pipeline).result()  # with the compute thread's torch threads
-        cap = statistics.median(capacity(pipeline, compute, args.max_batch, args.requests) for _ in range(2))
+        mix = tuple(args.step_mix)
+        cap = statistics.median(capacity(pipeline, compute, args.max_batch, args.requests, mix) for _ in range(2))
         print(f"step time {unit * 1000:.1f} ms (batch 1, {SIZES[-1][0]} px); capacity {cap:.2f} images/s")
-        report: dict[str, Any] = {"step_time_s": unit, "capacity_images_per_s": cap, "loads": {}}
+        report: dict[str, Any] = {"step_time_s": unit, "capacity_images_per_s": cap, "step_mix": mix, "loads": {}}
         for load in args.loads:
             rows: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
             for round_ in range(args.rounds):
-                arrivals = trace(args.requests, load * cap, seed=round_)
+                arrivals = trace(args.requests, load * cap, seed=round_, step_mix=mix)
                 order = list(MODES) if round_ % 2 == 0 else list(reversed(MODES))  # interleaved
                 for mode in order:
                     served = asyncio.run(MODES[mode](pipeline, compute, arrivals, args.max_batch))
@@ -228,6 +231,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=24, help="requests per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--step-mix", type=int, nargs="+", default=list(STEP_MIX), help="step counts drawn from")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the compute thread")
     parser.add_argument("--cache-steps", type=int, default=20)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2, 0.3])

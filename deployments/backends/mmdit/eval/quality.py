@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,12 @@ class Settings:
     repeats: int = 2  # scenes per held-out triple (each phrased in all three languages)
     edit_cases: int = 48  # inpainting and outpainting cases each
     seed: int = 0
+    cache_threshold: float = 0.0  # step caching (cache_steps.threshold, mmdit/stepping.py); 0 = off
 
 
-def _rates(flags: list[dict[str, bool]]) -> dict[str, float]:
+def _rates(flags: list[dict[str, Any]]) -> dict[str, float]:
     n = max(1, len(flags))
-    return {m: sum(f[m] for f in flags) / n for m in METRICS} | {"n": len(flags)}
+    return {m: sum(f[m] for f in flags) / n for m in flags[0]} | {"n": len(flags)}
 
 
 def _score_split(
@@ -50,12 +51,19 @@ def _score_split(
     settings: Settings,
     split: str,
     items: list[synthetic.EvalItem],
-    rows: dict[str, list[dict[str, bool]]],
+    rows: dict[str, list[dict[str, Any]]],
 ) -> None:
     """Generate every item's prompt and add its judged flags to ``rows[split]`` and the language's row."""
     requests = [
-        generation(
-            it.prompt, seed=settings.seed * 100_000 + i, size=CANVAS, steps=settings.steps, guidance=settings.guidance
+        replace(
+            generation(
+                it.prompt,
+                seed=settings.seed * 100_000 + i,
+                size=CANVAS,
+                steps=settings.steps,
+                guidance=settings.guidance,
+            ),
+            cache_threshold=settings.cache_threshold,
         )
         for i, it in enumerate(items)
     ]
@@ -63,6 +71,10 @@ def _score_split(
         assert result.pixels is not None
         s = evaluate(result.pixels, item.spec)
         flags = {"color": s.color, "position": s.position, "color_position": s.color_position, "shape": s.shape}
+        if result.full_evaluations is not None:  # with step caching: the share of branch evaluations run
+            rows.setdefault("full evaluations", []).append(
+                {"full": result.full_evaluations / (settings.steps * (2 if settings.guidance != 1.0 else 1))}
+            )
         rows.setdefault(split, []).append(flags)
         rows.setdefault(f"{split} {item.language}", []).append(flags)
 
@@ -182,13 +194,17 @@ def measure(
 
 def format_table(report: dict[str, Any]) -> str:
     s = report["settings"]
-    lines = [f"{report['model']}  (steps {s['steps']}, guidance {s['guidance']}, seed {s['seed']})", ""]
+    cached = f", cache_steps {s['cache_threshold']}" if s.get("cache_threshold") else ""
+    lines = [f"{report['model']}  (steps {s['steps']}, guidance {s['guidance']}, seed {s['seed']}{cached})", ""]
     for table in ("adherence", "grammar"):
         if table not in report:
             continue
         width = 18 if table == "adherence" else 26
         lines.append(f"{'prompts':<{width}}{'n':>5}{'colour':>9}{'position':>10}{'col+pos':>9}{'shape':>8}")
         for name, r in report[table].items():
+            if name == "full evaluations":
+                lines.append(f"{name:<{width}}{r['n']:>5}{r['full']:>9.0%} of the uncached")
+                continue
             lines.append(
                 f"{name:<{width}}{r['n']:>5}{r['color']:>9.0%}{r['position']:>10.0%}"
                 f"{r['color_position']:>9.0%}{r['shape']:>8.0%}"
@@ -279,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cache-threshold", type=float, default=0.0, help="step caching (cache_steps.threshold); 0: off")
     p.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated, of {', '.join(TABLES)} (default: all)")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     p.add_argument("--grid", type=Path, default=None, help="also write a sample grid PNG (held-out prompts)")
@@ -286,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = load_checkpoint(args.model)
-    settings = Settings(args.steps, args.guidance, args.n, args.edit_cases, args.seed)
+    settings = Settings(args.steps, args.guidance, args.n, args.edit_cases, args.seed, args.cache_threshold)
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
