@@ -56,6 +56,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# pip would byte-compile every module of torch and ray up front (minutes of the suite); Python
+# compiles what the installed commands import when they import it.
+NO_COMPILE = ("--no-compile",)
+
+
 def fresh_venv(where: Path) -> Path:
     """A new venv (outside the checkout, so the checkout is never importable from its cwd)."""
     run([sys.executable, "-m", "venv", str(where)], timeout=120)
@@ -93,7 +98,7 @@ def test_the_wheel_carries_every_package_and_its_data(dists: dict[str, Path]) ->
 @pytest.mark.parametrize("dist", ["wheel", "sdist"])
 def test_sdk_only_install_imports_and_runs_the_cli(dists: dict[str, Path], dist: str, tmp_path: Path) -> None:
     bin_dir = fresh_venv(tmp_path / "venv")
-    run([str(bin_dir / "pip"), "install", "-q", str(dists[dist])], timeout=600, env=clean_env())
+    run([str(bin_dir / "pip"), "install", "-q", *NO_COMPILE, str(dists[dist])], timeout=600, env=clean_env())
     env = clean_env()
     assert "sdk ok" in run([str(bin_dir / "python"), "-c", SDK_CHECK], timeout=60, env=env, cwd=tmp_path)
     help_text = run([str(bin_dir / "huabu"), "--help"], timeout=60, env=env, cwd=tmp_path)
@@ -112,8 +117,8 @@ def test_server_install_from_the_wheel_serves_an_image(dists: dict[str, Path], t
     bin_dir = fresh_venv(tmp_path / "venv")
     pip = str(bin_dir / "pip")
     # torch first, pinned: any other torch requirement pulls a multi-GB CUDA build.
-    run([pip, "install", "-q", "torch==2.13.0"], timeout=900, env=clean_env())
-    run([pip, "install", "-q", f"{dists['wheel']}[server]"], timeout=900, env=clean_env())
+    run([pip, "install", "-q", *NO_COMPILE, "torch==2.13.0"], timeout=900, env=clean_env())
+    run([pip, "install", "-q", *NO_COMPILE, f"{dists['wheel']}[server]"], timeout=900, env=clean_env())
 
     home = Path(tempfile.mkdtemp(prefix="hbw-"))  # short: the Ray temp dir derives from it (socket paths)
     settings = tmp_path / "settings.yaml"
