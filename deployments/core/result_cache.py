@@ -66,6 +66,10 @@ def screening_policy(settings: SafetySettings) -> str:
         add_file(name, "data/blocklist_{}.yaml")
     for name in settings.prompt.exemplars:
         add_file(name, "data/exemplars_{}.yaml")
+    if settings.prompt.enable_intent:  # the intent layer's lexicons and classifier weights (issue #32)
+        for name in settings.prompt.intent_lexicons:
+            add_file(name, "data/intent_{}.yaml")
+        add_file(settings.prompt.intent_classifier or "intent_classifier", "data/{}.npz")
     classifier = Path(settings.image.model_path or bundled_model_path())
     digest.update(f"{classifier}:{classifier.stat().st_size}".encode())
     return digest.hexdigest()[:16]

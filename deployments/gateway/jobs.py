@@ -479,11 +479,14 @@ class JobStore:
         await self.kv.put(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s)
         return True
 
-    async def release(self, job_id: str, owner: str) -> None:
-        """Give the job back for a retry, unless another runner holds it by now."""
+    async def release(self, job_id: str, owner: str, after_s: float = 0.0) -> None:
+        """Give the job back for a retry (``after_s`` from now), unless another runner holds it by now."""
         holder = await self.kv.get(self._key(job_id, "lease"))
         if holder is not None and holder.decode() == owner:
-            await self.kv.delete(self._key(job_id, "lease"))
+            if after_s > 0:  # the lease, no longer renewed, lapses then
+                await self.kv.put(self._key(job_id, "lease"), owner.encode(), ttl_s=after_s)
+            else:
+                await self.kv.delete(self._key(job_id, "lease"))
 
     async def next_attempt(self, job_id: str) -> int:
         attempt = await self.kv.incr(self._key(job_id, "attempts"))
@@ -667,7 +670,14 @@ class JobRunner:
         except JobCancelled:
             await store.transition(job_id, JobStatus.canceled)
         except APIError as exc:
-            await store.transition(job_id, JobStatus.failed, error=exc.body())
+            if exc.code == "filter_unavailable":
+                # A safety filter that cannot screen now (503, Retry-After) is transient: the job waits
+                # that long under this runner's lease, then any runner retries it (within max_attempts).
+                wait_s = float(exc.headers.get("Retry-After", self.settings.lease_s))
+                logger.warning("job %s attempt %d: %s; retrying in %.0f s", job_id, attempt, exc.message, wait_s)
+                await store.release(job_id, self.owner, after_s=wait_s)
+            else:
+                await store.transition(job_id, JobStatus.failed, error=exc.body())
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -66,6 +66,7 @@ def test_the_screening_policy_is_part_of_the_key(tmp_path) -> None:
     from huabu.deployments.core.messages import ModelRequest
     from huabu.deployments.core.result_cache import cache_key, screening_policy
     from huabu.deployments.core.settings import SafetySettings
+    from huabu.filters.intent import bundled_classifier_path
 
     blocklist = tmp_path / "blocklist.yaml"
     blocklist.write_text("version: 1\nrules: []\n")
@@ -77,9 +78,16 @@ def test_the_screening_policy_is_part_of_the_key(tmp_path) -> None:
     }
     blocklist.write_text("version: 2\nrules: []\n")  # the same settings, another list
     policies.add(screening_policy(custom))
-    assert len(policies) == 4
+    # the intent layer's classifier (issue #32): retrained weights under the same path are another policy
+    weights = tmp_path / "intent.npz"
+    weights.write_bytes(bundled_classifier_path().read_bytes())
+    retrained = SafetySettings(prompt={"intent_classifier": str(weights)})
+    policies.add(screening_policy(retrained))
+    weights.write_bytes(weights.read_bytes() + b"retrained")
+    policies.add(screening_policy(retrained))
+    assert len(policies) == 6
     request = ModelRequest(operation="generate", prompt="p", seed=1, height=32, width=32, steps=2, guidance=4.0)
-    assert len({cache_key(request, policy) for policy in policies}) == 4
+    assert len({cache_key(request, policy) for policy in policies}) == 6
     assert screening_policy(SafetySettings()) == screening_policy(SafetySettings())
 
 
