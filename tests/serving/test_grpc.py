@@ -342,9 +342,9 @@ def test_bad_images_are_invalid_argument_naming_the_part(grpc_app, stub, admin_k
 
 
 def test_a_deadline_shorter_than_the_work_ends_the_call_and_the_server_serves_on(deploy_app, stub) -> None:
-    """The client's deadline ends the call at the deadline, unary or streamed. Open (docs/GRPC.md):
-    work already batched in the model replica runs to its end (measured: the next request on a
-    one-slot model waited 5.1 s instead of ~3 s), so this test does not claim that the work stops."""
+    """The client's deadline ends the call at the deadline, unary or streamed, and the server serves
+    on. That the abandoned work itself stops (counted steps) is tests/serving/test_step_scheduler.py::
+    test_a_grpc_deadline_stops_a_request_batched_work; this model holds each batch a fixed time."""
     seconds = 3.0
     app = deploy_app(
         lifetime="test",
