@@ -165,8 +165,12 @@ def test_sticky_assignment_override_and_feedback(two_variants: Any) -> None:
         assert j["status"] == "succeeded" and j["variant"] == "canary" and j["result"]["data"][0]["variant"] == "canary"
         # Feedback: attributed to the variant that made the image, counted once.
         image_id = generate(c, f"u{user}", 9).json()["data"][0]["id"]
-        time.sleep(0.5)  # the image -> assignment record is written off the response path
-        fb = c.post("/v1/feedback", json={"image_id": image_id, "accepted": True})
+        # The image -> assignment record is written off the response path: until it lands, the image is
+        # unknown (404, nothing recorded), so ask again rather than guess how long that takes.
+        deadline = time.monotonic() + 30
+        while (fb := c.post("/v1/feedback", json={"image_id": image_id, "accepted": True})).status_code == 404:
+            assert time.monotonic() < deadline, fb.text
+            time.sleep(0.1)
         assert fb.status_code == 200 and fb.json() == {"recorded": True, "variant": "canary"}
         assert c.post("/v1/feedback", json={"image_id": image_id, "accepted": False}).json()["recorded"] is False
         assert c.post("/v1/feedback", json={"job_id": job["id"], "accepted": True}).json()["variant"] == "canary"
