@@ -125,7 +125,8 @@ class Rollout(FrozenModel):
                 f"{self.split.version} / step {self.step_index}"
             )
         allowed: dict[Action, tuple[RolloutStatus, ...]] = {
-            "hold": STATUSES,
+            # not after the end: a hold computed while running must not land after a promotion or rollback
+            "hold": ("running", "paused"),
             "advance": ("running",),
             "promote": ("running", "paused"),
             "rollback": ("running", "paused"),
