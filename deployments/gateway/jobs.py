@@ -48,7 +48,9 @@ STALL_POLL_S = 1.0
 LONG_RUN_S = 30.0  # a job held this long by one runner is reported with where it waits
 TRANSITION_TRIES = 8  # compare-and-set attempts before a status change gives up (and the job is retried)
 PENDING = b"pending:"  # an idempotency entry whose job is still being created
-ABANDONED_AFTER_S = 30.0  # a creation still pending this long died half-way: a retry takes its key over
+# A creation still pending this long died half-way (its gateway was lost): a retry takes its key
+# over. A live creation is a dozen store writes; a slow one that is overtaken undoes itself.
+ABANDONED_AFTER_S = 10.0
 OWNER_TTL_FACTOR = 2  # the owner record lives this many times the job's TTL
 
 
@@ -60,20 +62,27 @@ OnTerminal = Callable[[Job], Awaitable[None]]
 
 
 class IdempotencyConflict(Exception):
-    """Another request with this Idempotency-Key is creating its job right now."""
+    """Another request with this Idempotency-Key is creating its job right now. ``retry_after_s``:
+    when a retry can take the key over if that creation died (its gateway lost mid-way), so a
+    client that honours Retry-After gets its job within its retries instead of another 409."""
+
+    def __init__(self, idem: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(idem)
+        self.retry_after_s = retry_after_s
 
 
 def job_owner_key(job_id: str) -> str:
     return f"jobowner:{job_id}"
 
 
-def _abandoned(job_id: str) -> bool:
-    """Whether a creation that started ``job_id`` has had time to finish (ids carry their time)."""
+def _until_abandoned(job_id: str) -> float:
+    """Seconds until a creation that started ``job_id`` counts as abandoned (ids carry their time);
+    <= 0 once it had time to finish."""
     try:
         started_ms = int(job_id.removeprefix("job_")[:12], 16)
     except ValueError:
-        return True
-    return time.time() - started_ms / 1000 > ABANDONED_AFTER_S
+        return 0.0
+    return started_ms / 1000 + ABANDONED_AFTER_S - time.time()
 
 
 class JobStalled(Exception):
@@ -244,8 +253,8 @@ class JobStore:
                 job = await self.get(existing.decode())
                 if job is not None:
                     return job
-            elif not _abandoned(existing[len(PENDING) :].decode()):
-                raise IdempotencyConflict(idem)
+            elif (left := _until_abandoned(existing[len(PENDING) :].decode())) > 0:
+                raise IdempotencyConflict(idem, retry_after_s=max(1.0, math.ceil(left)))
             # A committed key whose job expired, or a creation that died half-way (its writes
             # were never made active, so nothing runs): take the key over.
             if await self.kv.compare_and_set(idem, existing, pending):

@@ -452,13 +452,14 @@ class Gateway(ImagesGrpc, IngestDoor):  # + the gRPC methods (grpc_service.py), 
                     work_steps=sum(r.steps for r in requests),
                     lease_owner=self.runner.owner if lease else None,
                 )
-            except IdempotencyConflict:  # the same key's first request is still creating its job
+            except IdempotencyConflict as conflict:  # the same key's first request is still creating its job
                 raise APIError(
-                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                    "a request with this Idempotency-Key is still being processed; "
+                    f"retry in {conflict.retry_after_s:g} s",
                     param="Idempotency-Key",
                     code="idempotency_key_in_use",
                     status=409,
-                    headers={"Retry-After": "1"},
+                    headers={"Retry-After": f"{conflict.retry_after_s:g}"},
                 ) from None
             if not created:  # a retry of a submitted job: its images were reserved the first time
                 await charge.give_back()

@@ -5,6 +5,7 @@ key naming a half-made job; a job whose owner record is gone is nobody's (404 to
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -16,8 +17,9 @@ from security_helpers import bearer
 from huabu.deployments.core.settings import JobSettings
 from huabu.deployments.core.state import _MemoryState
 from huabu.deployments.gateway import jobs
-from huabu.deployments.gateway.auth import key_hash, new_key
+from huabu.deployments.gateway.auth import key_hash, key_id_of, new_key
 from huabu.deployments.gateway.jobs import ACTIVE, IdempotencyConflict, JobRunner, JobStore, job_owner_key
+from huabu.sdk import Client
 from huabu.sdk.types import ImagesResponse, JobStatus
 
 
@@ -130,8 +132,10 @@ async def test_a_concurrent_creation_with_the_key_is_a_conflict_and_an_abandoned
     store = JobStore(kv, CONFIG)  # type: ignore[arg-type]
     # A creation under way (its claim is fresh): the retry waits for it rather than making a second job.
     await kv.put("idem:busy", jobs.PENDING + jobs.new_job_id().encode(), ttl_s=60)
-    with pytest.raises(IdempotencyConflict):
+    with pytest.raises(IdempotencyConflict) as conflict:
         await store.create("generate", "{}", "busy", owner="key_a")
+    # It says when a retry could take the key over, should that creation have died.
+    assert jobs.ABANDONED_AFTER_S - 1 <= conflict.value.retry_after_s <= jobs.ABANDONED_AFTER_S
     # A creation that died half-way and could not undo (the store was down): never active, so
     # nothing runs; once it looks abandoned the retry takes the key over.
     monkeypatch.setattr(jobs, "ABANDONED_AFTER_S", 0.0)
@@ -187,3 +191,33 @@ def test_a_job_whose_owner_record_is_gone_is_nobodys(on_redis: Any, records_admi
             assert c.delete(f"/v1/jobs/{job_id}", headers=bearer(key)).status_code == 404
         # The job record itself is still there (operators with the admin scope see every job).
         assert c.get(f"/v1/jobs/{job_id}", headers=bearer(records_admin)).status_code == 200
+
+
+@pytest.mark.serve
+def test_a_claim_left_by_a_lost_gateway_is_taken_over_within_the_sdks_retries(
+    on_redis: Any, records_admin: str, redis_url: str
+) -> None:
+    """A gateway lost mid-creation leaves its key's claim pending (seen in CI after a node loss:
+    the SDK's retries all got 409 while the claim waited to count as abandoned). The 409 says when
+    the claim will be taken over, so the SDK's default retries end with the job, not a 409."""
+    owner = tenant(on_redis, records_admin)
+    key = f"lost-gateway-{time.monotonic_ns()}"
+    # The lost creation began 5 s short of abandoned: more than the SDK's retries wait by backoff alone.
+    started = time.time() - (jobs.ABANDONED_AFTER_S - 5)
+    orphan = f"job_{int(started * 1000):012x}{'0' * 12}"
+    store = redis.Redis.from_url(redis_url)
+    # Keys are scoped to the API key (gateway/access.py check_idempotency).
+    scoped = f"{on_redis.settings.state.namespace}:idem:{key_id_of(owner)}:{hashlib.sha256(key.encode()).hexdigest()}"
+    store.set(scoped, jobs.PENDING + orphan.encode(), ex=600)
+
+    with on_redis.client() as c:  # what the SDK's first attempt meets
+        body = {"kind": "generate", "prompt": "a blue square", "size": "32x32", "seed": 3}
+        r = c.post("/v1/jobs", json=body, headers={**bearer(owner), "Idempotency-Key": key})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "idempotency_key_in_use"
+        assert 3 <= float(r.headers["retry-after"]) <= 5, r.headers
+
+    with Client(base_url=on_redis.base_url, api_key=owner) as sdk:
+        job = sdk.jobs.submit("a blue square", size="32x32", seed=3, idempotency_key=key).wait(timeout=120)
+    assert job.status == JobStatus.succeeded, job
+    assert store.get(scoped) == job.id.encode()  # the key names the retry's job now
