@@ -21,11 +21,12 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders, UploadFile
+from starlette.formparsers import MultiPartParser
 
 from huabu.deployments.core.messages import ModelRequest, ModelResult
 from huabu.deployments.core.settings import Settings
@@ -52,6 +53,7 @@ from huabu.deployments.gateway.ratelimit import (
 )
 from huabu.deployments.gateway.security import (
     BODY_SCOPE_KEY,
+    JSON_SCOPE_KEY,
     ASGIApp,
     Message,
     Receive,
@@ -59,16 +61,20 @@ from huabu.deployments.gateway.security import (
     Send,
     app_state,
     install_log_redaction,
+    parse_json,
     path_id_problem,
     route_path,
     send_error,
 )
 from huabu.deployments.gateway.usage import UsageMeter, seconds_to_utc_midnight, utc_day
+from huabu.sdk.types import encode_b64_image
 
 logger = logging.getLogger("huabu.access")
 # POST to these runs the model: they cost a rate-limit token and hold a concurrency slot.
 COSTLY = frozenset({"/v1/images/generations", "/v1/images/edits", "/v1/images/outpaint", "/v1/jobs"})
-IDEMPOTENT = frozenset({"/v1/jobs", "/v1/images/generations"})  # Idempotency-Key scoped to the caller's key
+# Idempotency-Key scoped to the caller's key and bound to the request: every route whose call may
+# create a job (an images call does with Prefer: wait or a webhook header).
+IDEMPOTENT = COSTLY
 JOB_PATH = re.compile(r"^/v1/jobs/([^/]+)")
 STREAM_PATH = re.compile(r"^/v1/jobs/[^/]+/(events|ws)$")  # SSE and WebSocket: held open for a job's life
 REQUEST_SLOT_TTL_S = 900.0  # a crashed replica's request slot frees itself after this
@@ -333,15 +339,16 @@ class Access:
 
     # --- idempotency -----------------------------------------------------------------------
 
-    async def check_idempotency(self, principal: Principal, idem: str, body: bytes) -> tuple[str, str]:
+    async def check_idempotency(self, principal: Principal, idem: str, content: object) -> tuple[str, str]:
         """-> (the key the job store sees, the fingerprint key). Keys are scoped to the API key, and
-        a key reused with another body is refused (IETF idempotency-key draft: 422)."""
+        a key reused with another request is refused (IETF idempotency-key draft: 422). ``content``:
+        what ``request_fingerprint`` takes (a body's bytes, or the request's fields)."""
         if len(idem) > MAX_IDEMPOTENCY_KEY:
             raise invalid(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters", "Idempotency-Key")
         scoped = f"{principal.key_id}:{hashlib.sha256(idem.encode()).hexdigest()}"
         fingerprint_key = f"idemfp:{scoped}"
         seen = await self.kv.get(fingerprint_key)
-        if seen is not None and seen.decode() != hashlib.sha256(body).hexdigest():
+        if seen is not None and seen.decode() != request_fingerprint(content):
             raise APIError(
                 "this Idempotency-Key was already used with a different request body; use a new key",
                 param="Idempotency-Key",
@@ -350,9 +357,81 @@ class Access:
             )
         return scoped, fingerprint_key
 
-    async def remember_idempotency(self, fingerprint_key: str, body: bytes) -> None:
-        digest = hashlib.sha256(body).hexdigest().encode()
+    async def remember_idempotency(self, fingerprint_key: str, content: object) -> None:
+        digest = request_fingerprint(content).encode()
         await self.kv.put(fingerprint_key, digest, ttl_s=self.settings.jobs.result_ttl_s, only_if_absent=True)
+
+
+def request_fingerprint(content: object) -> str:
+    """What an Idempotency-Key is bound to: the sha256 of the request's canonical form, the same for
+    every door (HTTP JSON and multipart, gRPC messages, Kafka records), so a retry through another
+    door with the same content is the same request (docs/GRPC.md, Idempotency keys).
+
+    ``content`` is the request's fields as REST's JSON body has them (a gRPC message's
+    ``rest_fields``, a parsed JSON body, a multipart form with its files as base64), or a body's
+    bytes, read as JSON when they are JSON (else hashed as they are). The canonical form: keys
+    sorted, null members dropped (as if left out), scalars as text (integral floats as ints, other
+    floats by their shortest repr): key order, whitespace, float spelling and a form's text fields
+    do not make a retry a different request (2, 2.0 and "2" alike, as the request models read them)."""
+    if isinstance(content, bytes | bytearray):
+        raw = bytes(content)
+        try:
+            content = parse_json(raw)
+        except APIError:  # not JSON: only the very same bytes are the same request
+            return "raw:" + hashlib.sha256(raw).hexdigest()
+    canonical = json.dumps(_canonical(content), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    return value if isinstance(value, str) else repr(value)
+
+
+async def form_fields(headers: Headers, body: bytes) -> dict[str, object] | None:
+    """A multipart body (POST /v1/images/edits) as its fields, files as base64 as in a JSON edit
+    job; a repeated name as a list. None when it does not parse (the route refuses it)."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        parser = MultiPartParser(headers, stream(), max_files=4, max_fields=32, max_part_size=len(body) + 1)
+        form = await parser.parse()
+    except Exception:
+        return None
+    fields: dict[str, object] = {}
+    try:
+        for name, value in form.multi_items():
+            item: object = encode_b64_image(await value.read()) if isinstance(value, UploadFile) else value
+            seen = fields.get(name)
+            fields[name] = item if seen is None else [*(seen if isinstance(seen, list) else [seen]), item]
+    finally:
+        await form.close()
+    return fields
+
+
+async def http_request_content(scope: Scope) -> object:
+    """An HTTP request's content for ``request_fingerprint``: the JSON ``RequestLimits`` parsed, a
+    multipart form's fields, else the body's bytes."""
+    if JSON_SCOPE_KEY in scope:
+        return scope[JSON_SCOPE_KEY]
+    body: bytes = scope.get(BODY_SCOPE_KEY, b"")
+    headers = Headers(scope=scope)
+    if headers.get("content-type", "").startswith("multipart/form-data"):
+        fields = await form_fields(headers, body)
+        if fields is not None:
+            return fields
+    return body
 
 
 class AccessMiddleware:
@@ -372,6 +451,7 @@ class AccessMiddleware:
             authorization = "Bearer " + protocol.removeprefix(WS_KEY_PROTOCOL)
         admission: Admission | None = None
         fingerprint: str | None = None
+        content: object = b""
         try:
             principal = await access.authenticator.authenticate(authorization)
             if not principal.has(needed):
@@ -390,9 +470,8 @@ class AccessMiddleware:
                 idem = headers.get("idempotency-key")
                 # Images calls too: with Prefer: wait the key names the job they create.
                 if path in IDEMPOTENT and idem and access.settings.auth.enabled:
-                    scoped, fingerprint = await access.check_idempotency(
-                        principal, idem, scope.get(BODY_SCOPE_KEY, b"")
-                    )
+                    content = await http_request_content(scope)
+                    scoped, fingerprint = await access.check_idempotency(principal, idem, content)
                     MutableHeaders(scope=scope)["idempotency-key"] = scoped
                 admission = await access.admit(principal)
             elif STREAM_PATH.match(path) and bad_id is None and scope.get("method", "GET") == "GET":
@@ -422,7 +501,7 @@ class AccessMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
             if fingerprint is not None and status in (200, 202):  # 200: a job that ended within Prefer: wait
-                await access.remember_idempotency(fingerprint, scope.get(BODY_SCOPE_KEY, b""))
+                await access.remember_idempotency(fingerprint, content)
         finally:
             current_principal.reset(token)
             current_admission.reset(admission_token)

@@ -32,7 +32,7 @@ from huabu.deployments.core.logging_json import request_id_var
 from huabu.deployments.core.messages import ModelRequest
 from huabu.deployments.core.settings import Settings
 from huabu.deployments.gateway import auth
-from huabu.deployments.gateway.access import Access, store_unavailable
+from huabu.deployments.gateway.access import IDEMPOTENT, Access, store_unavailable
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.generation import GenerationService
 from huabu.deployments.gateway.jobs import JobStore, prefer_wait, wait_seconds
@@ -184,15 +184,25 @@ def within_size_limit(message: Message, limit: int) -> None:
 
 
 def job_request(request: pb.SubmitJobRequest) -> JobBody:
+    return job_body_of(job_fields(request))
+
+
+def job_fields(request: pb.SubmitJobRequest) -> dict[str, Any]:
+    """REST's ``POST /v1/jobs`` JSON body of the message: ``kind`` and the job's fields. ``wait_s``
+    is REST's ``Prefer`` header, not the body."""
     kind = request.WhichOneof("request")
     if kind is None:
         raise invalid("set the job's request: one of generate, edit, outpaint", "request")
-    return job_body(kind, rest_fields(getattr(request, kind)))
+    return {"kind": kind, **rest_fields(getattr(request, kind))}
 
 
 def job_body(kind: str, fields: Mapping[str, Any]) -> JobBody:
     """REST's ``POST /v1/jobs`` body of ``kind`` from a message's fields, validated there."""
-    body: JobBody = validated(job_request_adapter, {"kind": kind, **fields})
+    return job_body_of({"kind": kind, **fields})
+
+
+def job_body_of(fields: Mapping[str, Any]) -> JobBody:
+    body: JobBody = validated(job_request_adapter, fields)
     return body
 
 
@@ -345,7 +355,15 @@ class ImagesGrpc:
 
             return await self._images_rpc(grpc_context, call, "generate", fields, direct)
 
-        return await self._unary(grpc_context, "Generate", GENERATE_PATH, respond, pb.ImagesResponse, costly=True)
+        return await self._unary(
+            grpc_context,
+            "Generate",
+            GENERATE_PATH,
+            respond,
+            pb.ImagesResponse,
+            costly=True,
+            content=lambda: rest_fields(request),
+        )
 
     async def Edit(self, request: pb.EditRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
@@ -362,7 +380,15 @@ class ImagesGrpc:
 
             return await self._images_rpc(grpc_context, call, "edit", every, direct)
 
-        return await self._unary(grpc_context, "Edit", EDITS_PATH, respond, pb.ImagesResponse, costly=True)
+        return await self._unary(
+            grpc_context,
+            "Edit",
+            EDITS_PATH,
+            respond,
+            pb.ImagesResponse,
+            costly=True,
+            content=lambda: rest_fields(request),
+        )
 
     async def Outpaint(self, request: pb.OutpaintRequest, grpc_context: RayServegRPCContext) -> pb.ImagesResponse:
         async def respond(call: Call) -> pb.ImagesResponse:
@@ -376,7 +402,15 @@ class ImagesGrpc:
 
             return await self._images_rpc(grpc_context, call, "outpaint", fields, direct)
 
-        return await self._unary(grpc_context, "Outpaint", OUTPAINT_PATH, respond, pb.ImagesResponse, costly=True)
+        return await self._unary(
+            grpc_context,
+            "Outpaint",
+            OUTPAINT_PATH,
+            respond,
+            pb.ImagesResponse,
+            costly=True,
+            content=lambda: rest_fields(request),
+        )
 
     async def ListModels(self, request: pb.ListModelsRequest, grpc_context: RayServegRPCContext) -> pb.ModelList:
         async def respond(call: Call) -> pb.ModelList:
@@ -401,9 +435,9 @@ class ImagesGrpc:
             job = await self.create_job(job_request(request), call.request_id, call.idempotency_key)
             return job_message(job if wait_s is None else await self._wait_for(job, wait_s))
 
-        # The idempotency key is bound to this message as REST binds it to the JSON body.
-        body = request.SerializeToString(deterministic=True)
-        return await self._unary(grpc_context, "SubmitJob", JOBS_PATH, respond, pb.Job, costly=True, body=body)
+        return await self._unary(
+            grpc_context, "SubmitJob", JOBS_PATH, respond, pb.Job, costly=True, content=lambda: job_fields(request)
+        )
 
     async def GetJob(self, request: pb.GetJobRequest, grpc_context: RayServegRPCContext) -> pb.Job:
         async def respond(call: Call) -> pb.Job:
@@ -476,11 +510,11 @@ class ImagesGrpc:
         *,
         costly: bool = False,
         job_id: str | None = None,
-        body: bytes = b"",
+        content: Callable[[], object] | None = None,
     ) -> M:
         with self._traced(context, rpc) as traced:
             try:
-                async with self._admitted(context, path, costly=costly, job_id=job_id, body=body) as call:
+                async with self._admitted(context, path, costly=costly, job_id=job_id, content=content) as call:
                     response = await respond(call)
                 traced.finished()
                 return response
@@ -500,11 +534,13 @@ class ImagesGrpc:
         *,
         costly: bool = False,
         job_id: str | None = None,
-        body: bytes = b"",
+        content: Callable[[], object] | None = None,
         stream: bool = False,
     ) -> AsyncIterator[Call]:
         """The caller, checked as ``AccessMiddleware`` checks an HTTP request to ``path``; the limits'
-        slot is held and ``auth.current_principal`` set (usage metering reads it) while the call runs."""
+        slot is held and ``auth.current_principal`` set (usage metering reads it) while the call runs.
+        ``content()``: the request as REST's body has it, what an idempotency key is bound to
+        (``access.request_fingerprint``: the same message content is the same request, over either door)."""
         access = self.access
         needed = auth.required_scope(path)
         assert needed is not None, path
@@ -517,9 +553,13 @@ class ImagesGrpc:
                 await self._job(job_id)  # the id's form, then existence, as the REST routes check them
                 if not await access.may_see_job(principal, job_id):
                     raise not_found(f"no job {job_id!r}", "job_id")
-            idempotency_key, fingerprint = _metadata(context, "idempotency-key"), None
+            # As on HTTP: only the calls that may create a job read the key (IDEMPOTENT), scoped to
+            # the caller's API key and bound to the request's content.
+            idempotency_key = _metadata(context, "idempotency-key") if path in IDEMPOTENT else None
+            fingerprint, fields = None, None
             if idempotency_key and access.settings.auth.enabled:
-                idempotency_key, fingerprint = await access.check_idempotency(principal, idempotency_key, body)
+                fields = content() if content is not None else {}
+                idempotency_key, fingerprint = await access.check_idempotency(principal, idempotency_key, fields)
             # A costly call holds a concurrency slot; an event stream one of the key's stream slots.
             admission = await access.admit(principal) if costly else None
             if stream:
@@ -533,7 +573,7 @@ class ImagesGrpc:
         try:
             yield Call(request_id, idempotency_key)
             if fingerprint is not None:
-                await access.remember_idempotency(fingerprint, body)
+                await access.remember_idempotency(fingerprint, fields)
         finally:
             auth.current_principal.reset(principal_token)
             request_id_var.reset(request_token)

@@ -7,6 +7,7 @@ import base64
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers import decode_png, png_bytes
@@ -439,3 +441,123 @@ def test_job_options_and_their_events_travel_as_proto_fields(grpc_app, stub, adm
         error = rpc_error(lambda m=message: stub.SubmitJob(m, metadata=md, timeout=30))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (param, error)
         assert dict(error.trailing_metadata() or ()).get("error-param") == param, (param, error.details())
+
+
+def make_key(app: Any, admin_key: str, name: str) -> str:
+    with app.client() as c:
+        r = c.post(
+            "/v1/admin/keys",
+            json={"name": name, "scopes": ["generate"]},
+            headers={"Authorization": f"Bearer {admin_key}"},
+        )
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["key"])
+
+
+def reordered(message: Message) -> bytes:
+    """``message`` serialized with its fields in reverse order (a parser merges them alike): another
+    client's encoding of the same content."""
+    parts = []
+    for field, value in message.ListFields():
+        one = type(message)()
+        if field.message_type is not None:
+            getattr(one, field.name).CopyFrom(value)
+        else:
+            setattr(one, field.name, value)
+        parts.append(one.SerializeToString())
+    return b"".join(reversed(parts))
+
+
+def test_an_idempotency_key_is_bound_to_the_request_content_over_both_doors(grpc_app, stub, channel, admin_key) -> None:
+    """One source of truth (access.request_fingerprint over REST's body form): the same key and the same
+    content is the same job over gRPC and HTTP, whatever the encoding; other content is refused as
+    HTTP refuses it (422 idempotency_key_reused -> INVALID_ARGUMENT); keys are the caller's own."""
+    key, other_key = make_key(grpc_app, admin_key, "idem-a"), make_key(grpc_app, admin_key, "idem-b")
+    idem = f"order-{uuid.uuid4().hex}"
+    md = meta(grpc_app, key, **{"idempotency-key": idem})
+    generate = pb.GenerateRequest(seed=11, guidance_scale=4.5, **SMALL)
+    first = stub.SubmitJob(pb.SubmitJobRequest(generate=generate), metadata=md, timeout=60)
+    # The same content, its fields in another order (and wait_s, REST's Prefer header, set): the same job.
+    shuffled = reordered(generate)
+    assert len(shuffled) < 128  # its length is one varint byte
+    # wait_s (field 4) first, then generate (field 1, length-delimited) with its fields reversed.
+    raw = pb.SubmitJobRequest(wait_s=0).SerializeToString() + b"\x0a" + bytes([len(shuffled)]) + shuffled
+    assert raw != pb.SubmitJobRequest(generate=generate, wait_s=0).SerializeToString()
+    assert pb.SubmitJobRequest.FromString(raw).generate == generate
+    submit_raw = channel.unary_unary(
+        "/huabu.v1.Images/SubmitJob", request_serializer=lambda b: b, response_deserializer=pb.Job.FromString
+    )
+    assert submit_raw(raw, metadata=md, timeout=60).id == first.id
+    # The same content as REST's JSON body (keys in another order, 4.5 spelt alike): the same job.
+    body = {
+        "steps": 4,
+        "size": "32x32",
+        "kind": "generate",
+        "guidance_scale": 4.5,
+        "seed": 11,
+        "prompt": SMALL["prompt"],
+    }
+    with grpc_app.client() as c:
+        http_same = c.post("/v1/jobs", json=body, headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idem})
+        http_other = c.post(
+            "/v1/jobs", json={**body, "seed": 12}, headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idem}
+        )
+    assert http_same.status_code == 202 and http_same.json()["id"] == first.id, http_same.text
+    assert http_other.status_code == 422 and http_other.json()["error"]["code"] == "idempotency_key_reused"
+    # Another message with the key: refused with HTTP's code, and no job made.
+    for changed in (
+        pb.SubmitJobRequest(generate=pb.GenerateRequest(seed=12, guidance_scale=4.5, **SMALL)),
+        pb.SubmitJobRequest(outpaint=pb.OutpaintRequest(prompt="x", right=8)),
+    ):
+        error = rpc_error(lambda changed=changed: stub.SubmitJob(changed, metadata=md, timeout=60))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        trailing = dict(error.trailing_metadata() or ())
+        assert trailing["error-code"] == "idempotency_key_reused" and trailing["error-param"] == "Idempotency-Key"
+        assert "different request" in (error.details() or "")
+    # Another API key's same idempotency key is its own job.
+    theirs = stub.SubmitJob(
+        pb.SubmitJobRequest(generate=generate),
+        metadata=meta(grpc_app, other_key, **{"idempotency-key": idem}),
+        timeout=60,
+    )
+    assert theirs.id != first.id
+    # Reading calls ignore the key, as HTTP's GETs do: it stays bound to the job's content.
+    stub.GetJob(pb.GetJobRequest(job_id=first.id), metadata=md, timeout=30)
+    assert stub.SubmitJob(pb.SubmitJobRequest(generate=generate), metadata=md, timeout=60).id == first.id
+
+
+def test_an_images_call_made_a_job_keeps_its_idempotency_key_over_both_doors(grpc_app, stub, admin_key) -> None:
+    """Images calls with ``prefer: wait`` create a job named by the key: over HTTP too the key is the
+    caller's and bound to the content (a multipart edit's form as its fields), so an edit through
+    either door is one job, and another key's same idempotency key never answers with this job."""
+    key, other_key = make_key(grpc_app, admin_key, "idem-edit-a"), make_key(grpc_app, admin_key, "idem-edit-b")
+    image = png_bytes(np.random.default_rng(9).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    idem = f"edit-{uuid.uuid4().hex}"
+    request = pb.EditRequest(image=image, prompt="a green square", seed=3, steps=3)
+    md = meta(grpc_app, key, **{"idempotency-key": idem, "prefer": "wait=60"})
+    first = stub.Edit(request, metadata=md, timeout=120)
+    assert first.job_id and first.data, first
+
+    def http_edit(api_key: str, seed: str = "3") -> httpx.Response:
+        with grpc_app.client() as c:
+            return c.post(
+                "/v1/images/edits",
+                data={"steps": "3", "seed": seed, "prompt": "a green square"},
+                files={"image": ("i.png", image)},
+                headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": idem, "Prefer": "wait=60"},
+            )
+
+    same = http_edit(key)
+    assert same.status_code == 200 and same.headers["x-huabu-job-id"] == first.job_id, same.text
+    assert base64.b64decode(same.json()["data"][0]["b64_json"]) == first.data[0].png
+    other = http_edit(key, seed="4")
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused", other.text
+    theirs = http_edit(other_key)
+    assert theirs.status_code == 200 and theirs.headers["x-huabu-job-id"] != first.job_id, theirs.text
+    # Generate: the same rule, the same code.
+    gen_md = meta(grpc_app, key, **{"idempotency-key": idem + "-g", "prefer": "wait=60"})
+    made = stub.Generate(pb.GenerateRequest(seed=5, **SMALL), metadata=gen_md, timeout=120)
+    assert stub.Generate(pb.GenerateRequest(seed=5, **SMALL), metadata=gen_md, timeout=120).job_id == made.job_id
+    error = rpc_error(lambda: stub.Generate(pb.GenerateRequest(seed=6, **SMALL), metadata=gen_md, timeout=120))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(error.trailing_metadata() or ())["error-code"] == "idempotency_key_reused"
