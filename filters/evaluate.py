@@ -1,19 +1,20 @@
 """Evaluate the prompt filter on the labelled corpora: precision, recall, false-positive rate, confusion.
 
-    python -m huabu.filters.evaluate [--corpus FILE ...] [--split all|train|dev|holdout|holdout2|holdout3] [--per-split]
-                                     [--no-semantic] [--no-blocklist] [--no-intent] [--errors] [--json]
+    python -m huabu.filters.evaluate [--corpus FILE ...] [--split all|train|dev|holdout|holdout2|holdout3]
+                                     [--per-split] [--no-semantic] [--no-blocklist] [--no-intent] [--errors] [--json]
 
 Corpus lines are JSON objects: ``text``, ``label`` ("safe" or a category), ``lang``, ``kind`` and
 ``split`` (and ``family``, the template family). The default corpora are ``tests/filters/corpus.jsonl``
 (v1: plain/obfuscated/paraphrase/lookalike, en/zh) and the intent corpus of issue #32,
-``filters/data/corpus/{dev,holdout}.jsonl`` (euphemism, emoji, effect, injury, coded, translation,
+``filters/data/corpus/{dev,holdout,holdout2,holdout3}.jsonl`` (euphemism, emoji, effect, injury, coded, translation,
 mixed_script and their hard benign counterparts, in nine languages), split by template family. The
 ``dev`` splits were used to choose thresholds; ``holdout`` was never looked at while tuning (it has been
 measured since), ``holdout2`` (the second round: self-harm by injuries, ~50 hard benign prompts per
 adversarial kind) was written before that round's changes and measured once after them, and has been
 looked at while fixing since; ``holdout3`` (the third round: new template families and words, 14
 languages, hard benign counterparts per kind incl. numbers, hex and dates) was written and measured
-before the third round's changes and only measured again after them; the intent corpus's ``train`` split (what the classifier learnt from) is not evaluated unless asked for.
+before the third round's changes and only measured again after them (its errors unread); the intent
+corpus's ``train`` split (what the classifier learnt from) is not evaluated unless asked for.
 "Positive" means unsafe: recall is the share of unsafe prompts blocked (in any category), the
 false-positive rate the share of safe prompts blocked, precision the share of blocked prompts that are
 unsafe. Per category: recall of its prompts, and the precision of blocks reported under it.
