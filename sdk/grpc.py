@@ -483,16 +483,17 @@ class GrpcClient(_GrpcBase):
 
 
 class AsyncGrpcClient(_GrpcBase):
-    """``GrpcClient`` with ``await`` (``grpc.aio``; create it inside the event loop that uses it)."""
+    """``GrpcClient`` with ``await`` (``grpc.aio``). Like ``httpx.AsyncClient`` it can be built
+    anywhere, in a loop or not: its channel is opened on first use, in the event loop that uses it
+    (a ``grpc.aio`` channel belongs to the loop it was made in). Used from a later loop once that
+    one has stopped (a second ``asyncio.run``), it opens a new channel there; two loops running at
+    once (threads) need a client each."""
 
     def __init__(self, address: str | None = None, api_key: str | None = None, **options: Any) -> None:
         super().__init__(address, api_key, **options)
-        self._channel = (
-            grpc.aio.secure_channel(self.address, self.credentials)
-            if self.credentials is not None
-            else grpc.aio.insecure_channel(self.address)
-        )
-        self._stub = images_pb2_grpc.ImagesStub(self._channel)
+        self._channel: grpc.aio.Channel | None = None
+        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        self._images_stub: images_pb2_grpc.ImagesStub | None = None
         self._downloads: AsyncClient | None = None
         self.images = AsyncGrpcImages(self)
         self.jobs = AsyncGrpcJobs(self)
@@ -503,16 +504,35 @@ class AsyncGrpcClient(_GrpcBase):
         if seconds > 0:
             await asyncio.sleep(seconds)
 
+    @property
+    def _stub(self) -> images_pb2_grpc.ImagesStub:
+        """The stub over this loop's channel, opened now if the client has none in this loop."""
+        loop = asyncio.get_running_loop()  # outside a loop: RuntimeError, as any await would fail
+        if self._images_stub is None or self._channel_loop is not loop:
+            previous = self._channel_loop
+            if previous is not None and previous is not loop and previous.is_running():
+                raise RuntimeError(
+                    "this AsyncGrpcClient is in use by another running event loop; make a client per loop"
+                )
+            # A stopped loop's channel cannot be closed from here (its loop does not run): dropped.
+            self._channel = (
+                grpc.aio.secure_channel(self.address, self.credentials)
+                if self.credentials is not None
+                else grpc.aio.insecure_channel(self.address)
+            )
+            self._channel_loop, self._images_stub = loop, images_pb2_grpc.ImagesStub(self._channel)
+        return self._images_stub
+
     async def _unary(
         self, rpc: str, request: Any, call: CallOptions, *, idempotency_key: str | None = None
     ) -> tuple[Any, str | None]:
-        method, retry, error = getattr(self._stub, rpc), _Retry(self, call, rpc), None
+        retry, error = _Retry(self, call, rpc), None
         try:
             while True:
                 timeout = retry.timeout()
                 try:
                     metadata = self._metadata(call, retry.attempt, idempotency_key, retry.span)
-                    answer = method(request, metadata=metadata, timeout=timeout)
+                    answer = getattr(self._stub, rpc)(request, metadata=metadata, timeout=timeout)
                     response = await answer
                     initial, trailing = await answer.initial_metadata(), await answer.trailing_metadata()
                     return response, retry.succeeded(initial, trailing)
@@ -546,7 +566,10 @@ class AsyncGrpcClient(_GrpcBase):
         return ImageResults(response, aloader=self._download, request_id=request_id, job_id=job_id)
 
     async def close(self) -> None:
-        await self._channel.close()
+        channel, loop = self._channel, self._channel_loop
+        self._channel = self._channel_loop = self._images_stub = None
+        if channel is not None and loop is asyncio.get_running_loop():
+            await channel.close()
         if self._downloads is not None:
             await self._downloads.close()
 

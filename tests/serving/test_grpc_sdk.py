@@ -3,7 +3,9 @@ whichever transport a caller picks (real gRPC through Serve's proxy, no mocks)."
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,42 @@ async def test_async_client(grpc_app: Any, address: str, admin_key: str, http_cl
         with pytest.raises(BadRequestError) as info:
             await client.images.generate("x", size="33x32", steps=4)
         assert info.value.param == "size"
+
+
+def test_async_client_is_built_anywhere_and_opens_its_channel_in_the_loop_using_it(
+    grpc_app: Any, address: str, admin_key: str, http_client: Client
+) -> None:
+    """As httpx.AsyncClient: built with no event loop running, then used in ``asyncio.run``, and in a
+    second ``asyncio.run`` after the first loop ended (a channel per loop); a loop still running
+    elsewhere keeps it (a client per loop)."""
+    client = AsyncGrpcClient(address, admin_key, application=grpc_app.name, timeout=120)
+
+    async def generate() -> bytes:
+        return (await client.images.generate("a paper boat", seed=6, **SMALL))[0].bytes
+
+    async def models() -> int:
+        return len((await client.models.list()).data)
+
+    first, second = asyncio.run(generate()), asyncio.run(generate())
+    assert first == second == http_client.images.generate("a paper boat", seed=6, **SMALL)[0].bytes
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(models(), other).result(timeout=120) > 0
+        with pytest.raises(RuntimeError, match="another running event loop"):
+            asyncio.run(models())
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(timeout=30)
+    assert asyncio.run(models()) > 0  # that loop stopped: this one opens its own channel
+    other.close()
+
+    async def close() -> None:
+        await client.close()
+
+    asyncio.run(close())
+    assert asyncio.run(models()) > 0  # closed: the next use opens a channel again, as before
 
 
 def test_cli_transport_grpc(grpc_app: Any, address: str, admin_key: str, tmp_path: Path, monkeypatch: Any) -> None:
