@@ -54,9 +54,13 @@ def commands(redis_port: int) -> dict[str, int]:
     return counts
 
 
-def delta(before: dict[str, int], after: dict[str, int]) -> tuple[int, int]:
-    """-> (write commands, all commands) between two readings, INFO itself left out."""
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Calls per command between two readings, INFO itself left out."""
     diff = {k: after.get(k, 0) - before.get(k, 0) for k in after if k not in ("info", "ping")}
+    return {k: v for k, v in diff.items() if v}
+
+
+def writes_and_total(diff: dict[str, int]) -> tuple[int, int]:
     return sum(v for k, v in diff.items() if k in WRITES), sum(diff.values())
 
 
@@ -109,6 +113,8 @@ def main() -> None:
         client = httpx.Client(base_url=base, timeout=120)
         size = f"{args.size}x{args.size}"
 
+        per_command: dict[bool, list[dict[str, int]]] = {False: [], True: []}
+
         def call(seed: int, prefer: bool) -> tuple[float, int, int]:
             body = {"prompt": "a red circle", "size": size, "steps": args.steps, "seed": seed, "cache": "bypass"}
             headers = {"Prefer": "wait=60"} if prefer else {}
@@ -117,14 +123,16 @@ def main() -> None:
             r = client.post("/v1/images/generations", json=body, headers=headers)
             elapsed = time.perf_counter() - started
             assert r.status_code == 200, r.text
-            writes, total = delta(before, commands(redis_port))
+            diff = delta(before, commands(redis_port))
+            per_command[prefer].append(diff)
+            writes, total = writes_and_total(diff)
             return elapsed, writes, total
 
         call(0, False), call(1, True)  # warm-up: model loaded, catalog fetched
         time.sleep(3)  # the runner's idle poll backs off
         idle_before, idle_started = commands(redis_port), time.perf_counter()
         time.sleep(args.idle_s)
-        idle_writes, idle_total = delta(idle_before, commands(redis_port))
+        idle_writes, idle_total = writes_and_total(delta(idle_before, commands(redis_port)))
         idle_span = time.perf_counter() - idle_started
         idle_w, idle_c = idle_writes / idle_span, idle_total / idle_span
 
@@ -152,6 +160,11 @@ def main() -> None:
         print(summary("plain", runs[False]))
         print(summary("Prefer: wait=60", runs[True]))
         print(f"latency ratio Prefer/plain: median {statistics.median(ratios):.3f}")
+        for prefer, label in ((False, "plain"), (True, "Prefer: wait=60")):
+            calls = per_command[prefer][2:]  # without the warm-up calls
+            names = sorted({k for d in calls for k in d})
+            medians = {k: statistics.median(d.get(k, 0) for d in calls) for k in names}
+            print(f"{label} commands per call (medians, idle traffic included): {medians}")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -35,6 +35,10 @@ from huabu.sdk.types import JobPreview, encode_b64_image
 
 logger = logging.getLogger("huabu.model")
 MAX_COLLECT_S = 2.0  # never hold a request longer than this to grow a batch
+# Progress is written at most this often per batch; steps faster than that are written together
+# (every step's event is kept, in one store round trip), and cancellations are polled as often.
+PROGRESS_FLUSH_S = 0.1
+SPEED_RECORD_S = 2.0  # a replica's speed (for queue ETAs) is written at most this often
 
 
 def compute_thread(torch_threads: int | None) -> ThreadPoolExecutor:
@@ -104,6 +108,7 @@ class ProgressReports:
         self.pending: list[tuple[str, int, int]] = []
         self.previews: dict[tuple[str, int], np.ndarray] = {}  # (job id, step) -> preview pixels
         self.ready = asyncio.Event()
+        self.closing = asyncio.Event()  # the batch ended: flush now, not at the next interval
         self.closed = False
 
     def add(self, updates: list[tuple[str, int, int]]) -> None:
@@ -113,6 +118,7 @@ class ProgressReports:
     def close(self) -> None:
         self.closed = True
         self.ready.set()
+        self.closing.set()
 
     def take(self) -> list[tuple[str, int, int]]:
         taken, self.pending = self.pending, []
@@ -136,6 +142,8 @@ class ModelStage(Answering):
         batch.set_max_batch_size(settings.model.max_batch_size)
         batch.set_batch_wait_timeout_s(settings.model.batch_wait_timeout_s)
         self.cancelled: set[str] = set()
+        self.speed_recorded_at = -SPEED_RECORD_S  # the first batch's speed is written at once
+        self.background: set[asyncio.Task[None]] = set()  # strong references until they end
         self.min_wait_s = settings.model.batch_wait_timeout_s
         self.busy_until = 0.0  # estimated end of the running batch (perf_counter seconds)
         self.seconds_per_step = 0.0  # moving average over recent batches
@@ -257,9 +265,8 @@ class ModelStage(Answering):
         elapsed = time.perf_counter() - started
         per_step = elapsed / steps
         self.seconds_per_step = per_step if not self.seconds_per_step else 0.7 * self.seconds_per_step + 0.3 * per_step
-        if job_ids:  # queue ETAs (gateway/job_queue.py): seconds per image-step on this replica
-            with contextlib.suppress(Exception):
-                await self.jobs.record_speed(self.replica, self.seconds_per_step / len(requests))
+        if job_ids:
+            self._note_speed(self.seconds_per_step / len(requests))
         self.busy_until = 0.0
         pngs = await asyncio.gather(
             *(self._png(request, result.pixels) for request, result in zip(requests, results, strict=True))
@@ -317,11 +324,8 @@ class ModelStage(Answering):
             reports.close()
             await reporter  # it flushes everything before it returns: no event is lost
             self.cancelled.discard(job_id or "")
-        if job_id:  # queue ETAs (gateway/job_queue.py): seconds per image-step on this replica
-            with contextlib.suppress(Exception):
-                await self.jobs.record_speed(
-                    self.replica, self.steps.seconds_per_iteration / max(1, timing.largest_batch)
-                )
+        if job_id:
+            self._note_speed(self.steps.seconds_per_iteration / max(1, timing.largest_batch))
         branches = 2 if request.guidance != 1.0 else 1
         metrics.step_result(self.variant, timing.first_step_s, timing.iterations, result.full_evaluations, branches)
         return ModelResult(
@@ -336,6 +340,22 @@ class ModelStage(Answering):
             full_evaluations=result.full_evaluations if request.cache_threshold else None,
         )
 
+    def _note_speed(self, image_step_s: float) -> None:
+        """Seconds per image-step on this replica, for queue ETAs (gateway/job_queue.py): written at
+        most every SPEED_RECORD_S, off the answer's path (it is a hint; a failed write is dropped)."""
+        now = time.monotonic()
+        if now - self.speed_recorded_at < SPEED_RECORD_S:
+            return
+        self.speed_recorded_at = now
+        task = asyncio.get_running_loop().create_task(self.jobs.record_speed(self.replica, image_step_s))
+        self.background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("could not record this replica's speed", exc_info=task.exception())
+
     async def _png(self, request: ModelRequest, pixels: np.ndarray | None) -> bytes:
         if pixels is None:  # cancelled
             return b""
@@ -346,6 +366,7 @@ class ModelStage(Answering):
         return await loop.run_in_executor(None, encode_png, pixels, parameters, self.png_compress_level)
 
     async def _flush(self, reports: ProgressReports) -> None:
+        updates = []
         for job_id, step, total in reports.take():
             if job_id in self.job_stages:
                 self.job_stages[job_id].event("progress", step=step, total=total)
@@ -354,17 +375,19 @@ class ModelStage(Answering):
             if pixels is not None:
                 png = encode_png(pixels, {}, self.png_compress_level)
                 preview = JobPreview(width=pixels.shape[1], height=pixels.shape[0], b64_json=encode_b64_image(png))
-            try:
-                await self.jobs.record_progress(job_id, step, total, preview)
-            except Exception:  # progress is best effort: the job itself still completes
-                logger.warning("could not record progress for %s", job_id, exc_info=True)
+            updates.append((job_id, step, total, preview))
+        try:
+            await self.jobs.record_progress_many(updates)
+        except Exception:  # progress is best effort: the jobs themselves still complete
+            logger.warning("could not record progress for %s", sorted({u[0] for u in updates}), exc_info=True)
 
     async def _report(self, reports: ProgressReports, job_ids: set[str]) -> None:
-        """While a batch runs: write its progress to the store and poll for cancellations."""
-        poll_every = 0.1
+        """While a batch runs: write its progress to the store and poll for cancellations, at most
+        every PROGRESS_FLUSH_S (a 20-step job of 0.2 s costs two round trips, not twenty); the
+        batch's end flushes at once."""
         while job_ids:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(reports.ready.wait(), timeout=poll_every)
+                await asyncio.wait_for(reports.ready.wait(), timeout=PROGRESS_FLUSH_S)
             closed = reports.closed
             await self._flush(reports)
             if closed:
@@ -373,3 +396,5 @@ class ModelStage(Answering):
                 with contextlib.suppress(Exception):
                     if await self.jobs.cancel_requested(job_id):
                         self.cancelled.add(job_id)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(reports.closing.wait(), timeout=PROGRESS_FLUSH_S)

@@ -38,14 +38,20 @@ class KeyValueStore(Protocol):
         ...
 
     async def rpush(self, key: str, value: bytes) -> int: ...
+    async def write_many(self, puts: dict[str, bytes], appends: dict[str, list[bytes]], ttl_s: float) -> None:
+        """Set each of ``puts`` and append to each list of ``appends`` in one round trip (not
+        atomically); every key written then expires ``ttl_s`` after this write."""
+        ...
+
     async def lrange(self, key: str, start: int, end: int) -> list[bytes]: ...
     async def sadd(self, key: str, member: str) -> int: ...
     async def srem(self, key: str, member: str) -> int: ...
     async def smembers(self, key: str) -> set[str]: ...
     async def keys(self, pattern: str) -> list[str]: ...
     async def ping(self) -> bool: ...
-    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
-        """Atomically set ``key`` to ``value`` if it holds ``expected`` (None: absent)."""
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes, ttl_s: float | None = None) -> bool:
+        """Atomically set ``key`` to ``value`` if it holds ``expected`` (None: absent), expiring
+        ``ttl_s`` after this write (None: never)."""
         ...
 
 
@@ -137,6 +143,14 @@ class _MemoryState:
         items.append(value)
         return len(items)
 
+    def write_many(self, puts: dict[str, bytes], appends: dict[str, list[bytes]], ttl_s: float) -> None:
+        for key, value in puts.items():
+            self.put(key, value, ttl_s)
+        for key, values in appends.items():
+            for value in values:
+                self.rpush(key, value)
+            self.expire(key, ttl_s)
+
     def lrange(self, key: str, start: int, end: int) -> list[bytes]:
         items = self.values.get(key) if self._alive(key) else None
         if not isinstance(items, list):
@@ -171,12 +185,14 @@ class _MemoryState:
     def ping(self) -> bool:
         return True
 
-    def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+    def compare_and_set(self, key: str, expected: bytes | None, value: bytes, ttl_s: float | None = None) -> bool:
         # Atomic: the actor runs one method at a time.
         if self.get(key) != expected or (expected is None and self._alive(key)):
             return False
         self.values[key] = value
         self.deadlines.pop(key, None)
+        if ttl_s is not None:
+            self._set_deadline(key, time.monotonic() + ttl_s)
         return True
 
 
@@ -229,6 +245,9 @@ class EmbeddedStore:
     async def rpush(self, key: str, value: bytes) -> int:
         return await self.actor.rpush.remote(key, value)
 
+    async def write_many(self, puts: dict[str, bytes], appends: dict[str, list[bytes]], ttl_s: float) -> None:
+        await self.actor.write_many.remote(puts, appends, ttl_s)
+
     async def lrange(self, key: str, start: int, end: int) -> list[bytes]:
         return await self.actor.lrange.remote(key, start, end)
 
@@ -247,8 +266,8 @@ class EmbeddedStore:
     async def ping(self) -> bool:
         return await self.actor.ping.remote()
 
-    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
-        return await self.actor.compare_and_set.remote(key, expected, value)
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes, ttl_s: float | None = None) -> bool:
+        return await self.actor.compare_and_set.remote(key, expected, value, ttl_s)
 
 
 class RedisStore:
@@ -285,6 +304,17 @@ class RedisStore:
     async def rpush(self, key: str, value: bytes) -> int:
         return int(await self.client.rpush(self._k(key), value))
 
+    async def write_many(self, puts: dict[str, bytes], appends: dict[str, list[bytes]], ttl_s: float) -> None:
+        ttl_ms = max(1, int(ttl_s * 1000))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, value in puts.items():
+                pipe.set(self._k(key), value, px=ttl_ms)
+            for key, values in appends.items():
+                if values:
+                    pipe.rpush(self._k(key), *values)
+                    pipe.pexpire(self._k(key), ttl_ms)
+            await pipe.execute()
+
     async def lrange(self, key: str, start: int, end: int) -> list[bytes]:
         return cast(list[bytes], await self.client.lrange(self._k(key), start, end))
 
@@ -304,19 +334,25 @@ class RedisStore:
     async def ping(self) -> bool:
         return bool(await self.client.ping())
 
-    # GET, compare and SET in one server-side step (ARGV[1] = "1" when a value is expected).
+    # GET, compare and SET in one server-side step (ARGV[1] = "1" when a value is expected;
+    # ARGV[4]: the expiry in ms, "0" for none).
     _CAS = """
     local current = redis.call('GET', KEYS[1])
     if ARGV[1] == '1' then
       if current ~= ARGV[2] then return 0 end
     elseif current then return 0 end
-    redis.call('SET', KEYS[1], ARGV[3])
+    if ARGV[4] == '0' then
+      redis.call('SET', KEYS[1], ARGV[3])
+    else
+      redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+    end
     return 1
     """
 
-    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes) -> bool:
+    async def compare_and_set(self, key: str, expected: bytes | None, value: bytes, ttl_s: float | None = None) -> bool:
         flag = b"0" if expected is None else b"1"
-        result = await self.client.eval(self._CAS, 1, self._k(key), flag, expected or b"", value)
+        ttl_ms = 0 if ttl_s is None else max(1, int(ttl_s * 1000))
+        result = await self.client.eval(self._CAS, 1, self._k(key), flag, expected or b"", value, str(ttl_ms))
         return bool(result)
 
 

@@ -206,16 +206,18 @@ class JobStore:
                 model=model,
                 deadline_at=deadline,
             )
-            await self.kv.put(self._key(job_id, "request"), request_json.encode(), ttl_s=ttl)
+            # The job's parts in one round trip (in this order; none is seen before it is active).
+            parts = {self._key(job_id, "request"): request_json.encode()}
             if webhook_json is not None:
-                await self.kv.put(self._key(job_id, "webhook"), webhook_json.encode(), ttl_s=ttl)
+                parts[self._key(job_id, "webhook")] = webhook_json.encode()
             if work_steps is not None:
-                await self.kv.put(self._key(job_id, "work"), str(work_steps).encode(), ttl_s=ttl)
+                parts[self._key(job_id, "work")] = str(work_steps).encode()
             traceparent = telemetry.current_traceparent()
             if traceparent:  # the job's trace links back to the request that submitted it
-                await self.kv.put(self._key(job_id, "trace"), traceparent.encode(), ttl_s=ttl)
-            await self._save(job)
-            await self._event(job_id, JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued))
+                parts[self._key(job_id, "trace")] = traceparent.encode()
+            parts[self._key(job_id)] = job.model_dump_json().encode()
+            queued = JobEvent(type="status", job_id=job_id, seq=0, status=JobStatus.queued)
+            await self.kv.write_many(parts, self._event_entry(job_id, queued), ttl)
             if on_created is not None:
                 await on_created(job_id)
             if deadline is not None:
@@ -225,16 +227,13 @@ class JobStore:
             await self.kv.sadd(ACTIVE, job_id)  # runners only see complete jobs
             # The commit: only now does the key name this job. Fails if a retry took the claim
             # over (this creation looked abandoned), and then this job is undone.
-            if idem is not None and not await self.kv.compare_and_set(idem, PENDING + job_id.encode(), job_id.encode()):
+            if idem is not None and not await self.kv.compare_and_set(
+                idem, PENDING + job_id.encode(), job_id.encode(), ttl_s=ttl
+            ):
                 raise IdempotencyConflict(idem)
         except BaseException:
             await self._undo(job_id, idem)
             raise
-        if idem is not None:
-            try:  # compare-and-set drops the expiry; the job is complete and active either way
-                await self.kv.expire(idem, ttl)
-            except Exception:
-                logger.warning("idempotency entry of job %s kept without expiry", job_id, exc_info=True)
         return job, True
 
     async def _claim(self, idem: str, job_id: str) -> Job | None:
@@ -316,13 +315,12 @@ class JobStore:
         raw = await self.kv.get(self._key(job_id, "request"))
         return raw.decode() if raw else None
 
-    async def _save(self, job: Job) -> None:
-        await self.kv.put(self._key(job.id), job.model_dump_json().encode(), ttl_s=self.settings.result_ttl_s)
+    def _event_entry(self, job_id: str, event: JobEvent) -> dict[str, list[bytes]]:
+        # The event's seq is its index in the list, assigned on read: writers never race on it.
+        return {self._key(job_id, "events"): [event.model_dump_json(exclude={"seq"}).encode()]}
 
     async def _event(self, job_id: str, event: JobEvent) -> None:
-        # The event's seq is its index in the list, assigned on read: writers never race on it.
-        await self.kv.rpush(self._key(job_id, "events"), event.model_dump_json(exclude={"seq"}).encode())
-        await self.kv.expire(self._key(job_id, "events"), self.settings.result_ttl_s)
+        await self.kv.write_many({}, self._event_entry(job_id, event), self.settings.result_ttl_s)
 
     async def events_after(self, job_id: str, seq: int) -> list[JobEvent]:
         raw = await self.kv.lrange(self._key(job_id, "events"), seq + 1, -1)
@@ -354,8 +352,8 @@ class JobStore:
                 job.variant = variant
             if status == JobStatus.succeeded:
                 job.progress = JobProgress(step=job.progress.total, total=job.progress.total)
-            if await self.kv.compare_and_set(self._key(job_id), raw, job.model_dump_json().encode()):
-                await self.kv.expire(self._key(job_id), self.settings.result_ttl_s)
+            new = job.model_dump_json().encode()
+            if await self.kv.compare_and_set(self._key(job_id), raw, new, ttl_s=self.settings.result_ttl_s):
                 break
         else:
             raise RuntimeError(f"job {job_id} kept changing while it moved to {status.value}")
@@ -390,11 +388,21 @@ class JobStore:
         await self.kv.delete(self._key(job.id, "lease"), self._key(job.id, "progress"), self._key(job.id, "queue"))
 
     async def record_progress(self, job_id: str, step: int, total: int, preview: JobPreview | None = None) -> None:
-        await self.kv.put(self._key(job_id, "progress"), f"{step}/{total}".encode(), ttl_s=self.settings.result_ttl_s)
-        event = JobEvent(
-            type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step, total=total, preview=preview
-        )
-        await self._event(job_id, event)
+        await self.record_progress_many([(job_id, step, total, preview)])
+
+    async def record_progress_many(self, updates: list[tuple[str, int, int, JobPreview | None]]) -> None:
+        """Progress of any jobs, in order, in one store round trip: every step's event is kept (a
+        watcher sees each step), and each job's progress key holds its latest step."""
+        latest: dict[str, bytes] = {}
+        events: dict[str, list[bytes]] = {}
+        for job_id, step, total, preview in updates:
+            latest[self._key(job_id, "progress")] = f"{step}/{total}".encode()
+            event = JobEvent(
+                type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step, total=total, preview=preview
+            )
+            events.setdefault(self._key(job_id, "events"), []).append(event.model_dump_json(exclude={"seq"}).encode())
+        if updates:
+            await self.kv.write_many(latest, events, self.settings.result_ttl_s)
 
     async def record_queue(self, job_id: str, status: JobStatus, position: int, eta_s: float | None) -> None:
         """A waiting job's place in the queue: kept for ``GET /v1/jobs/{id}`` and sent as a status event."""
@@ -518,6 +526,7 @@ class JobRunner:
         self.tasks: dict[asyncio.Task[None], tuple[str, float]] = {}  # -> (job id, monotonic start)
         self._reported_at = time.monotonic()
         self._executing: dict[str, asyncio.Future[tuple[ImagesResponse, str | None]]] = {}  # job id -> its call
+        self._attempts: dict[str, asyncio.Task[None]] = {}  # job id -> its attempt, around the call
         self._loop_task: asyncio.Task[None] | None = None
         self._inline: set[asyncio.Task[None]] = set()  # attempts run for a waiting request (run_inline)
         self._wake = asyncio.Event()
@@ -602,7 +611,8 @@ class JobRunner:
                     now - started,
                     len(self.tasks),
                     self.settings.concurrency,
-                    awaiting(self._executing.get(job_id, task)),
+                    # The deepest await known: the model call, else the attempt (store calls around it).
+                    awaiting(self._executing.get(job_id) or self._attempts.get(job_id) or task),
                 )
 
     async def _keep_lease(self, job_id: str, finished: asyncio.Event) -> None:
@@ -628,6 +638,7 @@ class JobRunner:
         finished = asyncio.Event()
         keeper = loop.create_task(self._keep_lease(job_id, finished))
         run = loop.create_task(self._traced_attempt(job_id) if traced else self._attempt(job_id))
+        self._attempts[job_id] = run
         try:
             await asyncio.wait({keeper, run}, return_when=asyncio.FIRST_COMPLETED)
             if run.done() and not run.cancelled() and run.exception() is not None:
@@ -636,6 +647,8 @@ class JobRunner:
                 )
         finally:
             finished.set()
+            if self._attempts.get(job_id) is run:
+                del self._attempts[job_id]
             for task in (run, keeper):
                 task.cancel()
             # Bounded: a task that swallowed its cancellation must not hold this runner's slot.
