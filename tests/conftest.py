@@ -102,6 +102,15 @@ _DEPLOYED: list[_Deployment] = []
 _CURRENT_ITEM: list[pytest.Item] = []
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With HUABU_TEST_TIMES=<file>, every phase's duration is appended as it ends, so that a run
+    cut short (or still going) already tells where its time went (``--durations`` waits for the end)."""
+    path = os.environ.get("HUABU_TEST_TIMES")
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{report.duration:.2f}\t{report.when}\t{report.outcome}\t{report.nodeid}\n")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
     _CURRENT_ITEM.append(item)
