@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from huabu.deployments.core import metrics, telemetry
 from huabu.deployments.core.settings import JobSettings
-from huabu.deployments.core.state import KeyValueStore
+from huabu.deployments.core.state import KeyValueStore, is_outage
 from huabu.deployments.gateway.errors import APIError, invalid
 from huabu.sdk.types import (
     MAX_PREFER_WAIT_S,
@@ -46,6 +46,7 @@ DEADLINE_EXCEEDED, REQUESTED = "deadline_exceeded", "requested"  # why a job was
 IDLE_POLL_MAX_S = 1.0
 STALL_POLL_S = 1.0
 LONG_RUN_S = 30.0  # a job held this long by one runner is reported with where it waits
+UNCOUNTED_ATTEMPTS_FACTOR = 4  # attempts in all, per counted one, before a job is given up
 TRANSITION_TRIES = 8  # compare-and-set attempts before a status change gives up (and the job is retried)
 PENDING = b"pending:"  # an idempotency entry whose job is still being created
 # A creation still pending this long died half-way (its gateway was lost): a retry takes its key
@@ -505,10 +506,15 @@ class JobStore:
             else:
                 await self.kv.delete(self._key(job_id, "lease"))
 
-    async def next_attempt(self, job_id: str) -> int:
+    async def next_attempt(self, job_id: str) -> tuple[int, int]:
+        """-> (this attempt's number, how many earlier attempts failed through the job's own run)."""
         attempt = await self.kv.incr(self._key(job_id, "attempts"))
         await self.kv.expire(self._key(job_id, "attempts"), self.settings.result_ttl_s)
-        return attempt
+        failed = await self.kv.get(self._key(job_id, "failures"))
+        return attempt, int(failed or 0)
+
+    async def record_failed_attempt(self, job_id: str) -> None:
+        await self.kv.incr_many({self._key(job_id, "failures"): 1}, self.settings.result_ttl_s)
 
 
 # (job id, request json, attempt number from 1) -> result
@@ -677,13 +683,23 @@ class JobRunner:
         if await store.cancel_requested(job_id):
             await store.transition(job_id, JobStatus.canceled)
             return
-        attempt = await store.next_attempt(job_id)
+        attempt, failed = await store.next_attempt(job_id)
         logger.info("job %s attempt %d started by %s", job_id, attempt, self.owner)
-        if attempt > self.settings.max_attempts:
+        # max_attempts counts the attempts that failed in the job's own run (its model call failed,
+        # its replica was lost, it stalled). Infrastructure faults around it (the store unreachable,
+        # a safety filter that cannot screen, a lease or gateway lost) do not use them up: a Redis
+        # outage must not fail jobs that would run once it is over (#25 finding 4). They are bounded
+        # all the same, by UNCOUNTED_ATTEMPTS_FACTOR times as many attempts in all.
+        given_up = attempt > self.settings.max_attempts * UNCOUNTED_ATTEMPTS_FACTOR
+        if failed >= self.settings.max_attempts or given_up:
+            reason = "" if not given_up else " (most of them ended by store, filter or gateway outages)"
             await store.transition(
                 job_id,
                 JobStatus.failed,
-                error=ErrorBody(message=f"job failed after {self.settings.max_attempts} attempts", type="server_error"),
+                error=ErrorBody(
+                    message=f"job failed after {failed if not given_up else attempt - 1} attempts{reason}",
+                    type="server_error",
+                ),
             )
             return
         await store.transition(job_id, JobStatus.running)
@@ -694,7 +710,7 @@ class JobRunner:
         except APIError as exc:
             if exc.code == "filter_unavailable":
                 # A safety filter that cannot screen now (503, Retry-After) is transient: the job waits
-                # that long under this runner's lease, then any runner retries it (within max_attempts).
+                # that long under this runner's lease, then any runner retries it (not counted against max_attempts).
                 wait_s = float(exc.headers.get("Retry-After", self.settings.lease_s))
                 logger.warning("job %s attempt %d: %s; retrying in %.0f s", job_id, attempt, exc.message, wait_s)
                 await store.release(job_id, self.owner, after_s=wait_s)
@@ -708,7 +724,20 @@ class JobRunner:
             cause = type(exc).__name__
             if replica_lost(exc):
                 self.lost_at = time.monotonic()
-            logger.warning("job %s attempt %d failed (%s); will retry", job_id, attempt, cause, exc_info=True)
+            outage = is_outage(exc)
+            logger.warning(
+                "job %s attempt %d failed (%s%s); will retry",
+                job_id,
+                attempt,
+                cause,
+                ", a store outage: not counted" if outage else "",
+                exc_info=True,
+            )
+            if not outage:
+                try:
+                    await store.record_failed_attempt(job_id)
+                except Exception:  # the store failed meanwhile: this attempt goes uncounted (bounded)
+                    logger.warning("job %s: could not count failed attempt %d", job_id, attempt, exc_info=True)
             await store.release(job_id, self.owner)
         else:
             await store.transition(job_id, JobStatus.succeeded, result=result, variant=variant)

@@ -13,6 +13,7 @@ from huabu.deployments.core.handles import ReplicaLost
 from huabu.deployments.core.settings import JobSettings
 from huabu.deployments.core.state import _MemoryState
 from huabu.deployments.gateway import jobs
+from huabu.deployments.gateway.errors import APIError
 from huabu.deployments.gateway.jobs import JobRunner, JobStore
 from huabu.sdk.types import ImagesResponse, JobStatus
 
@@ -274,3 +275,54 @@ async def test_a_lease_renewal_racing_the_release_never_holds_the_job(monkeypatc
         await runner.stop()
     finished = await store.get(job.id)
     assert finished is not None and finished.status == JobStatus.succeeded and attempts == [1, 2]
+
+
+async def test_store_outages_and_unavailable_filters_do_not_use_up_a_jobs_attempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """#25 finding 4: in a soak, a Redis outage failed jobs "after 3 attempts" that would have run
+    once it was over. Attempts ended by the store or a filter that cannot screen are retried without
+    counting; failures of the job's own run still count, and everything is bounded."""
+    import redis.exceptions
+
+    monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
+    calls: list[int] = []
+
+    async def outages_then_success(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
+        calls.append(attempt)
+        if attempt <= 3:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        if attempt <= 5:
+            retry = {"Retry-After": "0.05"}
+            raise APIError(
+                "the prompt filter is unavailable", "service_unavailable", None, "filter_unavailable", 503, retry
+            )
+        return ImagesResponse(created=0, data=[]), "stable"
+
+    job_id, store = await run_one_job(lambda store: outages_then_success, max_attempts=2)
+    job = await store.get(job_id)
+    assert job is not None and job.status == JobStatus.succeeded, job
+    assert calls == [1, 2, 3, 4, 5, 6]
+
+    calls.clear()
+
+    async def always_fails(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
+        calls.append(attempt)
+        raise RuntimeError("the model raised")
+
+    job_id, store = await run_one_job(lambda store: always_fails, max_attempts=2)
+    job = await store.get(job_id)
+    assert job is not None and job.status == JobStatus.failed and job.error is not None
+    assert calls == [1, 2] and "after 2 attempts" in job.error.message
+
+    calls.clear()
+
+    async def store_always_down(job_id: str, request_json: str, attempt: int) -> tuple[ImagesResponse, str | None]:
+        calls.append(attempt)
+        raise redis.exceptions.TimeoutError("Timeout reading from 127.0.0.1:6379")
+
+    job_id, store = await run_one_job(lambda store: store_always_down, max_attempts=2)
+    job = await store.get(job_id)
+    assert job is not None and job.status == JobStatus.failed and job.error is not None
+    assert len(calls) == 2 * jobs.UNCOUNTED_ATTEMPTS_FACTOR, calls  # bounded all the same
+    assert "outages" in job.error.message
