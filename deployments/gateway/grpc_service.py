@@ -26,12 +26,13 @@ from google.rpc import error_details_pb2, status_pb2
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from ray.serve.context import _get_serve_request_context
 from ray.serve.grpc_util import RayServegRPCContext
+from starlette.datastructures import Headers
 
 from huabu.deployments.core import telemetry
 from huabu.deployments.core.logging_json import request_id_var
 from huabu.deployments.core.messages import ModelRequest
 from huabu.deployments.core.settings import Settings
-from huabu.deployments.gateway import auth
+from huabu.deployments.gateway import auth, webhooks
 from huabu.deployments.gateway.access import IDEMPOTENT, Access, store_unavailable
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.generation import GenerationService
@@ -283,6 +284,11 @@ def _metadata(context: RayServegRPCContext, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _headers(context: RayServegRPCContext) -> Headers:
+    """The call's text metadata as case-insensitive headers (REST's header parsers read them)."""
+    return Headers(headers={k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
+
+
 def _request_id(context: RayServegRPCContext) -> str:
     # Serve's proxy assigns the request id (a client's ``request_id`` metadata, else a new one).
     return _get_serve_request_context().request_id or _metadata(context, "x-request-id") or ""
@@ -312,7 +318,13 @@ class ImagesGrpc:
         raise NotImplementedError  # the Gateway's: the job once it ended, or after wait_s
 
     async def images_or_job(
-        self, req: JobBody, request_id: str, idempotency_key: str | None, wait_s: int | None
+        self,
+        req: JobBody,
+        request_id: str,
+        idempotency_key: str | None,
+        wait_s: int | None,
+        *,
+        webhook_params: Mapping[str, str] = webhooks.BODY_PARAMS,
     ) -> tuple[str, ImagesResponse | Job]:
         raise NotImplementedError  # the Gateway's: wait-or-queue, the job attempted inline
 
@@ -329,14 +341,23 @@ class ImagesGrpc:
         fields: dict[str, Any],
         direct: Callable[[], Awaitable[ImagesResponse]],
     ) -> pb.ImagesResponse:
-        """An images RPC's answer: ``direct()``, or with job options or ``prefer: wait=N`` metadata a
-        durable job attempted inline (REST's ``Prefer`` / ``X-Huabu-Webhook``): its images with
+        """An images RPC's answer: ``direct()``, or with job options (the message's ``webhook``, ...),
+        ``prefer: wait=N`` or ``x-huabu-webhook`` metadata (REST's ``Prefer`` / ``X-Huabu-Webhook``
+        headers, read by the same parser) a durable job attempted inline: its images with
         ``job_id``, or only ``job_id`` when it had not ended within N seconds (REST's 202)."""
         wait_s = prefer_wait(_metadata(context, "prefer"), "prefer")
-        if wait_s is None and not JOB_OPTIONS & fields.keys():
+        # As the REST header, the metadata's webhook wins over the message's, and is not part of the
+        # content an idempotency key is bound to.
+        webhook = webhooks.webhook_from_headers(_headers(context))
+        if wait_s is None and webhook is None and not JOB_OPTIONS & fields.keys():
             return images_message(await direct())
         body = job_body(kind, fields)
-        job_id, result = await self.images_or_job(body, call.request_id, call.idempotency_key, wait_s)
+        params = webhooks.BODY_PARAMS
+        if webhook is not None:
+            body, params = body.model_copy(update={"webhook": webhook}), webhooks.HEADER_PARAMS
+        job_id, result = await self.images_or_job(
+            body, call.request_id, call.idempotency_key, wait_s, webhook_params=params
+        )
         if isinstance(result, ImagesResponse):
             message = images_message(result)
         else:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from helpers import decode_png, png_bytes
 from huabu.deployments.gateway import auth
 from huabu.deployments.gateway.auth import key_hash, new_key
 from huabu.deployments.gateway.grpc_service import error_metadata, status_code
+from huabu.sdk import webhooks
 from huabu.sdk.grpc_api import images_pb2 as pb
 from huabu.sdk.grpc_api import images_pb2_grpc
 
@@ -561,3 +564,85 @@ def test_an_images_call_made_a_job_keeps_its_idempotency_key_over_both_doors(grp
     error = rpc_error(lambda: stub.Generate(pb.GenerateRequest(seed=6, **SMALL), metadata=gen_md, timeout=120))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert dict(error.trailing_metadata() or ())["error-code"] == "idempotency_key_reused"
+
+
+class HookReceiver:
+    """A webhook endpoint on 127.0.0.1 that keeps the deliveries whose signature verifies."""
+
+    def __init__(self, secret: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        events = self.events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                try:
+                    events.append(webhooks.verify(body, {k.lower(): v for k, v in self.headers.items()}, secret))
+                    status = 204
+                except webhooks.WebhookVerificationError:
+                    status = 401
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def succeeded(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [e for e in self.events if e["type"] == "job.succeeded" and e["data"]["id"] == job_id]
+            if done:
+                return done[0]
+            assert time.monotonic() < deadline, self.events
+            time.sleep(0.1)
+
+
+def test_webhooks_as_the_message_field_or_as_metadata_are_delivered_signed(deploy_app, stub) -> None:
+    """REST's two ways: the job's ``webhook`` (a field of every images message, so of SubmitJob's) and,
+    on the images calls, the ``X-Huabu-Webhook`` headers as metadata (the same parser: its errors
+    name the header); either makes the call a job whose events reach the receiver, signed with the
+    key's secret."""
+    admin = new_key()[1]
+    app = deploy_app(
+        auth={"enabled": True, "admin_key_sha256": key_hash(admin), "default_rate": "1000/min"},
+        safety={"prompt_enabled": False, "image": {"enabled": False}},
+        webhooks={"allow_private": True, "poll_interval_s": 0.2},  # the receiver is on 127.0.0.1
+    )
+    with app.client() as c:
+        made = c.post("/v1/admin/keys", json={"name": "grpc-hooks"}, headers={"Authorization": f"Bearer {admin}"})
+        key_id, key = made.json()["id"], made.json()["key"]
+        secrets = c.post(f"/v1/admin/keys/{key_id}/webhook-secrets", headers={"Authorization": f"Bearer {admin}"})
+    assert secrets.status_code == 201, secrets.text
+    receiver = HookReceiver(secrets.json()["secret"])
+    try:
+        md = meta(app, key)
+        hook = pb.Webhook(url=receiver.url)
+        job = stub.SubmitJob(
+            pb.SubmitJobRequest(generate=pb.GenerateRequest(seed=1, webhook=hook, **SMALL)), metadata=md, timeout=60
+        )
+        assert receiver.succeeded(job.id)["data"]["status"] == "succeeded"
+        # Metadata on Generate: a job (its id in the answer), images in the answer, events to the hook.
+        hooked = [*md, ("x-huabu-webhook", receiver.url), ("x-huabu-webhook-events", "succeeded")]
+        answer = stub.Generate(pb.GenerateRequest(seed=2, **SMALL), metadata=hooked, timeout=120)
+        assert answer.job_id.startswith("job_") and answer.data[0].png.startswith(b"\x89PNG")
+        assert receiver.succeeded(answer.job_id)["data"]["id"] == answer.job_id
+        for bad, param in (
+            ([("x-huabu-webhook", "ftp://x/h")], "X-Huabu-Webhook"),
+            ([("x-huabu-webhook-events", "succeeded")], "X-Huabu-Webhook"),  # events without a URL
+            (
+                [("x-huabu-webhook", receiver.url), ("x-huabu-webhook-secret-id", "whs_0000000000000000")],
+                "X-Huabu-Webhook-Secret-Id",
+            ),
+        ):
+            error = rpc_error(
+                lambda bad=bad: stub.Generate(pb.GenerateRequest(**SMALL), metadata=[*md, *bad], timeout=60)
+            )
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, error)
+            assert dict(error.trailing_metadata() or ())["error-param"] == param, (bad, error.details())
+    finally:
+        receiver.server.shutdown()
