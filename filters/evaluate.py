@@ -1,19 +1,21 @@
 """Evaluate the prompt filter on the labelled corpora: precision, recall, false-positive rate, confusion.
 
-    python -m huabu.filters.evaluate [--corpus FILE ...] [--split all|train|dev|holdout|holdout2|holdout3]
+    python -m huabu.filters.evaluate [--corpus FILE ...] [--split all|train|dev|holdout|holdout2|holdout3|holdout4]
                                      [--per-split] [--no-semantic] [--no-blocklist] [--no-intent] [--errors] [--json]
 
 Corpus lines are JSON objects: ``text``, ``label`` ("safe" or a category), ``lang``, ``kind`` and
 ``split`` (and ``family``, the template family). The default corpora are ``tests/filters/corpus.jsonl``
 (v1: plain/obfuscated/paraphrase/lookalike, en/zh) and the intent corpus of issue #32,
-``filters/data/corpus/{dev,holdout,holdout2,holdout3}.jsonl`` (euphemism, emoji, effect, injury, coded, translation,
+``filters/data/corpus/{dev,holdout,holdout2,holdout3,holdout4}.jsonl`` (euphemism, emoji, effect, injury, coded, translation,
 mixed_script and their hard benign counterparts, in nine languages), split by template family. The
 ``dev`` splits were used to choose thresholds; ``holdout`` was never looked at while tuning (it has been
 measured since), ``holdout2`` (the second round: self-harm by injuries, ~50 hard benign prompts per
 adversarial kind) was written before that round's changes and measured once after them, and has been
 looked at while fixing since; ``holdout3`` (the third round: new template families and words, 14
 languages, hard benign counterparts per kind incl. numbers, hex and dates) was written and measured
-before the third round's changes and only measured again after them (its errors unread); the intent
+before the third round's changes and only measured again after them (its errors unread); ``holdout4``
+(the fourth round: new families, words and languages such as th, sv, vi, id, cs, uk) was written by
+another session before the fourth round's changes, measured before and after them, errors unread; the intent
 corpus's ``train`` split (what the classifier learnt from) is not evaluated unless asked for.
 "Positive" means unsafe: recall is the share of unsafe prompts blocked (in any category), the
 false-positive rate the share of safe prompts blocked, precision the share of blocked prompts that are
@@ -61,7 +63,7 @@ class CorpusRow:
 
 _ROOT = Path(__file__).resolve().parent.parent  # the source checkout (the package is installed editable)
 INTENT_CORPUS_DIR = _ROOT / "filters" / "data" / "corpus"
-EVAL_SPLITS = ("dev", "holdout", "holdout2", "holdout3")  # the intent corpus files evaluated by default
+EVAL_SPLITS = ("dev", "holdout", "holdout2", "holdout3", "holdout4")  # the intent corpus files evaluated by default
 
 
 def default_corpus_path() -> Path:
