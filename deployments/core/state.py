@@ -356,6 +356,16 @@ class RedisStore:
         return bool(result)
 
 
+async def hold_lease(kv: KeyValueStore, key: str, owner: str, ttl_s: float) -> bool:
+    """Renew the lease ``key`` if ``owner`` holds it, else take it if it is free. -> whether
+    ``owner`` holds it now. One store command while held (a compare-and-set with expiry): the
+    leader loops of every replica renew theirs all the time, idle or not."""
+    held = owner.encode()
+    if await kv.compare_and_set(key, held, held, ttl_s=ttl_s):
+        return True
+    return await kv.put(key, held, ttl_s=ttl_s, only_if_absent=True)
+
+
 def open_store(settings: StateSettings) -> KeyValueStore:
     if settings.backend == "redis":
         return RedisStore(settings.redis_url, settings.namespace)

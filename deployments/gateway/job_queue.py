@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from huabu.deployments.core.state import hold_lease
 from huabu.deployments.gateway.jobs import ACTIVE, JobStore
 
 logger = logging.getLogger("huabu.jobs")
@@ -51,19 +52,17 @@ class QueueTracker:
         while True:
             await asyncio.sleep(self.interval_s)
             try:
-                if await self._lead():
-                    await self.update()
+                # Idle (no active job): nothing to place, and no lease to hold; one read a tick.
+                active = sorted(await self.store.kv.smembers(ACTIVE))
+                if active and await self._lead():
+                    await self.update(active)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store briefly unavailable: positions wait for the next tick
                 logger.warning("could not update queue positions", exc_info=True)
 
     async def _lead(self) -> bool:
-        kv, ttl = self.store.kv, 3 * self.interval_s + 1
-        if await kv.put(LEASE, self.owner.encode(), ttl_s=ttl, only_if_absent=True):
-            return True
-        if await kv.get(LEASE) == self.owner.encode():
-            await kv.put(LEASE, self.owner.encode(), ttl_s=ttl)
+        if await hold_lease(self.store.kv, LEASE, self.owner, 3 * self.interval_s + 1):
             return True
         self._sent.clear()  # another replica leads; if this one takes over, it sends every place afresh
         return False
@@ -73,9 +72,11 @@ class QueueTracker:
             self._work[job_id] = await self.store.work_steps(job_id) or 1
         return self._work[job_id]
 
-    async def update(self) -> None:
+    async def update(self, active: list[str] | None = None) -> None:
+        """Send every waiting job's place; ``active``: the active ids, sorted, when just read."""
         store = self.store
-        active = sorted(await store.kv.smembers(ACTIVE))
+        if active is None:
+            active = sorted(await store.kv.smembers(ACTIVE))
         speed = await store.model_speed()
         ahead_work = 0.0
         position = 0

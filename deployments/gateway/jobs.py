@@ -491,11 +491,8 @@ class JobStore:
     async def renew(self, job_id: str, owner: str) -> bool:
         """Extend the lease while ``owner`` holds it. A lease that is gone (released, or lapsed) is
         never taken back here: a renewal racing the release would hold the job, unclaimed, forever."""
-        holder = await self.kv.get(self._key(job_id, "lease"))
-        if holder is None or holder.decode() != owner:
-            return False
-        await self.kv.put(self._key(job_id, "lease"), owner.encode(), ttl_s=self.settings.lease_s)
-        return True
+        held = owner.encode()
+        return await self.kv.compare_and_set(self._key(job_id, "lease"), held, held, ttl_s=self.settings.lease_s)
 
     async def release(self, job_id: str, owner: str, after_s: float = 0.0) -> None:
         """Give the job back for a retry (``after_s`` from now), unless another runner holds it by now."""

@@ -43,6 +43,7 @@ from huabu.ab_testing import (
 )
 from huabu.ab_testing._base import check_identifier
 from huabu.deployments.core.settings import DIFFUSERS_PREFIX
+from huabu.deployments.core.state import hold_lease
 from huabu.deployments.gateway.auth import ANONYMOUS_KEY_ID, current_principal
 from huabu.deployments.gateway.errors import APIError, invalid, not_found
 from huabu.deployments.gateway.experiments import ACTIVE_KEY, Experiments
@@ -270,14 +271,7 @@ class RolloutService:
 
     async def _lease(self) -> bool:
         """Hold the controller lease (one acting replica at a time)."""
-        kv, ttl = self.experiments.kv, self.config.controller_lease_s
-        if await kv.put(LEASE_KEY, self.owner.encode(), ttl_s=ttl, only_if_absent=True):
-            return True
-        holder = await kv.get(LEASE_KEY)
-        if holder is not None and holder.decode() == self.owner:
-            await kv.expire(LEASE_KEY, ttl)
-            return True
-        return False
+        return await hold_lease(self.experiments.kv, LEASE_KEY, self.owner, self.config.controller_lease_s)
 
     async def tick(self) -> Decision | None:
         """One policy evaluation of the active rollout, if it is running."""

@@ -220,9 +220,9 @@ async def test_a_job_held_long_is_reported_with_where_it_waits(
 
 
 class LeaseReadSwallowsCancel(MemoryKV):
-    """A store whose reads of a lease take a while and swallow a cancellation that arrives meanwhile,
-    as a store call whose own timeout fires together with the cancel can on Python 3.11. ``reading``
-    is set while such a read waits (one at a time)."""
+    """A store whose lease renewals (compare-and-set) take a while and swallow a cancellation that
+    arrives meanwhile, as a store call whose own timeout fires together with the cancel can on
+    Python 3.11. ``reading`` is set while such a call waits (one at a time)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -232,8 +232,8 @@ class LeaseReadSwallowsCancel(MemoryKV):
         method = getattr(self.state, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            # One slow read at a time: the release's own read, made meanwhile, goes straight through.
-            if name == "get" and str(args[0]).endswith(":lease") and not self.reading.is_set():
+            # One slow renewal at a time: the release's own calls, made meanwhile, go straight through.
+            if name == "compare_and_set" and str(args[0]).endswith(":lease") and not self.reading.is_set():
                 self.reading.set()
                 try:
                     await asyncio.sleep(0.3)
@@ -250,7 +250,8 @@ async def test_a_lease_renewal_racing_the_release_never_holds_the_job(monkeypatc
     """Seen in a multinode run: an attempt failed on a lost replica and released its lease while its
     keeper was in a lease read; the keeper's cancellation was swallowed, its renewal wrote the lease
     back, and it renewed it for good: the job stayed `running`, unclaimed. Now a renewal never takes
-    a released lease back, and the keeper stops by a flag as well as by cancellation."""
+    a released lease back (it is one compare-and-set of the holder), and the keeper stops by a flag
+    as well as by cancellation."""
     monkeypatch.setattr(jobs, "STALL_POLL_S", 0.05)
     config = JobSettings(poll_interval_s=0.01, lease_s=0.6)
     kv = LeaseReadSwallowsCancel()
