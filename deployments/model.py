@@ -347,7 +347,8 @@ class ModelStage(Answering):
         if now - self.speed_recorded_at < SPEED_RECORD_S:
             return
         self.speed_recorded_at = now
-        task = asyncio.get_running_loop().create_task(self.jobs.record_speed(self.replica, image_step_s))
+        record = self.jobs.record_speed(self.replica, image_step_s, self.model_name)
+        task = asyncio.get_running_loop().create_task(record)
         self.background.add(task)
         task.add_done_callback(self._background_done)
 

@@ -423,25 +423,27 @@ class JobStore:
         raw = await self.kv.get(self._key(job_id, "work"))
         return int(raw) if raw else None
 
-    async def record_speed(self, replica: str, image_step_s: float) -> None:
-        """A model replica's measured seconds per image per step (for queue ETAs)."""
-        value = json.dumps({"image_step_s": image_step_s, "at": time.time()}).encode()
+    async def record_speed(self, replica: str, image_step_s: float, model: str | None = None) -> None:
+        """A model replica's measured seconds per image per step (for queue ETAs), and its model."""
+        value = json.dumps({"image_step_s": image_step_s, "at": time.time(), "model": model}).encode()
         await self.kv.put(f"modelspeed:{replica}", value, ttl_s=SPEED_TTL_S)
         await self.kv.sadd(SPEEDS, replica)
 
-    async def model_speed(self) -> tuple[float, int] | None:
-        """-> (median seconds per image-step, replicas that reported within SPEED_TTL_S), or None."""
-        speeds = []
+    async def model_speeds(self) -> dict[str | None, tuple[float, int]]:
+        """Model (None: every replica) -> (median seconds per image-step, replicas that reported
+        within SPEED_TTL_S). Replicas of different models differ by orders of magnitude in speed."""
+        by_model: dict[str | None, list[float]] = {None: []}
         for replica in await self.kv.smembers(SPEEDS):
             raw = await self.kv.get(f"modelspeed:{replica}")
             if raw is None:
                 await self.kv.srem(SPEEDS, replica)
-            else:
-                speeds.append(float(json.loads(raw)["image_step_s"]))
-        if not speeds:
-            return None
-        speeds.sort()
-        return speeds[len(speeds) // 2], len(speeds)
+                continue
+            reported = json.loads(raw)
+            speed = float(reported["image_step_s"])
+            by_model[None].append(speed)
+            if reported.get("model"):
+                by_model.setdefault(reported["model"], []).append(speed)
+        return {model: (sorted(v)[len(v) // 2], len(v)) for model, v in by_model.items() if v}
 
     async def request_cancel(self, job_id: str, reason: str = REQUESTED) -> Job | None:
         job = await self.get(job_id)
