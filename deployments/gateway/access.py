@@ -339,16 +339,27 @@ class Access:
 
     # --- idempotency -----------------------------------------------------------------------
 
-    async def check_idempotency(self, principal: Principal, idem: str, content: object) -> tuple[str, str]:
+    async def check_idempotency(
+        self, principal: Principal, idem: str, content: object, *, raw: bytes | None = None
+    ) -> tuple[str, str]:
         """-> (the key the job store sees, the fingerprint key). Keys are scoped to the API key, and
         a key reused with another request is refused (IETF idempotency-key draft: 422). ``content``:
-        what ``request_fingerprint`` takes (a body's bytes, or the request's fields)."""
+        what ``request_fingerprint`` takes (a body's bytes, or the request's fields); ``raw``: the
+        body's bytes when ``content`` is not them (HTTP), for fingerprints stored before it."""
         if len(idem) > MAX_IDEMPOTENCY_KEY:
             raise invalid(f"Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters", "Idempotency-Key")
         scoped = f"{principal.key_id}:{hashlib.sha256(idem.encode()).hexdigest()}"
         fingerprint_key = f"idemfp:{scoped}"
         seen = await self.kv.get(fingerprint_key)
-        if seen is not None and seen.decode() != request_fingerprint(content):
+        legacy = raw if raw is not None else content if isinstance(content, bytes) else None
+        if (
+            seen is not None
+            and seen.decode() != request_fingerprint(content)
+            # Written before request_fingerprint (the sha256 of the body's bytes): a retry of a
+            # request made before the upgrade (a Kafka re-read) is still the same request. Such
+            # records expire within jobs.result_ttl_s of the upgrade; then this test can go.
+            and (legacy is None or seen.decode() != hashlib.sha256(legacy).hexdigest())
+        ):
             raise APIError(
                 "this Idempotency-Key was already used with a different request body; use a new key",
                 param="Idempotency-Key",
@@ -471,7 +482,8 @@ class AccessMiddleware:
                 # Images calls too: with Prefer: wait the key names the job they create.
                 if path in IDEMPOTENT and idem and access.settings.auth.enabled:
                     content = await http_request_content(scope)
-                    scoped, fingerprint = await access.check_idempotency(principal, idem, content)
+                    raw = scope.get(BODY_SCOPE_KEY, b"")
+                    scoped, fingerprint = await access.check_idempotency(principal, idem, content, raw=raw)
                     MutableHeaders(scope=scope)["idempotency-key"] = scoped
                 admission = await access.admit(principal)
             elif STREAM_PATH.match(path) and bad_id is None and scope.get("method", "GET") == "GET":

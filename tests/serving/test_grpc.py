@@ -3,7 +3,10 @@ the same images, jobs, keys and validation as HTTP (deployments/gateway/grpc_ser
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+import json
 import subprocess
 import sys
 import threading
@@ -23,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers import decode_png, png_bytes
 
+from huabu.deployments.core.state import EmbeddedStore
 from huabu.deployments.gateway import auth
 from huabu.deployments.gateway.auth import key_hash, new_key
 from huabu.deployments.gateway.grpc_service import error_metadata, status_code
@@ -646,3 +650,27 @@ def test_webhooks_as_the_message_field_or_as_metadata_are_delivered_signed(deplo
             assert dict(error.trailing_metadata() or ())["error-param"] == param, (bad, error.details())
     finally:
         receiver.server.shutdown()
+
+
+def test_a_fingerprint_stored_before_canonical_ones_still_matches_its_body(grpc_app, admin_key) -> None:
+    """Records written before ``request_fingerprint`` hold the sha256 of the body's bytes (kept for
+    jobs.result_ttl_s): a retry of such a request after the upgrade is the same request, another
+    body is still refused."""
+    with grpc_app.client() as c:
+        made = c.post("/v1/admin/keys", json={"name": "legacy"}, headers={"Authorization": f"Bearer {admin_key}"})
+    key_id, key = made.json()["id"], made.json()["key"]
+    idem = f"old-{uuid.uuid4().hex}"
+    raw = json.dumps({"kind": "generate", "seed": 21, **SMALL}).encode()
+    scoped = f"{key_id}:{hashlib.sha256(idem.encode()).hexdigest()}"
+
+    async def store_legacy() -> None:
+        store = EmbeddedStore(grpc_app.settings.state.namespace)
+        await store.put(f"idemfp:{scoped}", hashlib.sha256(raw).hexdigest().encode(), ttl_s=600)
+
+    asyncio.run(store_legacy())
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idem, "content-type": "application/json"}
+    with grpc_app.client() as c:
+        same = c.post("/v1/jobs", content=raw, headers=headers)
+        other = c.post("/v1/jobs", content=raw.replace(b'"seed": 21', b'"seed": 22'), headers=headers)
+    assert same.status_code == 202, same.text
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused", other.text
