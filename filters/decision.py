@@ -47,7 +47,8 @@ class Stage(str, Enum):
 
 
 class Decision(BaseModel):
-    """Allowed or blocked, and why. ``category``/``rule_id`` are set when blocked.
+    """Allowed or blocked, and why. ``category``/``rule_id`` are set when blocked; ``rule_id`` also names
+    the veto that allowed a prompt another stage would have blocked (``intent.veto.semantic.<category>``).
 
     ``score`` is the semantic similarity of the closest unsafe exemplar (prompt side) or the NSFW
     probability (image side); ``None`` when the stage computes none (a block-list hit).

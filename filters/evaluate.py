@@ -6,8 +6,8 @@
 Corpus lines are JSON objects: ``text``, ``label`` ("safe" or a category), ``lang``, ``kind`` and
 ``split`` (and ``family``, the template family). The default corpora are ``tests/filters/corpus.jsonl``
 (v1: plain/obfuscated/paraphrase/lookalike, en/zh) and the intent corpus of issue #32,
-``filters/data/corpus/{dev,holdout,holdout2,holdout3,holdout4}.jsonl`` (euphemism, emoji, effect, injury, coded, translation,
-mixed_script and their hard benign counterparts, in nine languages), split by template family. The
+``filters/data/corpus/{dev,holdout,holdout2,holdout3,holdout4}.jsonl`` (euphemism, emoji, effect, injury, coded,
+translation, mixed_script and their hard benign counterparts, in 26 languages), split by template family. The
 ``dev`` splits were used to choose thresholds; ``holdout`` was never looked at while tuning (it has been
 measured since), ``holdout2`` (the second round: self-harm by injuries, ~50 hard benign prompts per
 adversarial kind) was written before that round's changes and measured once after them, and has been

@@ -13,6 +13,12 @@ It sits between the block lists and the exemplar similarity and has two parts, e
   families. Weights and thresholds ship in ``data/intent_classifier.npz``. A hit reports
   ``intent.classifier.<category>``.
 
+The classifier also vetoes *marginal* exemplar matches (round 4): when it is confident a prompt is
+safe (P(safe) >= ``veto_safe``) and the exemplar similarity clears its bar by less than ``veto_margin``,
+the prompt is allowed (the exemplar bank's near misses were its main false positives: diving, tuna
+carving, rare steak). Both values are calibrated on dev by the training script so that no dev unsafe
+prompt is vetoed; a weight file without them vetoes nothing.
+
 Loading fails loudly (a missing, truncated or mis-shaped weight file raises
 :class:`IntentModelError`): the deployment then fails closed rather than screening with less.
 """
@@ -29,7 +35,14 @@ import numpy as np
 from huabu.filters.decision import Category
 from huabu.filters.semantic import single_threaded_blas
 
-__all__ = ["IntentClassifier", "IntentModelError", "IntentResult", "bundled_classifier_path", "softmax"]
+__all__ = [
+    "IntentClassifier",
+    "IntentModelError",
+    "IntentResult",
+    "bundled_classifier_path",
+    "softmax",
+    "vetoes",
+]
 
 SAFE = "safe"
 EMBEDDING_DIM = 512
@@ -57,6 +70,12 @@ class IntentResult:
     flagged: bool
     category: Category | None
     probability: float
+    safe_probability: float = 0.0
+
+
+def vetoes(safe_probability: float, excess: float, veto_safe: float, veto_margin: float) -> bool:
+    """Whether a confident-safe classifier verdict overrules an exemplar match ``excess`` past its bar."""
+    return safe_probability >= veto_safe and excess < veto_margin
 
 
 class IntentClassifier:
@@ -71,6 +90,7 @@ class IntentClassifier:
                 bias = np.asarray(data["bias"], dtype=np.float32)
                 labels = [str(x) for x in data["labels"]]
                 thresholds = np.asarray(data["thresholds"], dtype=np.float32)
+                veto = np.asarray(data["veto"], dtype=np.float32) if "veto" in data.files else None
         except Exception as exc:  # zip, pickle-refusal, missing key, short read: all one failure to the caller
             raise IntentModelError(f"intent classifier {self.path}: cannot load ({type(exc).__name__}: {exc})") from exc
         n = len(labels)
@@ -95,6 +115,10 @@ class IntentClassifier:
         self._thresholds = np.where(
             np.asarray([c is not None and c in enabled for c in cats]), thresholds, np.float32(np.inf)
         ).astype(np.float32)
+        if veto is not None and (veto.shape != (2,) or np.isnan(veto).any()):
+            raise IntentModelError(f"intent classifier {self.path}: veto must be two numbers, got {veto!r}")
+        # (P(safe) at or above which, excess similarity below which): (inf, 0) never vetoes
+        self.veto_safe, self.veto_margin = (float(veto[0]), float(veto[1])) if veto is not None else (np.inf, 0.0)
         self._weights = weights
         self._bias = bias
         self._categories = cats
@@ -115,10 +139,18 @@ class IntentClassifier:
         probs = self.probabilities(embeddings)
         ratio = probs / self._thresholds  # inf thresholds (safe, disabled) give 0
         best = ratio.argmax(axis=1)
+        safe_col = self._categories.index(None)
         out = []
         for row, idx in enumerate(best):
             cat = self._categories[int(idx)]
             p = float(probs[row, idx])
             flagged = cat is not None and bool(ratio[row, idx] >= 1.0)
-            out.append(IntentResult(flagged=flagged, category=cat if flagged else None, probability=p))
+            out.append(
+                IntentResult(
+                    flagged=flagged,
+                    category=cat if flagged else None,
+                    probability=p,
+                    safe_probability=float(probs[row, safe_col]),
+                )
+            )
         return out

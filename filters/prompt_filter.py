@@ -25,7 +25,7 @@ from huabu.filters.blocklist import BlockList, load_blocklists
 from huabu.filters.counters import FilterCounters
 from huabu.filters.decision import Decision, Stage
 from huabu.filters.fingerprint import prompt_fingerprint
-from huabu.filters.intent import IntentClassifier
+from huabu.filters.intent import IntentClassifier, vetoes
 from huabu.filters.normalize import normalize
 from huabu.filters.semantic import SemanticMatcher, TextEncoder, load_exemplars
 from huabu.filters.settings import PromptFilterSettings
@@ -138,6 +138,24 @@ class PromptFilter:
                         category=intent.category,
                         rule_id=f"intent.classifier.{intent.category.value}",
                         score=round(intent.probability, 4),
+                        fingerprint=fingerprints[i],
+                    )
+                elif (
+                    res is not None
+                    and res.flagged
+                    and intent is not None
+                    and self.intent is not None
+                    and vetoes(intent.safe_probability, res.excess, self.intent.veto_safe, self.intent.veto_margin)
+                ):
+                    # a marginal exemplar match the classifier is confident is safe: allowed, and the
+                    # decision names the layer that overruled it
+                    results[i] = Decision(
+                        allowed=True,
+                        stage=Stage.INTENT,
+                        rule_id=f"intent.veto.semantic.{res.category.value}"
+                        if res.category
+                        else "intent.veto.semantic",
+                        score=round(intent.safe_probability, 4),
                         fingerprint=fingerprints[i],
                     )
                 elif res is not None:

@@ -252,6 +252,8 @@ class SemanticResult:
     score: float  # its cosine similarity
     benign_score: float  # similarity of the closest benign anchor to the same text
     exemplar_index: int  # index into SemanticMatcher.exemplar_texts (for debugging rules, not logs)
+    # score minus the threshold it was held to (whole prompt or clause): how far past the bar a match is
+    excess: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,5 +379,6 @@ class SemanticMatcher:
                     score=float(best[row]),
                     benign_score=float(best_benign[row]),
                     exemplar_index=int(best_idx[row]),
+                    excess=float(best[row] - embedded.thresholds[row]),
                 )
         return [r for r in results if r is not None]

@@ -25,16 +25,23 @@ import numpy as np
 from huabu.filters.decision import Category
 from huabu.filters.intent import SAFE, softmax
 from huabu.filters.normalize import normalize
-from huabu.filters.semantic import TextEncoder, load_exemplars
+from huabu.filters.semantic import SemanticMatcher, TextEncoder, load_exemplars
+from huabu.filters.settings import PromptFilterSettings
 from huabu.filters.training.families import write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS_DIR = ROOT / "filters" / "data" / "corpus"
 LABELS = (SAFE, *(c.value for c in Category))
-# Calibration: per category, the lowest threshold at which at most this share of dev safe rows is
-# flagged as that category, and never below the floor (a near-uniform distribution is not evidence).
-FP_BUDGET = 0.01
+# Calibration (round 4): per category, the lowest thresholds at which every dev *kind* keeps its benign
+# false positives within KIND_FP_BUDGET of its safe rows (one global budget let a benign family of one kind,
+# e.g. demolition scenes, push the violence threshold up unnoticed at the cost of effect recall), never
+# below the floor (a near-uniform distribution is not evidence), and never by a step that loses more than
+# MAX_STEP_COST unsafe dev rows per false positive removed: such false positives are left and reported,
+# for data or lexicon exceptions to fix, instead of being bought with recall.
+KIND_FP_BUDGET = 0.02
+MAX_STEP_COST = 1.0
 THRESHOLD_FLOOR = 0.5
+VETO_SLACK = 0.02
 
 
 def _jsonl(path: Path) -> list[dict[str, str]]:
@@ -97,35 +104,70 @@ def fit(
     return w, b
 
 
-def calibrate(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-category thresholds: start at the floor, then, while more than FP_BUDGET of the dev safe rows
-    are flagged, raise the one threshold whose next step removes a false positive at the least loss of
-    recall (greedy; steps are the benign rows' own scores)."""
+def calibrate(probs: np.ndarray, y: np.ndarray, kinds: list[str] | None = None, verbose: bool = False) -> np.ndarray:
+    """Per-category thresholds: start at the floor, then, while some dev kind has more flagged safe rows
+    than KIND_FP_BUDGET allows, raise the one threshold whose next step removes a false positive of an
+    over-budget kind at the least loss of recall (greedy; steps are the benign rows' own scores), unless
+    even the best step costs more than MAX_STEP_COST unsafe rows per false positive removed."""
     n = len(LABELS)
     thresholds = np.full(n, np.inf, dtype=np.float32)
     thresholds[1:] = THRESHOLD_FLOOR
     safe = y == 0
+    kind_of = np.array(kinds if kinds is not None else ["all"] * len(y))
+    budget = {k: int(KIND_FP_BUDGET * int((safe & (kind_of == k)).sum())) for k in set(kind_of[safe])}
 
     def flagged(t: np.ndarray) -> np.ndarray:
         return (probs / t).max(axis=1) >= 1.0
 
-    while (flagged(thresholds) & safe).sum() > FP_BUDGET * safe.sum():
+    while True:
+        fp = flagged(thresholds) & safe
+        over = np.array(
+            [bool(fp[i]) and int((fp & (kind_of == kind_of[i])).sum()) > budget[kind_of[i]] for i in range(len(y))]
+        )
+        if not over.any():
+            break
         best: tuple[float, int, float] | None = None
         for k in range(1, n):
-            hits = flagged(thresholds) & safe & (probs[:, k] >= thresholds[k])
+            hits = over & (probs[:, k] >= thresholds[k])
             if not hits.any():
                 continue
             step = thresholds.copy()
             step[k] = float(probs[hits, k].min()) + 1e-4
             lost = int((flagged(thresholds) & ~safe).sum() - (flagged(step) & ~safe).sum())
-            removed = int((flagged(thresholds) & safe).sum() - (flagged(step) & safe).sum())
+            removed = int((over & ~flagged(step)).sum())
             cost = lost / max(removed, 1)
             if best is None or cost < best[0]:
                 best = (cost, k, float(step[k]))
-        if best is None:
+        if best is None or best[0] > MAX_STEP_COST:
+            if verbose:
+                left = sorted({str(k) for k in kind_of[over]})
+                why = "no step" if best is None else f"a step costs {best[0]:.1f} unsafe rows per false positive"
+                print(f"  calibration: false positives left in {left} ({why})")
             break
         thresholds[best[1]] = best[2]
     return thresholds
+
+
+def calibrate_veto(
+    safe_p: np.ndarray, excess: np.ndarray, sem_flagged: np.ndarray, clf_flagged: np.ndarray, y: np.ndarray
+) -> tuple[float, float]:
+    """The classifier's veto of marginal exemplar matches: (P(safe) bar, excess-similarity bar) that allows
+    the most dev safe rows the exemplar stage alone would block while vetoing no dev unsafe row at all, with
+    VETO_SLACK of room on both bars (the most conservative pair among the best). (inf, 0): no veto."""
+    candidates = sem_flagged & ~clf_flagged  # what the veto could change
+    best: tuple[int, float, float] = (0, float("inf"), 0.0)
+    for p_bar in np.arange(0.5, 1.0, 0.02):
+        for m_bar in np.arange(0.005, 0.105, 0.005):
+            vetoed = candidates & (safe_p >= p_bar) & (excess < m_bar)
+            # an unsafe row near either bar also counts: the bars must hold with slack, not exactly
+            near = candidates & (safe_p >= p_bar - VETO_SLACK) & (excess < m_bar + VETO_SLACK)
+            if (near & (y != 0)).any():
+                continue
+            gain = int((vetoed & (y == 0)).sum())
+            if gain > best[0]:
+                best = (gain, float(p_bar), float(m_bar))
+    print(f"  veto: P(safe) >= {best[1]:.2f} and excess < {best[2]:.3f} allows {best[0]} dev safe rows, no unsafe")
+    return best[1], best[2]
 
 
 def report(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray, rows: list[dict[str, str]]) -> None:
@@ -159,15 +201,33 @@ def main() -> None:
     dev = _jsonl(CORPUS_DIR / "dev.jsonl") + [{**r, "kind": f"v1_{r['kind']}"} for r in _v1_dev(1)]
     dev_y = np.array([index[r["label"]] for r in dev])
     dev_probs = softmax(embed(encoder, [r["text"] for r in dev], args.cache) @ w.T + b)
-    thresholds = calibrate(dev_probs, dev_y)
+    thresholds = calibrate(dev_probs, dev_y, [r["kind"] for r in dev], verbose=True)
     print("thresholds:", {LABELS[k]: round(float(t), 3) for k, t in enumerate(thresholds) if k})
     report(dev_probs, dev_y, thresholds, dev)
+    settings = PromptFilterSettings()
+    matcher = SemanticMatcher(
+        load_exemplars(settings.exemplars),
+        threshold=settings.semantic_threshold,
+        margin=settings.semantic_margin,
+        clause_threshold=settings.semantic_clause_threshold,
+        encoder=encoder,
+        max_clauses=settings.max_clauses,
+    )
+    sem = matcher.check_many([normalize(r["text"]).semantic_text for r in dev])
+    veto = calibrate_veto(
+        dev_probs[:, 0],
+        np.array([r.excess for r in sem]),
+        np.array([r.flagged for r in sem]),
+        (dev_probs / thresholds).max(axis=1) >= 1.0,
+        dev_y,
+    )
     np.savez_compressed(
         args.out,
         weights=w.astype(np.float32),
         bias=b.astype(np.float32),
         labels=np.array(LABELS),
         thresholds=thresholds,
+        veto=np.array(veto, dtype=np.float32),
     )
     print(f"wrote {args.out}")
 
