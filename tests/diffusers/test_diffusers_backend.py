@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from huabu.deployments.backends import requests as R
 from huabu.deployments.backends.diffusers.backend import DiffusersBackend
@@ -166,3 +167,42 @@ def test_a_folder_that_is_no_pipeline_and_a_bad_lora_fail_to_load(tmp_path: Path
         load_backend(VariantSettings(model=f"diffusers:{tmp_path}"), SETTINGS)
     with pytest.raises(ModelLoadError, match="cannot load LoRA"):
         backend_for(tiny_qwen, lora=[LoraSettings(path=str(tmp_path / "missing.safetensors"))])
+
+
+@pytest.mark.parametrize("size", [48, 96])
+def test_previews_of_the_x0_estimate_for_the_requests_that_ask(backend: DiffusersBackend, size: int) -> None:
+    """#26: progress previews on the diffusers backend: at every k-th step (not the last) for the
+    requests with ``preview_every``, thumbnails (at most 64 px a side) of the flow-matching x0
+    estimate, converging to the image the request ends with."""
+    watched = replace(generate("a red circle", 11, steps=8, size=size), preview_every=2)
+    unwatched = generate("a blue square", 12, steps=8, size=size)
+    previews: dict[tuple[int, int], np.ndarray] = {}
+    order: list[str] = []
+
+    def on_preview(index: int, step: int, pixels: np.ndarray) -> None:
+        previews[index, step] = pixels
+        order.append(f"preview {step}")
+
+    results = backend(
+        [watched, unwatched],
+        on_step=lambda indices, step, total: order.append(f"step {step}"),
+        on_preview=on_preview,
+    )
+    assert sorted(previews) == [(0, 2), (0, 4), (0, 6)]
+    assert order.index("preview 4") < order.index("step 4")  # the step's progress event carries it
+    final = results[0].pixels
+    assert final is not None and final.shape == (size, size, 3)
+    side = min(size, 64)
+    for pixels in previews.values():
+        assert pixels.dtype == np.uint8 and pixels.shape == (side, side, 3)
+        assert pixels.std() > 0
+    # Previews only read the latents: the same batch without them gives the same bytes.
+    unobserved = backend([replace(watched, preview_every=0), unwatched])
+    assert unobserved[0].pixels is not None and np.array_equal(unobserved[0].pixels, final)
+
+    thumbnail = np.asarray(Image.fromarray(final).resize((side, side), Image.Resampling.BOX), dtype=float)
+
+    def error(step: int) -> float:
+        return float(np.abs(previews[0, step].astype(float) - thumbnail).mean())
+
+    assert error(6) < error(2), [error(s) for s in (2, 4, 6)]

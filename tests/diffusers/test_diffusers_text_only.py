@@ -7,6 +7,7 @@ queued, after which the app keeps serving."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,18 @@ def test_it_renders_the_size_asked_for_with_progress_and_cancellation(backend: D
         is_cancelled=lambda index: len(steps) >= 3,
     )
     assert cancelled.cancelled and cancelled.pixels is None and steps == [1, 2, 3]  # stopped between steps
+
+
+def test_previews_through_the_legacy_callback_show_the_sample(backend: DiffusersBackend) -> None:
+    """PixArt's DPM-Solver is no flow-matching scheduler: its previews decode the current sample
+    (noisy at first), which ends as the image."""
+    previews: dict[int, np.ndarray] = {}
+    request = replace(R.generation("a cat", seed=5, size=(32, 48), steps=6, guidance=4.5), preview_every=2)
+    (result,) = backend([request], on_preview=lambda index, step, pixels: previews.__setitem__(step, pixels))
+    assert sorted(previews) == [2, 4] and all(p.shape == (32, 48, 3) and p.dtype == np.uint8 for p in previews.values())
+    assert result.pixels is not None
+    errors = [float(np.abs(previews[s].astype(float) - result.pixels.astype(float)).mean()) for s in (2, 4)]
+    assert errors[1] < errors[0], errors
 
 
 def test_edits_are_refused_naming_the_operation(backend: DiffusersBackend) -> None:

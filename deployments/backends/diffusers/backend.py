@@ -29,10 +29,12 @@ from huabu.deployments.backends.contract import (
     CancelCheck,
     Capability,
     ModelLimits,
+    PreviewCallback,
     ProgressCallback,
     SampleResult,
 )
 from huabu.deployments.backends.diffusers.loading import DiffusionPipeline, LoadedPipelines, load_pipelines
+from huabu.deployments.backends.diffusers.previews import LatentPreviewer
 from huabu.deployments.backends.requests import SampleRequest, first_step
 from huabu.deployments.core.settings import ModelDeploymentSettings, VariantSettings
 
@@ -92,6 +94,8 @@ def call_defaults(pipeline: DiffusionPipeline) -> dict[str, Any]:
 
 
 class DiffusersBackend:
+    previews = True  # takes on_preview (backends/contract.py; diffusers/previews.py)
+
     def __init__(self, pipelines: LoadedPipelines, model_id: str, settings: ModelDeploymentSettings) -> None:
         self.pipelines = pipelines
         self.model_id = model_id
@@ -169,6 +173,7 @@ class DiffusersBackend:
         requests: list[SampleRequest],
         on_step: ProgressCallback | None = None,
         is_cancelled: CancelCheck | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[SampleResult]:
         for request in requests:
             request.validate(self.limits)
@@ -178,7 +183,9 @@ class DiffusersBackend:
         results: dict[int, SampleResult] = {}
         for key, indices in groups.items():
             for index, result in zip(
-                indices, self._call(key, [requests[i] for i in indices], indices, on_step, is_cancelled), strict=True
+                indices,
+                self._call(key, [requests[i] for i in indices], indices, on_step, is_cancelled, on_preview),
+                strict=True,
             ):
                 results[index] = result
         return [results[i] for i in range(len(requests))]
@@ -200,6 +207,7 @@ class DiffusersBackend:
         indices: list[int],
         on_step: ProgressCallback | None,
         is_cancelled: CancelCheck | None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[SampleResult]:
         pipeline = self._pipeline_for(key.capability)
         prompts = [truncate_utf8(r.prompt, self.limits.max_prompt_bytes) for r in requests]
@@ -210,21 +218,29 @@ class DiffusersBackend:
         # What the pipeline reports when it has no ``num_timesteps`` (img2img runs the last part).
         planned = key.steps - first_step(key.steps, key.strength)
 
-        def step_done(pipe: Any, step: int) -> bool:
+        previewer = None
+        if on_preview is not None and any(r.preview_every > 0 for r in requests):
+            every = [r.preview_every for r in requests]
+            previewer = LatentPreviewer(pipeline, key.height, key.width, every, indices, on_preview)
+
+        def step_done(pipe: Any, step: int, latents: Any) -> bool:
             """Reports ``step`` (0-based) done; -> whether every request of the call is cancelled."""
+            total = int(getattr(pipe, "num_timesteps", None) or planned)
+            if previewer is not None and latents is not None:  # before on_step: its event carries it
+                previewer(step + 1, total, latents)
             if on_step is not None:
-                on_step(indices, step + 1, int(getattr(pipe, "num_timesteps", None) or planned))
+                on_step(indices, step + 1, total)
             if is_cancelled is not None:
                 cancelled[:] = [is_cancelled(i) for i in indices]
             return all(cancelled)
 
         def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            if step_done(pipe, step):
+            if step_done(pipe, step, tensors.get("latents")):
                 pipe._interrupt = True  # the remaining steps are skipped
             return tensors
 
         def legacy_callback(step: int, timestep: Any, latents: Any) -> None:
-            if step_done(pipeline, step):
+            if step_done(pipeline, step, latents):
                 raise Interrupted  # no interrupt flag in these pipelines' loops
 
         arguments: dict[str, Any] = {
