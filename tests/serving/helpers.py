@@ -98,3 +98,21 @@ def wait_rollout(
                 return info
         time.sleep(0.3)
     raise TimeoutError(f"rollout still {info.get('status')}: {info.get('last_decision')}")
+
+
+class MemoryKV:
+    """The embedded store's semantics (``_MemoryState``) behind the async ``KeyValueStore``
+    interface, in-process: job store and runner tests without a Ray actor."""
+
+    def __init__(self) -> None:
+        from huabu.deployments.core.state import _MemoryState
+
+        self.state = _MemoryState()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.state, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return call

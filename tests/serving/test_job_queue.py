@@ -5,25 +5,12 @@ the embedded store's semantics: positions are global (runners claim oldest first
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+from helpers import MemoryKV
 
 from huabu.deployments.core.settings import JobSettings
-from huabu.deployments.core.state import _MemoryState
 from huabu.deployments.gateway.job_queue import QueueTracker
 from huabu.deployments.gateway.jobs import JobStore
-
-
-class MemoryKV:
-    def __init__(self) -> None:
-        self.state = _MemoryState()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.state, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return method(*args, **kwargs)
-
-        return call
 
 
 async def test_etas_use_each_models_own_speed_and_queue() -> None:

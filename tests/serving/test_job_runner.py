@@ -8,29 +8,14 @@ import asyncio
 from typing import Any
 
 import pytest
+from helpers import MemoryKV
 
 from huabu.deployments.core.handles import ReplicaLost
 from huabu.deployments.core.settings import JobSettings
-from huabu.deployments.core.state import _MemoryState
 from huabu.deployments.gateway import jobs
 from huabu.deployments.gateway.errors import APIError
 from huabu.deployments.gateway.jobs import JobRunner, JobStore
 from huabu.sdk.types import ImagesResponse, JobStatus
-
-
-class MemoryKV:
-    """The embedded store's semantics (``_MemoryState``) behind the async interface."""
-
-    def __init__(self) -> None:
-        self.state = _MemoryState()
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.state, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return method(*args, **kwargs)
-
-        return call
 
 
 async def run_one_job(make_execute: Any, **settings: Any) -> tuple[str, JobStore]:
