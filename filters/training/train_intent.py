@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from huabu.filters.blocklist import load_blocklists
 from huabu.filters.decision import Category
 from huabu.filters.intent import SAFE, softmax
 from huabu.filters.normalize import normalize
@@ -104,17 +105,27 @@ def fit(
     return w, b
 
 
-def calibrate(probs: np.ndarray, y: np.ndarray, kinds: list[str] | None = None, verbose: bool = False) -> np.ndarray:
+def calibrate(
+    probs: np.ndarray,
+    y: np.ndarray,
+    kinds: list[str] | None = None,
+    verbose: bool = False,
+    covered: np.ndarray | None = None,
+) -> np.ndarray:
     """Per-category thresholds: start at the floor, then, while some dev kind has more flagged safe rows
     than KIND_FP_BUDGET allows, raise the one threshold whose next step removes a false positive of an
     over-budget kind at the least loss of recall (greedy; steps are the benign rows' own scores), unless
-    even the best step costs more than MAX_STEP_COST unsafe rows per false positive removed."""
+    even the best step costs more than MAX_STEP_COST unsafe rows per false positive removed. ``covered``
+    marks rows the block lists and intent lexicons already decide (they run first): the classifier can
+    neither lose those unsafe rows nor clear those safe ones, so neither counts."""
     n = len(LABELS)
     thresholds = np.full(n, np.inf, dtype=np.float32)
     thresholds[1:] = THRESHOLD_FLOOR
-    safe = y == 0
+    free = ~covered if covered is not None else np.ones(len(y), dtype=bool)
+    safe = (y == 0) & free
+    unsafe = (y != 0) & free
     kind_of = np.array(kinds if kinds is not None else ["all"] * len(y))
-    budget = {k: int(KIND_FP_BUDGET * int((safe & (kind_of == k)).sum())) for k in set(kind_of[safe])}
+    budget = {k: int(KIND_FP_BUDGET * int(((y == 0) & (kind_of == k)).sum())) for k in set(kind_of[y == 0])}
 
     def flagged(t: np.ndarray) -> np.ndarray:
         return (probs / t).max(axis=1) >= 1.0
@@ -133,7 +144,7 @@ def calibrate(probs: np.ndarray, y: np.ndarray, kinds: list[str] | None = None, 
                 continue
             step = thresholds.copy()
             step[k] = float(probs[hits, k].min()) + 1e-4
-            lost = int((flagged(thresholds) & ~safe).sum() - (flagged(step) & ~safe).sum())
+            lost = int((flagged(thresholds) & unsafe).sum() - (flagged(step) & unsafe).sum())
             removed = int((over & ~flagged(step)).sum())
             cost = lost / max(removed, 1)
             if best is None or cost < best[0]:
@@ -201,7 +212,11 @@ def main() -> None:
     dev = _jsonl(CORPUS_DIR / "dev.jsonl") + [{**r, "kind": f"v1_{r['kind']}"} for r in _v1_dev(1)]
     dev_y = np.array([index[r["label"]] for r in dev])
     dev_probs = softmax(embed(encoder, [r["text"] for r in dev], args.cache) @ w.T + b)
-    thresholds = calibrate(dev_probs, dev_y, [r["kind"] for r in dev], verbose=True)
+    # what the block lists and intent lexicons decide before the classifier is not its to win or lose
+    settings0 = PromptFilterSettings()
+    earlier = (load_blocklists(settings0.blocklists), load_blocklists(settings0.intent_lexicons, prefix="intent"))
+    covered = np.array([any(b.first_hit(normalize(r["text"])) is not None for b in earlier) for r in dev])
+    thresholds = calibrate(dev_probs, dev_y, [r["kind"] for r in dev], verbose=True, covered=covered)
     print("thresholds:", {LABELS[k]: round(float(t), 3) for k, t in enumerate(thresholds) if k})
     report(dev_probs, dev_y, thresholds, dev)
     settings = PromptFilterSettings()
