@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import io
 import json
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image
+
+from huabu.sdk import webhooks
 
 
 def png_bytes(pixels: np.ndarray, mode: str | None = None) -> bytes:
@@ -116,3 +122,71 @@ class MemoryKV:
             return method(*args, **kwargs)
 
         return call
+
+
+# --- a webhook receiver -------------------------------------------------------------------------
+
+
+def independent_verify(body: bytes, headers: dict[str, str], secret: str) -> bool:
+    """The specification's signature, written from its text: base64(HMAC-SHA256(base64decode(secret
+    after 'whsec_'), f'{id}.{timestamp}.{body}')), any of the space-separated 'v1,<sig>' entries."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = headers["webhook-id"].encode() + b"." + headers["webhook-timestamp"].encode() + b"." + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(part.split(",", 1) == ["v1", expected] for part in headers["webhook-signature"].split(" "))
+
+
+class Receiver:
+    """Answers 500 to the first ``fail_first`` deliveries, then 204 to those that verify (401 otherwise)."""
+
+    def __init__(self, secret: str, fail_first: int = 0) -> None:
+        self.secret = secret
+        self.fail_first = fail_first
+        self.attempts: list[tuple[dict[str, str], bytes, int]] = []  # (headers, body, answered status)
+        self.accepted: list[dict] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver.lock:
+                    if len(receiver.attempts) < receiver.fail_first:
+                        status = 500
+                    else:
+                        try:
+                            event = webhooks.verify(body, headers, receiver.secret)
+                            ok = independent_verify(body, headers, receiver.secret)
+                        except webhooks.WebhookVerificationError:
+                            ok = False
+                        status = 204 if ok else 401
+                        seen = {a[0]["webhook-id"] for a in receiver.attempts if a[2] == 204}
+                        if ok and headers["webhook-id"] not in seen:  # de-duplicated by webhook-id, as the spec asks
+                            receiver.accepted.append(event)
+                    receiver.attempts.append((headers, body, status))
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, predicate: Callable[[], object], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"receiver saw {[a[2] for a in self.attempts]}"
+            time.sleep(0.05)
+
+    def succeeded(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """The accepted ``job.succeeded`` event of ``job_id``, once it arrives."""
+
+        def done() -> list[dict[str, Any]]:
+            return [e for e in self.accepted if e["type"] == "job.succeeded" and e["data"]["id"] == job_id]
+
+        self.wait(done, timeout)
+        return done()[0]

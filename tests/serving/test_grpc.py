@@ -9,11 +9,9 @@ import hashlib
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,12 @@ import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from helpers import decode_png, png_bytes
+from helpers import Receiver, decode_png, png_bytes
 
 from huabu.deployments.core.state import EmbeddedStore
 from huabu.deployments.gateway import auth
 from huabu.deployments.gateway.auth import key_hash, new_key
 from huabu.deployments.gateway.grpc_service import error_metadata, status_code
-from huabu.sdk import webhooks
 from huabu.sdk.grpc_api import images_pb2 as pb
 from huabu.sdk.grpc_api import images_pb2_grpc
 
@@ -570,42 +567,6 @@ def test_an_images_call_made_a_job_keeps_its_idempotency_key_over_both_doors(grp
     assert dict(error.trailing_metadata() or ())["error-code"] == "idempotency_key_reused"
 
 
-class HookReceiver:
-    """A webhook endpoint on 127.0.0.1 that keeps the deliveries whose signature verifies."""
-
-    def __init__(self, secret: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        events = self.events
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                try:
-                    events.append(webhooks.verify(body, {k.lower(): v for k, v in self.headers.items()}, secret))
-                    status = 204
-                except webhooks.WebhookVerificationError:
-                    status = 401
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def succeeded(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            done = [e for e in self.events if e["type"] == "job.succeeded" and e["data"]["id"] == job_id]
-            if done:
-                return done[0]
-            assert time.monotonic() < deadline, self.events
-            time.sleep(0.1)
-
-
 def test_webhooks_as_the_message_field_or_as_metadata_are_delivered_signed(deploy_app, stub) -> None:
     """REST's two ways: the job's ``webhook`` (a field of every images message, so of SubmitJob's) and,
     on the images calls, the ``X-Huabu-Webhook`` headers as metadata (the same parser: its errors
@@ -622,7 +583,7 @@ def test_webhooks_as_the_message_field_or_as_metadata_are_delivered_signed(deplo
         key_id, key = made.json()["id"], made.json()["key"]
         secrets = c.post(f"/v1/admin/keys/{key_id}/webhook-secrets", headers={"Authorization": f"Bearer {admin}"})
     assert secrets.status_code == 201, secrets.text
-    receiver = HookReceiver(secrets.json()["secret"])
+    receiver = Receiver(secrets.json()["secret"])
     try:
         md = meta(app, key)
         hook = pb.Webhook(url=receiver.url)
