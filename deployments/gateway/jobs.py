@@ -401,7 +401,8 @@ class JobStore:
             event = JobEvent(
                 type="progress", job_id=job_id, seq=0, status=JobStatus.running, step=step, total=total, preview=preview
             )
-            events.setdefault(self._key(job_id, "events"), []).append(event.model_dump_json(exclude={"seq"}).encode())
+            for key, encoded in self._event_entry(job_id, event).items():
+                events.setdefault(key, []).extend(encoded)
         if updates:
             await self.kv.write_many(latest, events, self.settings.result_ttl_s)
 

@@ -137,6 +137,12 @@ def _kind(report: EvalReport, kind: str) -> tuple[float, float]:
     return recall, c["fp"] / (c["fp"] + c["tn"])
 
 
+def assert_kind_bounds(report: EvalReport, recall_floor: dict[str, float], fp_ceiling: dict[str, float]) -> None:
+    for kind in KINDS:
+        recall, fpr = _kind(report, kind)
+        assert recall >= recall_floor[kind] and fpr <= fp_ceiling[kind], (kind, dict(report.groups[f"kind={kind}"]))
+
+
 def test_holdout2_self_harm_and_benign_kinds(later_reports: dict[str, EvalReport]) -> None:
     # holdout2 was looked at while fixing in round 3 (a fix, not a measurement): injury recall 100 %, FP
     # 1.1 %. After round 4: injury recall 97.6 % (40/41), FP 2.0 % (7/350: effect 4/50, injury 2/50, coded
@@ -173,9 +179,7 @@ def test_quality_on_holdout3_regression_floors(later_reports: dict[str, EvalRepo
         "mixed_script": 0.04,
         "translation": 0.04,
     }
-    for kind in KINDS:
-        recall, fpr = _kind(h3, kind)
-        assert recall >= recall_floor[kind] and fpr <= fp_ceiling[kind], (kind, dict(h3.groups[f"kind={kind}"]))
+    assert_kind_bounds(h3, recall_floor, fp_ceiling)
 
 
 def test_quality_on_holdout4_regression_floors(later_reports: dict[str, EvalReport]) -> None:
@@ -204,9 +208,7 @@ def test_quality_on_holdout4_regression_floors(later_reports: dict[str, EvalRepo
         "mixed_script": 0.1,
         "translation": 0.07,
     }
-    for kind in KINDS:
-        recall, fpr = _kind(h4, kind)
-        assert recall >= recall_floor[kind] and fpr <= fp_ceiling[kind], (kind, dict(h4.groups[f"kind={kind}"]))
+    assert_kind_bounds(h4, recall_floor, fp_ceiling)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ from huabu.sdk.types import JobPreview
 
 pytestmark = pytest.mark.serve
 SMALL = {"kind": "generate", "size": "32x32", "cache": "bypass"}
+# A job that outlasts a few seconds on any machine: 200 steps at 32x32 took under 3 s on a quiet one.
+SLOW = {**SMALL, "size": "64x64", "steps": 200}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def test_prefer_wait_answers_200_when_done_and_202_when_not(jobs_app) -> None:
     with jobs_app.client(timeout=90) as c:
         done = c.post("/v1/jobs", json={**SMALL, "prompt": "quick", "steps": 2}, headers={"Prefer": "wait=30"})
         started = time.monotonic()
-        slow = c.post("/v1/jobs", json={**SMALL, "prompt": "slow", "steps": 200}, headers={"Prefer": "wait=2"})
+        slow = c.post("/v1/jobs", json={**SLOW, "prompt": "slow"}, headers={"Prefer": "wait=2"})
         waited = time.monotonic() - started
         c.delete(f"/v1/jobs/{slow.json()['id']}")
     assert done.status_code == 200 and done.headers["preference-applied"] == "wait=30", done.text
@@ -37,7 +39,7 @@ def test_prefer_wait_answers_200_when_done_and_202_when_not(jobs_app) -> None:
 
 
 def test_a_deadline_cancels_a_running_job_between_steps(jobs_app) -> None:
-    body = {**SMALL, "prompt": "too slow", "steps": 200, "timeout_s": 60}
+    body = {**SLOW, "prompt": "too slow", "timeout_s": 60}
     with jobs_app.client(timeout=60) as c:
         r = c.post("/v1/jobs", json=body, headers={"Cancel-After": "3"})  # the tighter of the two
         assert r.status_code == 202 and r.json()["deadline_at"] - r.json()["created_at"] == pytest.approx(3, abs=0.01)
