@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from huabu.cluster.haproxy_launcher import BINARY_ENV, HAPROXY_BINARY_ENV, launcher_path
 from huabu.cluster.serve_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 HOME_ENV = "HUABU_HOME"
@@ -90,8 +91,15 @@ def serve_proxy_env(temp_dir: Path, stop_after_s: int = 30, environ: dict[str, s
     if env.get("HUABU_HA_PROXY", "0") != "1":
         return proxy
     files = temp_dir / "haproxy"
+    # HAProxy answers 503 + Retry-After, not Ray's bare 500, for a request no gateway replica
+    # answered (cluster/haproxy_launcher.py); a binary of the operator's own is what it then runs.
+    launcher = launcher_path()
+    chosen = env.get(HAPROXY_BINARY_ENV, "")
+    binary = {BINARY_ENV: chosen} if chosen and chosen != launcher else {}
     return {
         **proxy,
+        **binary,
+        HAPROXY_BINARY_ENV: launcher,
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(files / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(files / "admin.sock"),

@@ -30,7 +30,7 @@ logger = logging.getLogger("huabu.serve_proxy")
 
 Message = dict[str, Any]
 
-_BODY = json.dumps(
+UNANSWERED_BODY = json.dumps(  # also HAProxy's error page in HAProxy mode (haproxy_launcher.py)
     {
         "error": {  # type and code first: a client that logs a prefix of the body still sees them
             "type": "service_unavailable",
@@ -75,14 +75,14 @@ class AnswerWhenTheReplicaDied:
         )
         headers = [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(_BODY)).encode()),
+            (b"content-length", str(len(UNANSWERED_BODY)).encode()),
             (b"retry-after", str(RETRY_AFTER_S).encode()),
         ]
         if request_id:
             headers.append((REQUEST_ID_HEADER, request_id))
         # After a client disconnect (the proxy's 499) uvicorn drops these sends: nobody is listening.
         await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": _BODY})
+        await send({"type": "http.response.body", "body": UNANSWERED_BODY})
 
 
 def middlewares() -> list[Any]:

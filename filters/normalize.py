@@ -41,9 +41,32 @@ _CONFUSABLES: dict[str, str] = {
     "υ": "u", "χ": "x", "ω": "w",
 }  # fmt: skip
 
+_DECORATIVE_MARK_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-# Tokens: a run of Han characters, or a run of other word characters plus the leet symbols @ and $.
-_TOKEN_RE = re.compile(rf"[{_HAN}]+|(?:[^\W_{_HAN}]|[@$])+")
+
+
+def _script_marks() -> str:
+    """A character class body of the combining marks that belong to a script's letters (Devanagari,
+    Bengali, Thai, Arabic, Hebrew ... vowel signs, viramas, nuktas). Python's ``\\w`` does not match
+    them, so without this "नंगी" split into "न ग" and the embedding saw "नग" (round 5)."""
+    ranges: list[str] = []
+    start = prev = -2
+    for cp in range(0x0300, 0x10000):
+        ch = chr(cp)
+        if unicodedata.category(ch) in ("Mn", "Mc", "Me") and not _DECORATIVE_MARK_RE.match(ch):
+            if cp != prev + 1:
+                if start >= 0:
+                    ranges.append(f"\\u{start:04x}-\\u{prev:04x}")
+                start = cp
+            prev = cp
+    ranges.append(f"\\u{start:04x}-\\u{prev:04x}")
+    return "".join(ranges)
+
+
+# Tokens: a run of Han characters, or a run of other word characters (with their scripts' combining
+# marks) plus the leet symbols @ and $. A mark only continues a token: an emoji's variation selector
+# (U+FE0F, also a mark) after "❤" must not become a word of its own.
+_TOKEN_RE = re.compile(rf"[{_HAN}]+|(?:[^\W_{_HAN}]|[@$])(?:[^\W_{_HAN}]|[@$]|[{_script_marks()}])*")
 # Separators that end a clause or a word for good: whitespace and ordinary punctuation. Anything else
 # between two tokens (. - _ * ~ + / | · ♥ ...) is treated as an in-word separator used to dodge filters.
 _CLAUSE_SEP_RE = re.compile(r"[\s,;:!?()\[\]{}\"<>，。、；：！？（）【】《》「」『』〈〉“”‘’]")
@@ -83,7 +106,6 @@ def _strip_invisible(text: str) -> str:
     return "".join(out)
 
 
-_DECORATIVE_MARK_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
 def _strip_marks(text: str) -> str:
