@@ -106,8 +106,6 @@ def _strip_invisible(text: str) -> str:
     return "".join(out)
 
 
-
-
 def _strip_marks(text: str) -> str:
     # "nüde", "n̲u̲d̲e̲": decompose and drop combining marks. Han characters have no decomposition.
     decomposed = unicodedata.normalize("NFD", text)

@@ -26,7 +26,7 @@ class PromptFilterSettings(BaseModel):
     # and coded symbols (``"coded"`` -> ``filters/data/intent_coded.yaml``, or paths), and a classifier
     # on the prompt embedding (None: the bundled ``data/intent_classifier.npz``; its thresholds inside).
     enable_intent: bool = True
-    intent_lexicons: tuple[str, ...] = ("euphemism", "emoji", "coded", "harm")
+    intent_lexicons: tuple[str, ...] = ("euphemism", "emoji", "coded", "harm", "multilingual")
     intent_classifier: Path | None = None
     enable_semantic: bool = True
     exemplars: tuple[str, ...] = ("default",)

@@ -61,8 +61,9 @@ def test_intent_benign_contexts(prompt_filter: PromptFilter, prompt: str) -> Non
 
 
 def test_intent_classifier_decision(prompt_filter: PromptFilter) -> None:
-    # No block-list or lexicon word: the classifier reads what the prompt describes.
-    d = prompt_filter.check("eine Leiche mit ausgestochenen Augen und abgehackten Fingern im Keller")
+    # No block-list or lexicon word ("Leiche" is one since round 5's multilingual lexicon): the classifier
+    # reads what the prompt describes.
+    d = prompt_filter.check("ein Toter mit ausgestochenen Augen und abgehackten Fingern im Keller")
     assert d.blocked and d.stage is Stage.INTENT and d.rule_id == "intent.classifier.violence"
     assert d.category is Category.VIOLENCE and d.score is not None and 0.5 <= d.score <= 1.0
 
