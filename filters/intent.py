@@ -5,7 +5,10 @@ It sits between the block lists and the exemplar similarity and has two parts, e
 * **Lexicons** (``data/intent_*.yaml``, the block-list format): idioms and euphemisms per language
   ("in the buff", "一丝不挂"), emoji with a generic adjective ("🍆💦 ... naughty"), coded extremist
   numerals, runes and abbreviations ("1488", "ᛋᛋ", "rahowa"), each with its benign-context exceptions
-  ("88 keys", "in 1488", "卍 on a temple"). A hit reports ``intent.lexicon.<rule>``.
+  ("88 keys", "in 1488", "卍 on a temple"); harm descriptions; and (round 5, ``intent_multilingual``)
+  the words the English block list blocks, in 25 languages the embedding model does not read (vi, el,
+  hi, fi, hu, ...), where no classifier on that embedding can help. A hit reports the rule id
+  (``intent.coded.1488``, ``intent.multilingual.nudity``).
 * **A classifier** (:class:`IntentClassifier`): softmax regression on the multilingual USE embedding
   the semantic stage computes anyway (no second model pass), trained by
   ``python -m huabu.filters.training.train_intent`` on template families of
